@@ -1,0 +1,1 @@
+"""The channels: REST, CLI and MCP, each derived from the operation registry."""

@@ -1,0 +1,81 @@
+"""One ASGI middleware for every HTTP request: request id, API-key authentication, access log.
+
+Pure ASGI (not BaseHTTPMiddleware) so streamed responses (SSE, forwarded agent traffic) pass through
+unbuffered. The access line names the key id, never the key, and logs the path without the query.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from ngm.errors import NgmError
+
+log = logging.getLogger("ngm.access")
+PROTECTED_PREFIXES = ("/api/", "/mcp")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
+
+
+def presented_key(headers: dict[bytes, bytes]) -> str | None:
+    auth = headers.get(b"authorization")
+    if auth:
+        scheme, _, value = auth.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get(b"x-api-key")
+    return key.decode("latin-1").strip() if key else None
+
+
+async def send_error(send, exc: NgmError, request_id: str, extra_headers: list | None = None) -> None:
+    body = json.dumps(exc.to_body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", request_id.encode())] + (extra_headers or [])
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestMiddleware:
+    def __init__(self, app, authenticator):
+        self.app = app
+        self.authenticate = authenticator  # async (presented key) -> Principal, raises Unauthorized
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")
+        if not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500}
+        principal = None
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            if scope["path"].startswith(PROTECTED_PREFIXES):
+                try:
+                    principal = await self.authenticate(presented_key(headers))
+                except NgmError as exc:
+                    status["code"] = exc.status
+                    return await send_error(send, exc, request_id, [(b"www-authenticate", b'Bearer realm="ngm"')])
+                scope["state"]["principal"] = principal
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info('%s "%s %s" %d %.1fms key=%s rid=%s', _client(scope), scope["method"], scope["path"],
+                     status["code"], (time.perf_counter() - start) * 1000,
+                     principal.key_id if principal else "-", request_id)
+
+
+def _client(scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "-"

@@ -1,0 +1,3 @@
+from ngm.config.settings import Settings
+
+__all__ = ["Settings"]

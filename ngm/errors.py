@@ -1,0 +1,80 @@
+"""Errors every channel understands: each carries an HTTP status, a stable code and the field at fault.
+
+REST renders them as {"error": {"code", "message", "details"}}, the CLI as a message and an exit code,
+MCP as an error result. Nodes raise them; the executor finds them in Kailash's exception chain.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NgmError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, details: Any = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.details = details
+        if code:
+            self.code = code
+
+    def to_body(self) -> dict:
+        details = self.details
+        if details is None and self.field:
+            details = [{"field": self.field, "message": self.message}]
+        return {"error": {"code": self.code, "message": self.message, "details": details}}
+
+
+class ValidationFailed(NgmError):
+    status = 422
+    code = "validation_error"
+
+    @classmethod
+    def from_fields(cls, errors: list[dict]) -> "ValidationFailed":
+        """errors: [{"field": ..., "message": ...}, ...]"""
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid input"
+        return cls(summary, details=errors, field=errors[0]["field"] if errors else None)
+
+
+class Unauthorized(NgmError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(NgmError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(NgmError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(NgmError):
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(NgmError):
+    status = 503
+    code = "unavailable"
+
+
+class BadGateway(NgmError):
+    status = 502
+    code = "bad_gateway"
+
+
+def find_ngm_error(exc: BaseException | None) -> NgmError | None:
+    """Kailash wraps node exceptions (WorkflowExecutionError -> NodeExecutionError -> ours)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, NgmError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

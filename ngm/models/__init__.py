@@ -1,0 +1,105 @@
+"""DataFlow models: the only place that declares tables.
+
+DataFlow adds created_at/updated_at itself (database defaults, UTC: the PostgreSQL database is pinned to
+UTC in `database.py`). Our own datetime fields are naive UTC with microseconds. Ids are strings we
+generate: DataFlow never generates string ids.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+MODEL_NAMES = ("Gateway", "GatewayDeployment", "ApiKey", "AuditEvent")
+
+
+def register_models(db) -> None:
+    @db.model
+    class Gateway:
+        id: str
+        organization_id: str
+        name: str
+        description: Optional[str] = None
+        environment: str
+        gateway_type: str = "shared"
+        region: Optional[str] = None
+        api_url: str
+        api_port: Optional[int] = None
+        mcp_url: Optional[str] = None
+        mcp_port: Optional[int] = None
+        ssl_enabled: bool = False
+        ssl_cert_id: Optional[str] = None
+        api_key_encrypted: Optional[str] = None  # Fernet token; never leaves the server
+        api_key_last4: Optional[str] = None  # shown so operators can tell which key is set
+        health_check_url: Optional[str] = None
+        min_instances: int = 1
+        max_instances: int = 1
+        current_instances: int = 0
+        global_rate_limit: int = 0  # 0 = unlimited
+        per_agent_rate_limit: int = 0
+        per_user_rate_limit: int = 0
+        auth_methods: list = []
+        jwt_issuer: Optional[str] = None
+        status: str = "active"  # administrative lifecycle
+        health_status: str = "unknown"  # observed
+        last_health_check: Optional[datetime] = None
+        last_health_status: Optional[str] = None  # outcome of the last probe: ok, http_503, timeout, ...
+        last_response_time_ms: Optional[float] = None
+        __dataflow__ = {
+            "indexes": [
+                {"name": "ux_gateways_org_name", "fields": ["organization_id", "name"], "unique": True},
+                {"name": "ix_gateways_org_env", "fields": ["organization_id", "environment"]},
+                {"name": "ix_gateways_org_status", "fields": ["organization_id", "status"]},
+            ]
+        }
+
+    @db.model
+    class GatewayDeployment:
+        id: str
+        organization_id: str
+        gateway_id: str
+        agent_id: str
+        agent_version: str
+        workspace_id: Optional[str] = None
+        weight: int = 100  # 0 = no new traffic
+        is_active: bool = True
+        status: str = "active"  # active | draining | inactive
+        deployed_at: datetime
+        deployed_by: str
+        __dataflow__ = {
+            "indexes": [
+                {"name": "ix_deployments_gateway", "fields": ["gateway_id", "is_active"]},
+                {"name": "ix_deployments_org_agent", "fields": ["organization_id", "agent_id"]},
+            ]
+        }
+
+    @db.model
+    class ApiKey:
+        id: str
+        organization_id: str
+        name: str
+        role: str
+        key_hash: str  # sha256 of the key; the key itself is shown once and never stored
+        key_prefix: str
+        created_by: Optional[str] = None
+        revoked_at: Optional[datetime] = None
+        last_used_at: Optional[datetime] = None
+        __dataflow__ = {
+            "indexes": [
+                {"name": "ux_api_keys_hash", "fields": ["key_hash"], "unique": True},
+                {"name": "ix_api_keys_org", "fields": ["organization_id"]},
+            ]
+        }
+
+    @db.model
+    class AuditEvent:
+        id: str
+        organization_id: str
+        actor_id: str
+        actor_name: str
+        action: str  # e.g. gateway.create
+        resource_type: str
+        resource_id: str
+        changes: dict = {}  # field -> {"from", "to"}; secrets appear only as "[changed]"
+        occurred_at: datetime
+        __dataflow__ = {"indexes": [{"name": "ix_audit_org_time", "fields": ["organization_id", "occurred_at"]}]}

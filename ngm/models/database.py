@@ -1,0 +1,75 @@
+"""Open the DataFlow database named by the settings.
+
+PostgreSQL: the database is created when missing and pinned to UTC, because DataFlow's automatic
+created_at/updated_at are `timestamp without time zone` filled with the session's local time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from ngm.models import MODEL_NAMES, register_models
+
+log = logging.getLogger("ngm.db")
+
+
+def ensure_postgres_database(url: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/") or "ngm"
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    try:
+        conn = psycopg2.connect(url)
+    except psycopg2.OperationalError as exc:
+        if f'"{name}" does not exist' not in str(exc):
+            raise
+        admin = psycopg2.connect(admin_url)
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            log.info("created PostgreSQL database %s", name)
+        except psycopg2.errors.DuplicateDatabase:
+            pass
+        finally:
+            admin.close()
+        conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW timezone")
+            if cur.fetchone()[0] not in ("UTC", "Etc/UTC"):
+                cur.execute(sql.SQL("ALTER DATABASE {} SET timezone TO 'UTC'").format(sql.Identifier(name)))
+    except psycopg2.Error as exc:  # not the owner: timestamps stay in server time
+        log.warning("could not pin database %s to UTC: %s", name, exc.pgerror or exc)
+    finally:
+        conn.close()
+
+
+def sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url[len("sqlite:///"):])
+    return None
+
+
+async def open_database(url: str):
+    """Return a connected DataFlow with every model's table in place."""
+    from dataflow import DataFlow
+
+    if url.startswith(("postgresql://", "postgres://")):
+        ensure_postgres_database(url)
+    elif (path := sqlite_path(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = DataFlow(
+        url,
+        cache_enabled=False,  # the default cache serves stale reads across instances
+        enable_model_persistence=False,
+    )
+    register_models(db)
+    for model in MODEL_NAMES:  # the first operation on a model creates its table and indexes
+        await db.express.count(model, filter={})
+    return db

@@ -1,0 +1,49 @@
+"""Kailash nodes for callers' API keys."""
+
+from __future__ import annotations
+
+from kailash.nodes.base import register_node
+
+from ngm.errors import Forbidden
+from ngm.nodes.auth import store
+from ngm.nodes.auth.keys import role_at_least
+from ngm.nodes.base import REQUIRED, ContextNode
+
+
+@register_node()
+class CreateApiKeyNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        actor, p = kw["actor"], kw["params"]
+        if not actor.get("local") and not role_at_least(actor["role"], p["role"]):
+            raise Forbidden(f"a {actor['role']} cannot create a {p['role']} key", field="role")
+        key, row = await store.create_key(self.ctx.db, kw["organization_id"], p["role"], p["name"] or p["role"],
+                                          actor.get("name") or actor.get("id"))
+        audit = {"resource_type": "api_key", "resource_id": row["id"],
+                 "changes": {"role": {"to": row["role"]}, "name": {"to": row["name"]}}}
+        return {"created": {**row, "key": key}, "audit": audit}
+
+
+@register_node()
+class ListApiKeysNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "params": (dict, {})}
+
+    async def async_run(self, **kw):
+        include = bool((kw.get("params") or {}).get("include_revoked"))
+        return {"keys": {"items": await store.list_keys(self.ctx.db, kw["organization_id"], include)}}
+
+
+@register_node()
+class RevokeApiKeyNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "resource_id": (str, REQUIRED)}
+
+    async def async_run(self, **kw):
+        from ngm.nodes.auth.keys import Principal
+
+        a = kw["actor"]
+        caller = Principal(kw["organization_id"], a["role"], a["id"], a.get("name", ""), bool(a.get("local")))
+        row = await store.revoke_key(self.ctx.db, kw["organization_id"], kw["resource_id"], caller)
+        self.ctx.auth.forget()  # this instance stops accepting it at once; others within the cache TTL
+        audit = {"resource_type": "api_key", "resource_id": row["id"], "changes": {"revoked": {"to": True}}}
+        return {"revoked": row, "audit": audit}

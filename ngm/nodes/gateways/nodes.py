@@ -1,0 +1,76 @@
+"""Kailash nodes of the gateway registry, each over a function of `store`.
+
+Mutating nodes also output `audit` ({resource_type, resource_id, changes}) for RecordAuditNode.
+"""
+
+from __future__ import annotations
+
+from kailash.nodes.base import register_node
+
+from ngm.nodes.audit.changes import diff
+from ngm.nodes.base import REQUIRED, ContextNode
+from ngm.nodes.gateways import store
+
+
+def _audit(gateway_id: str, before: dict | None, after: dict | None) -> dict:
+    return {"resource_type": "gateway", "resource_id": gateway_id, "changes": diff(before, after)}
+
+
+@register_node()
+class InsertGatewayNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "record": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        row = await store.insert(self.ctx.db, kw["organization_id"], kw["record"])
+        return {"gateway": store.public_view(row), "audit": _audit(row["id"], None, row)}
+
+
+@register_node()
+class FetchGatewayNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
+
+    async def async_run(self, **kw):
+        row = await store.fetch(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        return {"gateway": store.public_view(row)}
+
+
+@register_node()
+class ListGatewaysNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        p = kw["params"]
+        filters = {k: p.get(k) for k in ("environment", "status", "health_status")}
+        rows, total = await store.list_page(self.ctx.db, kw["organization_id"], filters, p["limit"], p["offset"])
+        return {"page": {"items": [store.public_view(r) for r in rows], "total": total,
+                         "limit": p["limit"], "offset": p["offset"]}}
+
+
+@register_node()
+class PatchGatewayNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "record": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        before, after = await store.patch(self.ctx.db, kw["organization_id"], kw["resource_id"], kw["record"])
+        return {"gateway": store.public_view(after), "audit": _audit(after["id"], before, after)}
+
+
+@register_node()
+class RemoveGatewayNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, {})}
+
+    async def async_run(self, **kw):
+        force = bool((kw.get("params") or {}).get("force"))
+        gone = await store.remove(self.ctx.db, kw["organization_id"], kw["resource_id"], force)
+        audit = _audit(gone["id"], {"name": gone["name"]}, None)
+        audit["changes"]["deleted_deployments"] = {"to": gone["deleted_deployments"]}
+        return {"deleted": {"id": gone["id"], "deleted_deployments": gone["deleted_deployments"]}, "audit": audit}
+
+
+@register_node()
+class ResolveGatewayNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        row = await store.resolve(self.ctx.db, kw["organization_id"], kw["params"]["environment"])
+        return {"gateway": store.public_view(row)}

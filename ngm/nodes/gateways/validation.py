@@ -1,0 +1,102 @@
+"""Gateway validation rules as pure functions; the input models and the store both call them."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+ENVIRONMENTS = ("development", "staging", "production")
+GATEWAY_TYPES = ("shared", "dedicated", "private")
+STATUSES = ("active", "inactive", "provisioning", "error")
+SETTABLE_STATUSES = ("active", "inactive", "provisioning")  # `error` belongs to the health monitor
+HEALTH_STATUSES = ("healthy", "degraded", "unhealthy", "unknown")
+AUTH_METHODS = ("api_key", "jwt", "oauth2", "mtls")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")  # a key travels in a header: no spaces, CR or LF
+
+
+def check_name(value: str) -> str:
+    if not value or not value.strip():
+        raise ValueError("must not be empty")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def check_http_url(value: str) -> str:
+    if _CONTROL.search(value) or " " in value:
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must include a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not embed credentials; set api_key instead")
+    if port == 0:
+        raise ValueError("port must be between 1 and 65535")
+    if parts.fragment:
+        raise ValueError("must not contain a fragment")
+    return value
+
+
+def check_region(value: str) -> str:
+    if not _REGION.match(value):
+        raise ValueError("must be 1-64 letters, digits, '.', '_' or '-' (e.g. eu-west-1)")
+    return value
+
+
+def check_secret(value: str) -> str:
+    if not _HEADER_SAFE.match(value):
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
+def check_unique_items(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("must not repeat a value")
+    return values
+
+
+def consistency_errors(record: dict) -> list[dict]:
+    """Rules across fields, checked on the merged record (so partial updates are checked too)."""
+    errors = []
+    lo, hi = record.get("min_instances"), record.get("max_instances")
+    if lo is not None and hi is not None and lo > hi:
+        errors.append({"field": "min_instances", "message": f"must be less than or equal to max_instances ({hi})"})
+    port, url_port = record.get("api_port"), _url_port(record.get("api_url"))
+    if port is not None and url_port is not None and port != url_port:
+        errors.append({"field": "api_port", "message": f"conflicts with the port in api_url ({url_port})"})
+    if "jwt" in (record.get("auth_methods") or []) and not record.get("jwt_issuer"):
+        errors.append({"field": "jwt_issuer", "message": "is required when auth_methods includes jwt"})
+    return errors
+
+
+def _url_port(url: str | None) -> int | None:
+    try:
+        return urlsplit(url).port if url else None
+    except ValueError:
+        return None
+
+
+def base_url(record: dict) -> str:
+    """The gateway's API base: api_url, with api_port added when the URL names no port."""
+    url = record["api_url"].rstrip("/")
+    port = record.get("api_port")
+    if port and _url_port(url) is None:
+        parts = urlsplit(url)
+        url = parts._replace(netloc=f"{parts.netloc}:{port}").geturl()
+    return url
+
+
+def health_url(record: dict) -> str:
+    """Where a gateway answers health checks: its health_check_url, else the API base + /health."""
+    if record.get("health_check_url"):
+        return record["health_check_url"]
+    return base_url(record) + "/health"

@@ -1,0 +1,70 @@
+"""`ngm serve`: the Nexus app on our own uvicorn, bound to 127.0.0.1 by default, stopped cleanly by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from ngm.config import Settings
+from ngm.config.logging import setup_logging
+
+log = logging.getLogger("ngm.server")
+
+
+def _uvicorn_server(app, host: str, port: int):
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
+            # our own cleanup runs; here SIGINT/SIGTERM mean "drain, clean up, exit 0".
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+                            server_header=False, timeout_graceful_shutdown=10)
+    return Server(config)
+
+
+async def _serve(settings: Settings, host: str, port: int) -> int:
+    from ngm.context import AppContext
+    from ngm.nexus_app import build_app
+    from ngm.nodes.secrets.keyring import KeyringError
+
+    try:
+        ctx = await AppContext.open(settings)
+    except KeyringError as exc:
+        log.error("cannot start: %s", exc.message)
+        return 2
+    try:
+        app = build_app(ctx)
+        server = _uvicorn_server(app.fastapi_app, host, port)
+        log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
+        await server.serve()
+        return 0 if server.started else 1
+    finally:
+        await ctx.close()
+        log.info("stopped")
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
+    settings = Settings.from_env()
+    setup_logging(settings.log_level)
+    try:
+        import uvloop
+
+        return uvloop.run(_serve(settings, host, port))
+    except ImportError:
+        return asyncio.run(_serve(settings, host, port))
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

@@ -1,0 +1,189 @@
+"""Typed inputs and outputs of the gateway operations (pydantic; shared by REST, CLI and MCP)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+
+from ngm.nodes.gateways import validation as v
+
+Environment = Literal["development", "staging", "production"]
+GatewayType = Literal["shared", "dedicated", "private"]
+SettableStatus = Literal["active", "inactive", "provisioning"]
+Status = Literal["active", "inactive", "provisioning", "error"]
+HealthStatus = Literal["healthy", "degraded", "unhealthy", "unknown"]
+AuthMethod = Literal["api_key", "jwt", "oauth2", "mtls"]
+
+Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(v.check_name)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+HttpUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(v.check_http_url)]
+Region = Annotated[str, AfterValidator(v.check_region)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Instances = Annotated[int, Field(ge=0, le=100_000)]
+RateLimit = Annotated[int, Field(ge=0, le=1_000_000_000)]
+AuthMethods = Annotated[list[AuthMethod], AfterValidator(v.check_unique_items)]
+
+
+def _check_secret(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and value.get_secret_value():
+        v.check_secret(value.get_secret_value())
+    return value
+
+
+GatewayApiKey = Annotated[SecretStr, StringConstraints(max_length=4096), AfterValidator(_check_secret)]
+
+_DESCRIPTIONS = {
+    "name": "unique within the organization",
+    "api_url": "base URL of the gateway's API (http or https)",
+    "health_check_url": "defaults to api_url + /health",
+    "ssl_enabled": "defaults to true for https api_url",
+    "status": "administrative lifecycle; `error` is set only by the health monitor",
+    "api_key": "the gateway's own API key; write-only, stored encrypted; null or empty clears it",
+    "global_rate_limit": "requests per window across the gateway; 0 = unlimited",
+    "per_agent_rate_limit": "requests per window per agent; 0 = unlimited",
+    "per_user_rate_limit": "requests per window per user; 0 = unlimited",
+    "auth_methods": "how callers authenticate to the gateway",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GatewayCreate(_Strict):
+    name: Name
+    description: Optional[Text] = None
+    environment: Environment
+    gateway_type: GatewayType = "shared"
+    region: Optional[Region] = None
+    api_url: HttpUrl
+    api_port: Optional[Port] = None
+    mcp_url: Optional[HttpUrl] = None
+    mcp_port: Optional[Port] = None
+    ssl_enabled: Optional[bool] = None
+    ssl_cert_id: Optional[ShortText] = None
+    api_key: Optional[GatewayApiKey] = None
+    health_check_url: Optional[HttpUrl] = None
+    min_instances: Instances = 1
+    max_instances: Instances = 1
+    current_instances: Instances = 0
+    global_rate_limit: RateLimit = 0
+    per_agent_rate_limit: RateLimit = 0
+    per_user_rate_limit: RateLimit = 0
+    auth_methods: AuthMethods = ["api_key"]
+    jwt_issuer: Optional[ShortText] = None
+    status: SettableStatus = "active"
+
+
+_NOT_NULL = ("name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances", "max_instances",
+             "current_instances", "global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit",
+             "auth_methods", "status")
+
+
+class GatewayUpdate(_Strict):
+    """Partial update: only the fields sent change; null clears an optional field."""
+
+    name: Optional[Name] = None
+    description: Optional[Text] = None
+    environment: Optional[Environment] = None
+    gateway_type: Optional[GatewayType] = None
+    region: Optional[Region] = None
+    api_url: Optional[HttpUrl] = None
+    api_port: Optional[Port] = None
+    mcp_url: Optional[HttpUrl] = None
+    mcp_port: Optional[Port] = None
+    ssl_enabled: Optional[bool] = None
+    ssl_cert_id: Optional[ShortText] = None
+    api_key: Optional[GatewayApiKey] = None
+    health_check_url: Optional[HttpUrl] = None
+    min_instances: Optional[Instances] = None
+    max_instances: Optional[Instances] = None
+    current_instances: Optional[Instances] = None
+    global_rate_limit: Optional[RateLimit] = None
+    per_agent_rate_limit: Optional[RateLimit] = None
+    per_user_rate_limit: Optional[RateLimit] = None
+    auth_methods: Optional[AuthMethods] = None
+    jwt_issuer: Optional[ShortText] = None
+    status: Optional[SettableStatus] = None
+
+    @field_validator(*_NOT_NULL, mode="before")
+    @classmethod
+    def _not_null(cls, value):
+        if value is None:
+            raise ValueError("must not be null")
+        return value
+
+
+for _model in (GatewayCreate, GatewayUpdate):
+    for _field, _text in _DESCRIPTIONS.items():
+        _model.model_fields[_field].description = _text
+    _model.model_rebuild(force=True)
+
+
+class GatewayListQuery(_Strict):
+    environment: Optional[Environment] = None
+    status: Optional[Status] = None
+    health_status: Optional[HealthStatus] = None
+    limit: int = Field(50, ge=1, le=500)
+    offset: int = Field(0, ge=0)
+
+
+class GatewayDeleteQuery(_Strict):
+    force: bool = Field(False, description="also delete the gateway's deployments, active ones included")
+
+
+class GatewayResolveQuery(_Strict):
+    environment: Environment
+
+
+class GatewayOut(BaseModel):
+    id: str
+    organization_id: str
+    name: str
+    description: Optional[str]
+    environment: Environment
+    gateway_type: GatewayType
+    region: Optional[str]
+    api_url: str
+    api_port: Optional[int]
+    mcp_url: Optional[str]
+    mcp_port: Optional[int]
+    ssl_enabled: bool
+    ssl_cert_id: Optional[str]
+    api_key_set: bool
+    api_key_last4: Optional[str]
+    health_check_url: Optional[str]
+    min_instances: int
+    max_instances: int
+    current_instances: int
+    global_rate_limit: int
+    per_agent_rate_limit: int
+    per_user_rate_limit: int
+    auth_methods: list[str]
+    jwt_issuer: Optional[str]
+    status: Status
+    health_status: HealthStatus
+    last_health_check: Optional[str]
+    last_health_status: Optional[str]
+    last_response_time_ms: Optional[float]
+    created_at: str
+    updated_at: str
+
+
+class GatewayPage(BaseModel):
+    items: list[GatewayOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class HealthCheckOut(BaseModel):
+    gateway_id: str
+    status: HealthStatus
+    last_check: str
+    response_time_ms: float
+    outcome: str
+    http_status: Optional[int]
+    error: Optional[str]

@@ -1,0 +1,99 @@
+"""Gateway registry operations."""
+
+from __future__ import annotations
+
+from ngm.workflows.build import chain
+from ngm.workflows.gateway_schemas import (
+    GatewayCreate,
+    GatewayDeleteQuery,
+    GatewayListQuery,
+    GatewayOut,
+    GatewayPage,
+    GatewayResolveQuery,
+    GatewayUpdate,
+    HealthCheckOut,
+)
+from ngm.workflows.registry import CliSpec, operation
+
+_NODES = ["ngm.nodes.gateways.nodes", "ngm.nodes.secrets.nodes", "ngm.nodes.audit.nodes", "ngm.nodes.health.nodes"]
+_TABLE = ("id", "name", "environment", "gateway_type", "region", "status", "health_status", "last_health_check",
+          "last_response_time_ms")
+_CLI = CliSpec(columns=_TABLE, rename={"api_key": "gateway-api-key"})
+
+
+def _audited(step: tuple, action: str, sealed: bool = False):
+    """[seal ->] step -> audit: the shape of every change to a gateway."""
+    steps, links = [], []
+    if sealed:
+        steps.append(("SealSecretNode", "seal", {}))
+        links.append(("seal", "record", step[1], "record"))
+    steps += [step, ("RecordAuditNode", "audit", {"action": action})]
+    links.append((step[1], "audit", "audit", "entry"))
+    return chain(_NODES, steps, links)
+
+
+operation(
+    resource="gateways", action="create", summary="Register a gateway",
+    description="Register a gateway of the caller's organization. Its api_key is stored encrypted and never returned.",
+    role="org_admin", method="POST", path="/gateways", status_code=201,
+    input_model=GatewayCreate, output_model=GatewayOut, cli=_CLI,
+    build_workflow=lambda: _audited(("InsertGatewayNode", "insert", {}), "gateway.create", sealed=True),
+    result=("insert", "gateway"),
+)
+
+operation(
+    resource="gateways", action="list", summary="List gateways",
+    description="List the organization's gateways, filtered by environment, status and health_status; paginated.",
+    role="org_viewer", method="GET", path="/gateways",
+    input_model=GatewayListQuery, output_model=GatewayPage, cli=_CLI,
+    build_workflow=lambda: chain(_NODES, [("ListGatewaysNode", "list", {})]),
+    result=("list", "page"),
+)
+
+operation(
+    resource="gateways", action="resolve", summary="Resolve the gateway serving an environment",
+    description="The first active gateway of an environment (healthiest first, then oldest).",
+    role="org_viewer", method="GET", path="/gateways/resolve",
+    input_model=GatewayResolveQuery, output_model=GatewayOut, cli=_CLI,
+    build_workflow=lambda: chain(_NODES, [("ResolveGatewayNode", "resolve", {})]),
+    result=("resolve", "gateway"),
+)
+
+operation(
+    resource="gateways", action="get", summary="Show one gateway",
+    role="org_viewer", method="GET", path="/gateways/{gateway_id}", id_param="gateway_id",
+    output_model=GatewayOut, cli=_CLI,
+    build_workflow=lambda: chain(_NODES, [("FetchGatewayNode", "fetch", {})]),
+    result=("fetch", "gateway"),
+)
+
+operation(
+    resource="gateways", action="update", summary="Change a gateway (partial update)",
+    description="Only the fields sent change; null clears an optional field; api_key null or empty removes the key.",
+    role="org_admin", method="PUT", path="/gateways/{gateway_id}", id_param="gateway_id", partial=True,
+    input_model=GatewayUpdate, output_model=GatewayOut, cli=_CLI,
+    build_workflow=lambda: _audited(("PatchGatewayNode", "patch", {}), "gateway.update", sealed=True),
+    result=("patch", "gateway"),
+)
+
+operation(
+    resource="gateways", action="delete", summary="Delete a gateway",
+    description="Refused with 409 while the gateway has active deployments, unless force is set.",
+    role="org_admin", method="DELETE", path="/gateways/{gateway_id}", id_param="gateway_id", status_code=204,
+    input_model=GatewayDeleteQuery, cli=_CLI,
+    build_workflow=lambda: _audited(("RemoveGatewayNode", "remove", {}), "gateway.delete"),
+    result=("remove", "deleted"),
+)
+
+operation(
+    resource="gateways", action="check", summary="Check a gateway's health now",
+    description="Probe the gateway's health URL (or api_url + /health) with its key and record the outcome.",
+    role="org_member", method="POST", path="/gateways/{gateway_id}/health", id_param="gateway_id",
+    output_model=HealthCheckOut,
+    cli=CliSpec(columns=("gateway_id", "status", "outcome", "http_status", "response_time_ms", "last_check")),
+    build_workflow=lambda: chain(
+        _NODES, [("ProbeGatewayNode", "probe", {}), ("RecordHealthNode", "record", {})],
+        [("probe", "probe", "record", "probe")],
+    ),
+    result=("record", "health"),
+)
