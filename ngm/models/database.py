@@ -68,6 +68,7 @@ async def open_database(url: str):
         url,
         cache_enabled=False,  # the default cache serves stale reads across instances
         enable_model_persistence=False,
+        test_mode=False,  # else DataFlow changes its pooling when it notices pytest: test what runs in production
     )
     register_models(db)
     for model in MODEL_NAMES:  # the first operation on a model creates its table and indexes

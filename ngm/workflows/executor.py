@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from ngm.context import AppContext, bind, unbind
 from ngm.errors import Forbidden, NgmError, ValidationFailed, find_ngm_error
 from ngm.nodes.auth.keys import Principal
-from ngm.workflows.registry import REGISTRY, Operation, Registry
+from ngm.workflows.registry import Operation, Registry
 
 log = logging.getLogger("ngm.executor")
 _SKIP_LOC = {"body", "query", "path"}
@@ -67,9 +67,11 @@ def check_id(op: Operation, resource_id: Any) -> str:
 
 
 class Executor:
-    def __init__(self, ctx: AppContext, registry: Registry = REGISTRY):
+    def __init__(self, ctx: AppContext, registry: Registry | None = None):
+        from ngm.workflows import load_operations
+
         self.ctx = ctx
-        self.registry = registry
+        self.registry = registry or load_operations()
 
     def operation(self, name: str) -> Operation:
         op = self.registry.get(name)

@@ -17,7 +17,10 @@ HEALTH_RANK = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
 
 
 def canonical(row: dict | None) -> dict | None:
-    return normalize(row, bools=BOOL_FIELDS, times=TIME_FIELDS)
+    out = normalize(row, bools=BOOL_FIELDS, times=TIME_FIELDS)
+    if out and out.get("last_response_time_ms") is not None:  # PostgreSQL REAL is 4 bytes: 6.89 -> 6.8899998
+        out["last_response_time_ms"] = round(out["last_response_time_ms"], 2)
+    return out
 
 
 def public_view(row: dict) -> dict:
@@ -46,7 +49,7 @@ async def insert(db, organization_id: str, record: dict) -> dict:
     _check_consistency(record)
     try:
         created = await db.express.create("Gateway", record)
-    except RuntimeError as exc:
+    except Exception as exc:  # DataFlow raises RuntimeError or Kailash errors depending on the path
         if is_unique_violation(exc):
             raise _name_taken(record["name"]) from None
         raise
@@ -76,7 +79,7 @@ async def patch(db, organization_id: str, gateway_id: str, changes: dict) -> tup
     if changes:
         try:
             await db.express.update("Gateway", gateway_id, changes)
-        except RuntimeError as exc:
+        except Exception as exc:  # DataFlow raises RuntimeError or Kailash errors depending on the path
             if is_unique_violation(exc):
                 raise _name_taken(changes.get("name", before["name"])) from None
             raise

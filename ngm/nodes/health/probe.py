@@ -33,14 +33,23 @@ class ProbeResult:
         return {**asdict(self), "ok": self.ok, "summary": self.summary}
 
 
+def _causes(exc: BaseException):
+    """The exception and everything it wraps (httpx -> httpcore -> OSError -> ConnectionRefusedError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def _classify(exc: Exception) -> tuple[str, str]:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout", "no answer within the timeout"
-    cause = exc.__cause__ or exc.__context__
     if isinstance(exc, httpx.ConnectError):
-        if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
+        causes = list(_causes(exc))
+        if any(isinstance(c, ssl.SSLError) for c in causes):
             return "tls_error", "TLS handshake failed"
-        if isinstance(cause, ConnectionRefusedError) or "refused" in str(exc).lower():
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
             return "connection_refused", "connection refused"
         return "error", "could not connect"
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):

@@ -1,0 +1,82 @@
+"""Callers' API keys: create, list, revoke, authenticate; no escalation past the creator's role."""
+
+import pytest
+
+from ngm.errors import Forbidden, NotFound, Unauthorized
+from ngm.nodes.auth.keys import hash_api_key
+from tests.integration.conftest import as_role
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_created_key_authenticates_as_its_org_and_role(ctx, executor, owner):
+    made = await executor.run("keys_create", owner, {"role": "org_member", "name": "ci"})
+    assert made["key"].startswith("ngm_") and made["role"] == "org_member" and made["name"] == "ci"
+    principal = await ctx.auth.authenticate(made["key"])
+    assert (principal.organization_id, principal.role, principal.key_id) == (owner.organization_id, "org_member",
+                                                                             made["id"])
+    row = await ctx.db.express.read("ApiKey", made["id"])
+    assert row["key_hash"] == hash_api_key(made["key"]) and made["key"] not in str(row)
+
+
+async def test_listing_never_shows_keys_or_hashes(executor, owner):
+    made = await executor.run("keys_create", owner, {"role": "org_viewer"})
+    listed = await executor.run("keys_list", owner, {})
+    assert [k["id"] for k in listed["items"]] == [made["id"]]
+    assert "key" not in listed["items"][0] and "key_hash" not in listed["items"][0]
+    assert made["key"] not in str(listed)
+
+
+async def test_revoked_key_stops_working(ctx, executor, owner):
+    made = await executor.run("keys_create", owner, {"role": "org_admin"})
+    assert (await ctx.auth.authenticate(made["key"])).role == "org_admin"
+    revoked = await executor.run("keys_revoke", owner, None, made["id"])
+    assert revoked["revoked"] is True and revoked["revoked_at"].endswith("Z")
+    with pytest.raises(Unauthorized):
+        await ctx.auth.authenticate(made["key"])
+    assert (await executor.run("keys_list", owner, {}))["items"] == []
+    assert len((await executor.run("keys_list", owner, {"include_revoked": True}))["items"]) == 1
+
+
+async def test_revocation_reaches_other_instances_within_the_cache_ttl(ctx, executor, owner):
+    from ngm.nodes.auth.store import KeyAuthenticator, revoke_key
+
+    other_instance = KeyAuthenticator(ctx.db, ttl=0.2)
+    made = await executor.run("keys_create", owner, {"role": "org_viewer"})
+    await other_instance.authenticate(made["key"])
+    await revoke_key(ctx.db, owner.organization_id, made["id"])
+    import anyio
+
+    await anyio.sleep(0.3)
+    with pytest.raises(Unauthorized):
+        await other_instance.authenticate(made["key"])
+
+
+@pytest.mark.parametrize("presented", [None, "", "garbage", "ngm_" + "x" * 43])
+async def test_bad_keys_are_refused(ctx, presented):
+    with pytest.raises(Unauthorized):
+        await ctx.auth.authenticate(presented)
+
+
+async def test_no_key_stronger_than_its_creator(executor, owner):
+    admin = as_role(owner, "org_admin")
+    with pytest.raises(Forbidden) as info:
+        await executor.run("keys_create", admin, {"role": "org_owner"})
+    assert info.value.field == "role"
+    assert (await executor.run("keys_create", admin, {"role": "org_admin"}))["role"] == "org_admin"
+    with pytest.raises(Forbidden):
+        await executor.run("keys_create", as_role(owner, "org_member"), {"role": "org_viewer"})
+
+
+async def test_admin_cannot_revoke_an_owner_key(executor, owner):
+    owner_key = await executor.run("keys_create", owner, {"role": "org_owner"})
+    with pytest.raises(Forbidden):
+        await executor.run("keys_revoke", as_role(owner, "org_admin"), None, owner_key["id"])
+
+
+async def test_keys_of_another_organization_are_invisible(executor, owner):
+    made = await executor.run("keys_create", owner, {"role": "org_viewer"})
+    intruder = as_role(owner, "org_owner").__class__("other-" + owner.organization_id, "org_owner", "k")
+    with pytest.raises(NotFound):
+        await executor.run("keys_revoke", intruder, None, made["id"])
+    assert (await executor.run("keys_list", intruder, {}))["items"] == []
