@@ -45,6 +45,8 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         log.error("cannot start: %s", exc.message)
         return 2
     try:
+        if await ctx.db.express.count("ApiKey", filter={"revoked_at": None}) == 0:
+            log.warning("no API keys yet: create the first with `ngm keys create --org ORG --role org_owner`")
         app = build_app(ctx)
         server = _uvicorn_server(app.fastapi_app, host, port)
         log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])

@@ -207,18 +207,22 @@ def _collect(op: Operation, kwargs: dict) -> dict | None:
 def _connection_options() -> list[click.Option]:
     return [
         click.Option(["--json", "as_json"], is_flag=True, help="print JSON for scripts"),
-        click.Option(["--url"], envvar="NGM_URL", help="talk to a running server instead of the database"),
-        click.Option(["--api-key"], envvar="NGM_API_KEY", help="API key (for --url, or to act as that key)"),
-        click.Option(["--org"], envvar="NGM_ORG", help="organization to act for in process (local operator)"),
+        click.Option(["--url", "conn_url"], envvar="NGM_URL",
+                     help="talk to a running server instead of the database"),
+        click.Option(["--api-key", "conn_api_key"], envvar="NGM_API_KEY",
+                     help="API key (for --url, or to act as that key)"),
+        click.Option(["--org", "conn_org"], envvar="NGM_ORG",
+                     help="organization to act for in process (local operator)"),
     ]
 
 
 def command_for(op: Operation) -> click.Command:
-    def callback(url, api_key, org, as_json, **kwargs):
+    # Connection options have dest names of their own: an operation's input may be called api_key too.
+    def callback(conn_url, conn_api_key, conn_org, as_json, **kwargs):
         params = _collect(op, kwargs)
         resource_id = kwargs.get(op.id_param) if op.id_param else None
         try:
-            result = asyncio.run(_dispatch(op, params, resource_id, url, api_key, org))
+            result = asyncio.run(_dispatch(op, params, resource_id, conn_url, conn_api_key, conn_org))
         except NgmError as exc:
             _fail(exc)
         _show(op, result, resource_id, as_json)

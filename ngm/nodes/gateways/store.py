@@ -76,14 +76,15 @@ async def patch(db, organization_id: str, gateway_id: str, changes: dict) -> tup
     merged = {**before, **changes}
     _check_consistency(merged)
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
-    if changes:
-        try:
-            await db.express.update("Gateway", gateway_id, changes)
-        except Exception as exc:  # DataFlow raises RuntimeError or Kailash errors depending on the path
-            if is_unique_violation(exc):
-                raise _name_taken(changes.get("name", before["name"])) from None
-            raise
-    return before, await fetch(db, organization_id, gateway_id)
+    if not changes:
+        return before, before
+    try:
+        after = await db.express.update("Gateway", gateway_id, changes)  # returns the re-read row
+    except Exception as exc:  # DataFlow raises RuntimeError or Kailash errors depending on the path
+        if is_unique_violation(exc):
+            raise _name_taken(changes.get("name", before["name"])) from None
+        raise
+    return before, canonical(after)
 
 
 async def count_active_deployments(db, organization_id: str, gateway_id: str) -> int:

@@ -1,0 +1,107 @@
+"""`ngm serve` as a process: loopback by default, clean SIGTERM, persistent key file, refusal to start
+with keys that cannot read the stored data, and no replayed POSTs."""
+
+import os
+import stat
+import threading
+import time
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.e2e.conftest import make_key
+from tests.support.processes import ServerProcess, ngm_env
+from tests.support.standin import StandIn
+
+pytestmark = pytest.mark.e2e
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on `port`, from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                addr, hex_port = local.split(":")
+                if int(hex_port, 16) == port and state == "0A":
+                    found.add(addr)
+    return found
+
+
+@pytest.fixture
+def install(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ngm.db'}"
+    return url, ngm_env(tmp_path / "data", url)
+
+
+def test_binds_loopback_by_default_and_stops_cleanly_on_sigterm(tmp_path, install):
+    url, env = install
+    key = make_key(url, "sig-org")
+    server = ServerProcess(env, tmp_path / "server.log").wait_ready()
+    assert listening_addresses(server.port) == {"0100007F"}  # 127.0.0.1 only
+    slow = StandIn("slow", delay=1.5)
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=30) as client:
+        gw = client.post("/api/v1/gateways", json={"name": "slow", "environment": "staging",
+                                                   "api_url": slow.url}).json()
+        answers = []
+        in_flight = threading.Thread(target=lambda: answers.append(client.post(f"/api/v1/gateways/{gw['id']}/health")))
+        in_flight.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        code = server.stop()
+        in_flight.join()
+    slow.stop()
+    assert code == 0 and time.monotonic() - started < 10
+    assert answers[0].status_code == 200 and answers[0].json()["status"] == "healthy"  # finished, not cut off
+    assert "stopped" in server.log()
+
+
+def test_key_file_is_created_once_and_reused(tmp_path, install):
+    url, env = install
+    first = ServerProcess(env, tmp_path / "a.log").wait_ready()
+    key_file = tmp_path / "data" / "encryption.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    content = key_file.read_text()
+    key = make_key(url, "kf-org")
+    with httpx.Client(base_url=first.url, headers={"X-API-Key": key}) as c:
+        gw = c.post("/api/v1/gateways", json={"name": "k", "environment": "staging", "api_url": "http://x",
+                                              "api_key": "persisted-KEY"}).json()
+    assert first.stop() == 0
+    second = ServerProcess(env, tmp_path / "b.log").wait_ready()
+    try:
+        assert key_file.read_text() == content
+        with httpx.Client(base_url=second.url, headers={"X-API-Key": key}) as c:
+            assert c.get(f"/api/v1/gateways/{gw['id']}").json()["api_key_last4"] == "-KEY"
+    finally:
+        second.stop()
+
+
+def test_refuses_to_start_with_keys_that_cannot_decrypt(tmp_path, install):
+    url, env = install
+    original = Fernet.generate_key().decode()
+    first = ServerProcess({**env, "NGM_ENCRYPTION_KEYS": original}, tmp_path / "a.log").wait_ready()
+    key = make_key(url, "wk-org")
+    with httpx.Client(base_url=first.url, headers={"X-API-Key": key}) as c:
+        c.post("/api/v1/gateways", json={"name": "k", "environment": "staging", "api_url": "http://x",
+                                         "api_key": "needs-the-old-key"})
+    first.stop()
+    wrong = ServerProcess({**env, "NGM_ENCRYPTION_KEYS": Fernet.generate_key().decode()}, tmp_path / "b.log")
+    code = wrong.proc.wait(60)
+    assert code == 2
+    log = wrong.log()
+    assert "cannot start" in log and "cannot decrypt 1 of 1 stored gateway API keys" in log
+    assert original not in log
+    rotated = ServerProcess({**env, "NGM_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{original}"},
+                            tmp_path / "c.log").wait_ready()
+    assert rotated.stop() == 0
+
+
+def test_identical_posts_are_not_replayed_from_a_cache(deployment):
+    org, key = deployment.new_org()
+    payload = {"name": "once", "environment": "staging", "api_url": "http://x"}
+    with deployment.client(key) as client:
+        assert client.post("/api/v1/gateways", json=payload).status_code == 201
+        second = client.post("/api/v1/gateways", json=payload)
+    assert second.status_code == 409  # Nexus durability would have replayed the 201
