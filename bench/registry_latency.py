@@ -63,7 +63,8 @@ def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[
                 "api_url": f"https://gw{i}.example.com", "api_key": f"key-{uuid.uuid4().hex}"}})
             ids = [g["id"] for g in c.get("/api/v1/gateways", params={"limit": 500}).json()["items"]]
             gets = timed(c, "GET", lambda i: f"/api/v1/gateways/{random.choice(ids)}", n)
-            lists = timed(c, "GET", "/api/v1/gateways", 200, lambda i: {"params": {"limit": 50, "offset": (i * 50) % n}})
+            lists = timed(c, "GET", "/api/v1/gateways", 200,
+                          lambda i: {"params": {"limit": 50, "offset": (i * 50) % n}})
             filtered = timed(c, "GET", "/api/v1/gateways", 200, lambda i: {"params": {"environment": "staging"}})
     finally:
         stop(proc)

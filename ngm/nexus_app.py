@@ -49,7 +49,8 @@ def build_app(ctx: AppContext):
 
     fa = app.fastapi_app
     fa.title, fa.version = "Nexus Gateway Manager", "1"
-    fa.description = "Gateway registry, health, deployments, routing and rate limits. Auth: `Authorization: Bearer <key>` or `X-API-Key`."
+    fa.description = ("Gateway registry, health, deployments, routing and rate limits. "
+                      "Auth: `Authorization: Bearer <key>` or `X-API-Key: <key>`.")
     fa.router.routes[:] = [r for r in fa.router.routes if getattr(r, "path", None) in _KEEP_NEXUS_ROUTES]
     fa.user_middleware[:] = [m for m in fa.user_middleware if m.cls is not CORSMiddleware]  # same-origin only
     fa.openapi_schema = None

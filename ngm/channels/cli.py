@@ -121,8 +121,8 @@ def _show(op: Operation, result: Any, resource_id: str | None, as_json: bool) ->
         if result["items"]:
             print_table(result["items"], op.cli.columns)
         if "total" in result:
-            shown = len(result["items"])
-            click.echo(f"{shown} of {result['total']} shown" + (f" (offset {result['offset']})" if result.get("offset") else ""))
+            offset = f" (offset {result['offset']})" if result.get("offset") else ""
+            click.echo(f"{len(result['items'])} of {result['total']} shown{offset}")
         elif not result["items"]:
             click.echo("none")
     elif isinstance(result, dict):

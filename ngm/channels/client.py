@@ -56,7 +56,8 @@ class RemoteClient:
         try:
             resp = await self._client.request(op.method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise Unavailable(f"cannot reach {self._client.base_url}: {type(exc).__name__}", code="unreachable") from None
+            raise Unavailable(f"cannot reach {self._client.base_url}: {type(exc).__name__}",
+                              code="unreachable") from None
         if resp.status_code >= 400:
             raise error_from_response(resp)
         return resp.json() if resp.status_code != 204 and resp.content else None

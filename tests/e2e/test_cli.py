@@ -111,3 +111,18 @@ def test_help_lists_every_resource_and_action():
     actions = run_cli(["gateways", "--help"], dict(os.environ)).stdout
     for action in ("create", "list", "get", "update", "delete", "check", "resolve"):
         assert f"  {action} " in actions
+
+
+def test_another_organization_cannot_see_or_change_a_gateway(deployment):
+    _, key_a = deployment.new_org()
+    _, key_b = deployment.new_org()
+    with deployment.client(key_a) as a:
+        gw = a.post("/api/v1/gateways", json={"name": "mine", "environment": "staging", "api_url": "http://x"}).json()
+    for args in (["gateways", "get", gw["id"]], ["gateways", "update", gw["id"], "--description", "pwned"],
+                 ["gateways", "delete", gw["id"], "--force"]):
+        result = deployment.cli(args, key_b)
+        assert result.returncode == 4 and "not found" in result.stderr, args
+    local = deployment.cli(["gateways", "get", gw["id"], "--org", "someone-else"], remote=False)
+    assert local.returncode == 4
+    with deployment.client(key_a) as a:
+        assert a.get(f"/api/v1/gateways/{gw['id']}").json() == gw

@@ -195,6 +195,13 @@ async def _(ch, rest, env):
         assert (await client.get("/api/v1/gateways")).status_code == 401
 
 
+@scenario("audit_list")
+async def _(ch, rest, env):
+    made = await rest.call("gateways_create", gateway_body())
+    page = await ch.call("audit_list", {"resource_id": made["id"], "limit": 10})
+    assert [e["action"] for e in page["items"]] == ["gateway.create"] and page["total"] == 1
+
+
 # ------------------------------------------------------------------ the walk
 
 def test_every_operation_has_a_scenario():

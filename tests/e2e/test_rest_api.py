@@ -1,6 +1,5 @@
 """The REST API of a real `ngm serve` process, over real HTTP."""
 
-import json
 import uuid
 
 import pytest

@@ -1,7 +1,6 @@
 """`ngm serve` as a process: loopback by default, clean SIGTERM, persistent key file, refusal to start
 with keys that cannot read the stored data, and no replayed POSTs."""
 
-import os
 import stat
 import threading
 import time

@@ -284,3 +284,30 @@ async def test_refused_changes_are_not_audited(ctx, executor, owner):
     with pytest.raises(Forbidden):
         await executor.run("gateways_delete", as_role(owner, "org_viewer"), {}, out["id"])
     assert [e["action"] for e in await audit_events(ctx, owner.organization_id)] == ["gateway.create"]
+
+
+async def test_an_update_that_changes_nothing_is_not_audited(ctx, executor, owner):
+    out = await create(executor, owner, region="eu-1")
+    assert await executor.run("gateways_update", owner, {"region": "eu-1"}, out["id"]) == out
+    assert [e["action"] for e in await audit_events(ctx, owner.organization_id)] == ["gateway.create"]
+
+
+async def test_audit_trail_is_listed_newest_first_filtered_and_scoped(executor, owner):
+    a = await create(executor, owner, name="a")
+    b = await create(executor, owner, name="b")
+    await executor.run("gateways_update", owner, {"region": "r1"}, a["id"])
+    key = await executor.run("keys_create", owner, {"role": "org_viewer"})
+    page = await executor.run("audit_list", owner, {})
+    assert [(e["action"], e["resource_id"]) for e in page["items"]] == [
+        ("api_key.create", key["id"]), ("gateway.update", a["id"]), ("gateway.create", b["id"]),
+        ("gateway.create", a["id"])]
+    assert page["total"] == 4 and page["items"][0]["occurred_at"].endswith("Z")
+    only_a = await executor.run("audit_list", owner, {"resource_type": "gateway", "resource_id": a["id"]})
+    assert [e["action"] for e in only_a["items"]] == ["gateway.update", "gateway.create"]
+    assert (await executor.run("audit_list", owner, {"action": "api_key.create"}))["total"] == 1
+    second = await executor.run("audit_list", owner, {"limit": 2, "offset": 2})
+    assert [e["resource_id"] for e in second["items"]] == [b["id"], a["id"]]
+    other = Principal("other-" + owner.organization_id, "org_owner", "k")
+    assert (await executor.run("audit_list", other, {}))["total"] == 0
+    with pytest.raises(Forbidden):
+        await executor.run("audit_list", as_role(owner, "org_member"), {})

@@ -1,7 +1,15 @@
 import pytest
 
-from ngm.nodes.auth.keys import (ROLES, Principal, check_org_id, display_prefix, generate_api_key, hash_api_key,
-                                 looks_like_api_key, role_at_least)
+from ngm.nodes.auth.keys import (
+    ROLES,
+    Principal,
+    check_org_id,
+    display_prefix,
+    generate_api_key,
+    hash_api_key,
+    looks_like_api_key,
+    role_at_least,
+)
 
 
 @pytest.mark.parametrize("role, required, allowed", [

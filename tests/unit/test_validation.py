@@ -3,9 +3,9 @@ from pydantic import ValidationError
 
 from ngm.errors import ValidationFailed
 from ngm.nodes.gateways import validation as v
+from ngm.workflows import load_operations
 from ngm.workflows.executor import field_errors, validate_input
 from ngm.workflows.gateway_schemas import GatewayCreate, GatewayListQuery, GatewayUpdate
-from ngm.workflows import load_operations
 
 BASE = {"name": "gw", "environment": "production", "api_url": "https://gw.example.com"}
 

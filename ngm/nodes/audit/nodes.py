@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kailash.nodes.base import register_node
 
-from ngm.models.rows import new_id, utcnow
+from ngm.models.rows import new_id, normalize, utcnow
 from ngm.nodes.base import REQUIRED, ContextNode
 
 
@@ -27,5 +27,30 @@ class RecordAuditNode(ContextNode):
               "action": (str, REQUIRED)}
 
     async def async_run(self, **kw):
+        if not kw["entry"].get("changes"):  # an update that changed nothing is not an event
+            return {"event_id": None}
         event_id = await record_event(self.ctx.db, kw["organization_id"], kw["actor"], kw["action"], kw["entry"])
         return {"event_id": event_id}
+
+
+def event_view(row: dict) -> dict:
+    out = normalize(row, times=("occurred_at",))
+    out.pop("updated_at", None)
+    out.pop("created_at", None)
+    return out
+
+
+@register_node()
+class ListAuditEventsNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        p = kw["params"]
+        where = {"organization_id": kw["organization_id"],
+                 **{k: p[k] for k in ("resource_type", "resource_id", "action") if p.get(k)}}
+        db = self.ctx.db
+        total = await db.express.count("AuditEvent", filter=where)
+        rows = await db.express.list("AuditEvent", filter=where, order_by=["-occurred_at", "-id"],
+                                     limit=p["limit"], offset=p["offset"])
+        return {"page": {"items": [event_view(r) for r in rows], "total": total, "limit": p["limit"],
+                         "offset": p["offset"]}}

@@ -36,8 +36,8 @@ def _parse_keys(raw: list[str], origin: str) -> list[Fernet]:
             fernets.append(Fernet(key.encode()))
         except (ValueError, TypeError):
             raise KeyringError(
-                f"{origin}: key {i} is not a valid Fernet key (32 url-safe base64-encoded bytes); "
-                "generate one with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+                f"{origin}: key {i} is not a valid Fernet key (32 url-safe base64-encoded bytes); generate one "
+                "with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
             ) from None
     if not fernets:
         raise KeyringError(f"{origin}: no encryption key found")
