@@ -28,7 +28,8 @@ def _nexus():
     return Nexus
 
 
-def build_app(ctx: AppContext):
+def build_app(ctx: AppContext, *, background: bool | None = None):
+    """background: run the health monitor, webhook deliveries and pruning (default: NGM_MONITOR)."""
     from fastapi.responses import JSONResponse
     from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
     from mcp.server.transport_security import TransportSecuritySettings
@@ -38,6 +39,7 @@ def build_app(ctx: AppContext):
     from ngm.channels.http_middleware import RequestMiddleware
     from ngm.channels.mcp import build_mcp_server, principal_of_request
     from ngm.channels.rest import install_error_handlers, mount_operations
+    from ngm.channels.sse import mount_event_stream
     from ngm.workflows import load_operations
     from ngm.workflows.executor import Executor
 
@@ -60,6 +62,27 @@ def build_app(ctx: AppContext):
     fa.state.ctx = ctx
     install_error_handlers(fa)
     mount_operations(fa, registry)
+    fa.state.stopping = asyncio.Event()  # set on SIGTERM so long-lived streams end and shutdown is prompt
+    mount_event_stream(fa, ctx.bus, fa.state.stopping)
+    services = None
+    if ctx.settings.monitor_enabled if background is None else background:
+        from ngm.background import BackgroundServices
+
+        services = BackgroundServices(ctx)
+    fa.state.background = services
+
+    async def start_background():
+        await ctx.bus.start()
+        if services is not None:
+            await services.start()
+
+    async def stop_background():
+        fa.state.stopping.set()
+        if services is not None:
+            await services.stop()
+
+    app.add_startup_handler(start_background)
+    app.add_shutdown_handler(stop_background)
 
     @fa.get("/healthz", include_in_schema=False)
     async def healthz():
@@ -67,7 +90,7 @@ def build_app(ctx: AppContext):
 
     @fa.get("/readyz", include_in_schema=False)
     async def readyz():
-        checks, ready = await readiness(ctx)
+        checks, ready = await readiness(ctx, services)
         return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                             status_code=200 if ready else 503)
 
@@ -98,7 +121,7 @@ def _run_during_lifespan(fa, context_factory) -> None:
     fa.router.lifespan_context = lifespan
 
 
-async def readiness(ctx: AppContext) -> tuple[dict, bool]:
+async def readiness(ctx: AppContext, services=None) -> tuple[dict, bool]:
     checks = {}
     start = time.perf_counter()
     try:
@@ -107,4 +130,12 @@ async def readiness(ctx: AppContext) -> tuple[dict, bool]:
     except Exception as exc:  # reported, not raised: this is what readiness is for
         checks["database"] = {"ok": False, "error": type(exc).__name__}
     checks["encryption"] = {"ok": ctx.keyring.key_count > 0, "keys": ctx.keyring.key_count}
+    if ctx.redis is not None:
+        try:
+            await asyncio.wait_for(ctx.redis.ping(), timeout=1.0)
+            checks["redis"] = {"ok": True}
+        except Exception as exc:  # reported, not fatal: the monitor and limits have fallbacks
+            checks["redis"] = {"ok": True, "reachable": False, "error": type(exc).__name__}
+    checks["monitor"] = {"ok": True, **services.status()} if services is not None else {"ok": True,
+                                                                                          "enabled": False}
     return checks, all(c["ok"] for c in checks.values())

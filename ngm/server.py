@@ -14,10 +14,15 @@ from ngm.config.logging import setup_logging
 log = logging.getLogger("ngm.server")
 
 
-def _uvicorn_server(app, host: str, port: int):
+def _uvicorn_server(app, host: str, port: int, stopping=None):
     import uvicorn
 
     class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            if stopping is not None:  # end open event streams: uvicorn waits for them before shutting down
+                asyncio.get_event_loop().call_soon_threadsafe(stopping.set)
+
         @contextlib.contextmanager
         def capture_signals(self):
             # uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before
@@ -48,7 +53,7 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         if await ctx.db.express.count("ApiKey", filter={"revoked_at": None}) == 0:
             log.warning("no API keys yet: create the first with `ngm keys create --org ORG --role org_owner`")
         app = build_app(ctx)
-        server = _uvicorn_server(app.fastapi_app, host, port)
+        server = _uvicorn_server(app.fastapi_app, host, port, app.fastapi_app.state.stopping)
         log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
         await server.serve()
         return 0 if server.started else 1

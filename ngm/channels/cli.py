@@ -236,7 +236,7 @@ def command_for(op: Operation) -> click.Command:
         if nullable:
             params.append(click.Option(["--clear", "clear"], multiple=True, type=click.Choice(nullable),
                                        help="set an optional field to null (repeat for several)"))
-    return click.Command(op.action, callback=callback, params=params + _connection_options(),
+    return click.Command(op.action.replace("_", "-"), callback=callback, params=params + _connection_options(),
                          help=f"{op.summary}. {op.description}".strip() + f"\n\nNeeds role {op.role} or stronger.",
                          short_help=op.summary)
 
@@ -274,6 +274,55 @@ def mcp_command(url, api_key):
         _fail(exc)
 
 
+def _event_line(event: dict) -> str:
+    data = event.get("data", {})
+    if event["type"] == "health.transition":
+        text = (f"{data.get('gateway_name') or data.get('gateway_id')} {data['from_health']} -> {data['to_health']}"
+                f" ({data['from_status']} -> {data['to_status']}): {data.get('reason', '')}")
+    elif event["type"] == "health.probe":
+        text = (f"{data['gateway_id']} {data['outcome']} {data['response_time_ms']:.1f}ms -> {data['status']}"
+                f" ({data['gateway_status']})")
+    else:
+        text = json.dumps(data, ensure_ascii=False)
+    return f"{event['occurred_at']} {event['type']} {text}"
+
+
+@click.command("tail")
+@click.option("--types", help="comma-separated: health.transition,health.probe (default both)")
+@click.option("--gateway-id", help="only this gateway")
+@click.option("--count", type=click.IntRange(1), help="stop after this many events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object a line")
+@click.option("--url", "conn_url", envvar="NGM_URL", required=True, help="the running server")
+@click.option("--api-key", "conn_api_key", envvar="NGM_API_KEY", required=True)
+def events_tail(types, gateway_id, count, as_json, conn_url, conn_api_key):
+    """Follow the live event stream of a running server (Server-Sent Events)."""
+    import httpx
+
+    from ngm.channels.client import error_from_response
+
+    params = {k: v for k, v in (("types", types), ("gateway_id", gateway_id)) if v}
+    seen = 0
+    try:
+        with httpx.stream("GET", conn_url.rstrip("/") + "/api/v1/events", params=params, timeout=None,
+                          headers={"X-API-Key": conn_api_key, "Accept": "text/event-stream"}) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _fail(error_from_response(resp))
+            for line in resp.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                event = json.loads(line[len("data: "):])
+                click.echo(json.dumps(event, ensure_ascii=False) if as_json else _event_line(event))
+                seen += 1
+                if count and seen >= count:
+                    return
+    except httpx.HTTPError as exc:
+        click.echo(f"Error: cannot reach {conn_url}: {type(exc).__name__}", err=True)
+        sys.exit(6)
+    except KeyboardInterrupt:
+        pass
+
+
 def _build_tree() -> None:
     registry = load_operations()
     groups: dict[str, click.Group] = {}
@@ -284,6 +333,7 @@ def _build_tree() -> None:
             main.add_command(group)
         group.add_command(command_for(op))
     groups["keys"].add_command(rotate_encryption)
+    groups["events"].add_command(events_tail)
 
 
 @click.command("rotate-encryption")

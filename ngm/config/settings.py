@@ -23,6 +23,12 @@ class Settings:
     log_level: str = "INFO"
     # Seconds an authenticated API key stays cached; bounds how long a revoked key keeps working.
     auth_cache_seconds: float = 2.0
+    monitor_enabled: bool = True  # the background health monitor in `ngm serve`
+    monitor_concurrency: int = 256  # probes in flight at once
+    monitor_lease_seconds: float = 10.0  # with Redis: how long the probing instance's lease lasts
+    health_history_days: float = 7.0
+    outbound_allow: str = ""  # CIDRs exempt from the link-local/metadata block, comma-separated
+    webhook_max_attempts: int = 8
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -39,8 +45,21 @@ class Settings:
             redis_url=env.get("NGM_REDIS_URL") or None,
             log_level=(env.get("NGM_LOG_LEVEL") or "INFO").upper(),
             auth_cache_seconds=float(env.get("NGM_AUTH_CACHE_SECONDS") or 2.0),
+            monitor_enabled=(env.get("NGM_MONITOR") or "on").lower() not in ("0", "off", "false", "no"),
+            monitor_concurrency=int(env.get("NGM_MONITOR_CONCURRENCY") or 256),
+            monitor_lease_seconds=float(env.get("NGM_MONITOR_LEASE_SECONDS") or 10.0),
+            health_history_days=float(env.get("NGM_HEALTH_HISTORY_DAYS") or 7.0),
+            outbound_allow=env.get("NGM_OUTBOUND_ALLOW") or "",
+            webhook_max_attempts=int(env.get("NGM_WEBHOOK_MAX_ATTEMPTS") or 8),
             environ=dict(env),
         )
+
+    @property
+    def redis_namespace(self) -> str:
+        """Instances that share a database share Redis keys; other deployments on the same Redis do not."""
+        import hashlib
+
+        return "ngm:" + hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
 
     @property
     def is_postgres(self) -> bool:

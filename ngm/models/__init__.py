@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-MODEL_NAMES = ("Gateway", "GatewayDeployment", "ApiKey", "AuditEvent")
+MODEL_NAMES = ("Gateway", "GatewayDeployment", "ApiKey", "AuditEvent", "HealthCheck", "HealthEvent", "Webhook",
+               "WebhookDelivery")
 
 
 def register_models(db) -> None:
@@ -45,6 +46,18 @@ def register_models(db) -> None:
         last_health_check: Optional[datetime] = None
         last_health_status: Optional[str] = None  # outcome of the last probe: ok, http_503, timeout, ...
         last_response_time_ms: Optional[float] = None
+        # health-check policy (Kong/APISIX-like defaults) and the hysteresis counters behind health_status
+        health_check_interval: float = 30.0  # seconds between probes
+        health_check_timeout: float = 5.0  # seconds a probe may take
+        healthy_threshold: int = 2  # consecutive successes to become healthy
+        unhealthy_threshold: int = 3  # consecutive failures to become unhealthy
+        degraded_latency_ms: float = 1000.0  # slower answers make a healthy gateway degraded
+        health_grace_period: float = 60.0  # seconds after creation when failures do not count
+        health_successes: int = 0
+        health_failures: int = 0
+        health_slow: int = 0  # consecutive slow successes
+        health_fast: int = 0  # consecutive fast successes
+        unhealthy_workflows: list = []  # from the gateway's Nexus health JSON
         __dataflow__ = {
             "indexes": [
                 {"name": "ux_gateways_org_name", "fields": ["organization_id", "name"], "unique": True},
@@ -103,3 +116,68 @@ def register_models(db) -> None:
         changes: dict = {}  # field -> {"from", "to"}; secrets appear only as "[changed]"
         occurred_at: datetime
         __dataflow__ = {"indexes": [{"name": "ix_audit_org_time", "fields": ["organization_id", "occurred_at"]}]}
+
+    @db.model
+    class HealthCheck:
+        """One probe of one gateway (history; pruned after NGM_HEALTH_HISTORY_DAYS)."""
+
+        id: str
+        organization_id: str
+        gateway_id: str
+        checked_at: datetime
+        ok: bool = False
+        outcome: str  # ok | http_error | timeout | connection_refused | tls_error | ...
+        http_status: Optional[int] = None
+        response_time_ms: float = 0.0
+        health_status: str  # the gateway's status after this probe
+        error: Optional[str] = None
+        unhealthy_workflows: list = []
+        source: str = "monitor"  # monitor | manual
+        __dataflow__ = {"indexes": [{"name": "ix_health_checks_gateway_time", "fields": ["gateway_id", "checked_at"]},
+                                    {"name": "ix_health_checks_time", "fields": ["checked_at"]}]}
+
+    @db.model
+    class HealthEvent:
+        """A transition of a gateway's health_status (and of its status, when the monitor moved it)."""
+
+        id: str
+        organization_id: str
+        gateway_id: str
+        gateway_name: str
+        occurred_at: datetime
+        from_health: str
+        to_health: str
+        from_status: str
+        to_status: str
+        reason: str
+        __dataflow__ = {"indexes": [{"name": "ix_health_events_org_time", "fields": ["organization_id", "occurred_at"]},
+                                    {"name": "ix_health_events_gateway", "fields": ["gateway_id", "occurred_at"]}]}
+
+    @db.model
+    class Webhook:
+        id: str
+        organization_id: str
+        url: str
+        description: Optional[str] = None
+        events: list = []  # event types it receives
+        active: bool = True
+        secret_encrypted: str  # Fernet token of the signing secret
+        created_by: Optional[str] = None
+        __dataflow__ = {"indexes": [{"name": "ix_webhooks_org", "fields": ["organization_id"]}]}
+
+    @db.model
+    class WebhookDelivery:
+        id: str
+        organization_id: str
+        webhook_id: str
+        event_id: str
+        event_type: str
+        payload: dict = {}
+        status: str = "pending"  # pending | delivered | failed
+        attempts: int = 0
+        next_attempt_at: datetime
+        last_status_code: Optional[int] = None
+        last_error: Optional[str] = None
+        delivered_at: Optional[datetime] = None
+        __dataflow__ = {"indexes": [{"name": "ix_deliveries_due", "fields": ["status", "next_attempt_at"]},
+                                    {"name": "ix_deliveries_webhook", "fields": ["webhook_id", "created_at"]}]}

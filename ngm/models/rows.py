@@ -7,6 +7,7 @@ real booleans and 'YYYY-MM-DDTHH:MM:SS[.ffffff]'. Both are naive UTC here; we re
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -16,6 +17,12 @@ _DATAFLOW_EXTRAS = ("found", "rows_affected", "updated", "filter", "fields", "co
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_ordered_id() -> str:
+    """Sorts by creation time (microseconds, then 48 random bits): for records listed newest first,
+    where DataFlow's created_at has only one-second resolution on SQLite."""
+    return f"{time.time_ns() // 1000:014x}{uuid.uuid4().hex[:12]}"
 
 
 def utcnow() -> datetime:
@@ -33,9 +40,14 @@ def iso(value) -> str | None:
 
 
 def parse_time(value) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value.replace(" ", "T").removesuffix("Z"))
+    """Naive UTC datetime from a datetime (aware or naive) or an ISO string."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(value.replace(" ", "T").replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
 
 
 def normalize(row: dict | None, *, bools=(), times=()) -> dict | None:

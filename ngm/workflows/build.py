@@ -20,3 +20,16 @@ def chain(node_modules: list[str], steps: list[tuple], links: list[tuple] = ()):
     for link in links:
         wb.add_connection(*link)
     return wb.build()
+
+
+def audited(node_modules: list[str], step: tuple, action: str, sealed: bool = False):
+    """[SealSecretNode ->] step -> RecordAuditNode: the shape of every change. The step outputs `audit`
+    (and takes `record` from the seal when sealed)."""
+    modules = [*node_modules, "ngm.nodes.audit.nodes"] + (["ngm.nodes.secrets.nodes"] if sealed else [])
+    steps, links = [], []
+    if sealed:
+        steps.append(("SealSecretNode", "seal", {}))
+        links.append(("seal", "record", step[1], "record"))
+    steps += [step, ("RecordAuditNode", "audit", {"action": action})]
+    links.append((step[1], "audit", "audit", "entry"))
+    return chain(modules, steps, links)

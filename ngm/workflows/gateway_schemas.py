@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
 from ngm.nodes.gateways import validation as v
+from ngm.nodes.health.stats import parse_window
 
 Environment = Literal["development", "staging", "production"]
 GatewayType = Literal["shared", "dedicated", "private"]
@@ -24,6 +25,11 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Instances = Annotated[int, Field(ge=0, le=100_000)]
 RateLimit = Annotated[int, Field(ge=0, le=1_000_000_000)]
 AuthMethods = Annotated[list[AuthMethod], AfterValidator(v.check_unique_items)]
+Interval = Annotated[float, Field(ge=0.5, le=3600)]
+ProbeTimeout = Annotated[float, Field(ge=0.1, le=60)]
+Threshold = Annotated[int, Field(ge=1, le=100)]
+LatencyMs = Annotated[float, Field(ge=1, le=600_000)]
+Grace = Annotated[float, Field(ge=0, le=86_400)]
 
 
 def _check_secret(value: SecretStr | None) -> SecretStr | None:
@@ -45,6 +51,12 @@ _DESCRIPTIONS = {
     "per_agent_rate_limit": "requests per window per agent; 0 = unlimited",
     "per_user_rate_limit": "requests per window per user; 0 = unlimited",
     "auth_methods": "how callers authenticate to the gateway",
+    "health_check_interval": "seconds between background probes (default 30)",
+    "health_check_timeout": "seconds a probe may take, at most the interval (default 5)",
+    "healthy_threshold": "consecutive successes to become healthy, or to switch healthy/degraded (default 2)",
+    "unhealthy_threshold": "consecutive failures to become unhealthy (default 3)",
+    "degraded_latency_ms": "answers slower than this make a healthy gateway degraded (default 1000)",
+    "health_grace_period": "seconds after creation during which failures do not make it unhealthy (default 60)",
 }
 
 
@@ -75,10 +87,18 @@ class GatewayCreate(_Strict):
     auth_methods: AuthMethods = ["api_key"]
     jwt_issuer: Optional[ShortText] = None
     status: SettableStatus = "active"
+    health_check_interval: Interval = 30.0
+    health_check_timeout: ProbeTimeout = 5.0
+    healthy_threshold: Threshold = 2
+    unhealthy_threshold: Threshold = 3
+    degraded_latency_ms: LatencyMs = 1000.0
+    health_grace_period: Grace = 60.0
 
 
-_NOT_NULL = ("name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances", "max_instances",
-             "current_instances", "global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit",
+_HEALTH_POLICY = ("health_check_interval", "health_check_timeout", "healthy_threshold", "unhealthy_threshold",
+                  "degraded_latency_ms", "health_grace_period")
+_NOT_NULL = (*_HEALTH_POLICY, "name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances",
+             "max_instances", "current_instances", "global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit",
              "auth_methods", "status")
 
 
@@ -107,6 +127,12 @@ class GatewayUpdate(_Strict):
     auth_methods: Optional[AuthMethods] = None
     jwt_issuer: Optional[ShortText] = None
     status: Optional[SettableStatus] = None
+    health_check_interval: Optional[Interval] = None
+    health_check_timeout: Optional[ProbeTimeout] = None
+    healthy_threshold: Optional[Threshold] = None
+    unhealthy_threshold: Optional[Threshold] = None
+    degraded_latency_ms: Optional[LatencyMs] = None
+    health_grace_period: Optional[Grace] = None
 
     @field_validator(*_NOT_NULL, mode="before")
     @classmethod
@@ -168,6 +194,13 @@ class GatewayOut(BaseModel):
     last_health_check: Optional[str]
     last_health_status: Optional[str]
     last_response_time_ms: Optional[float]
+    unhealthy_workflows: list[str]
+    health_check_interval: float
+    health_check_timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    degraded_latency_ms: float
+    health_grace_period: float
     created_at: str
     updated_at: str
 
@@ -179,11 +212,71 @@ class GatewayPage(BaseModel):
     offset: int
 
 
+class TransitionOut(BaseModel):
+    id: str
+    organization_id: str
+    gateway_id: str
+    gateway_name: str
+    occurred_at: str
+    from_health: HealthStatus
+    to_health: HealthStatus
+    from_status: Status
+    to_status: Status
+    reason: str
+
+
 class HealthCheckOut(BaseModel):
     gateway_id: str
-    status: HealthStatus
+    status: HealthStatus = Field(description="health_status after this probe (with hysteresis)")
+    gateway_status: Status
     last_check: str
     response_time_ms: float
-    outcome: str
+    outcome: str = Field(description="ok, http_503, timeout, connection_refused, tls_error, dns_error, "
+                                     "address_blocked, redirect_refused, reported_unhealthy, error")
     http_status: Optional[int]
     error: Optional[str]
+    unhealthy_workflows: list[str]
+    transition: Optional[TransitionOut]
+
+
+class HistoryQuery(_Strict):
+    window: str = Field("24h", description="how far back: e.g. 30m, 1h, 24h, 7d (1m to 30d)")
+    limit: int = Field(100, ge=1, le=5000, description="most recent probes to list")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+
+class HealthProbeOut(BaseModel):
+    checked_at: str
+    ok: bool
+    outcome: str
+    http_status: Optional[int]
+    response_time_ms: float
+    health_status: HealthStatus
+    error: Optional[str]
+    unhealthy_workflows: list[str]
+    source: str
+
+
+class LatencyOut(BaseModel):
+    p50: Optional[float]
+    p95: Optional[float]
+    p99: Optional[float]
+    max: Optional[float]
+
+
+class HealthHistoryOut(BaseModel):
+    gateway_id: str
+    window: str
+    since: str
+    health_status: HealthStatus
+    status: Status
+    probes: int
+    successes: int
+    uptime_percent: Optional[float]
+    latency_ms: LatencyOut
+    items: list[HealthProbeOut]

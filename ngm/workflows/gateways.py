@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ngm.workflows.build import chain
+from ngm.workflows.build import audited, chain
 from ngm.workflows.gateway_schemas import (
     GatewayCreate,
     GatewayDeleteQuery,
@@ -12,6 +12,8 @@ from ngm.workflows.gateway_schemas import (
     GatewayResolveQuery,
     GatewayUpdate,
     HealthCheckOut,
+    HealthHistoryOut,
+    HistoryQuery,
 )
 from ngm.workflows.registry import CliSpec, operation
 
@@ -21,23 +23,12 @@ _TABLE = ("id", "name", "environment", "gateway_type", "region", "status", "heal
 _CLI = CliSpec(columns=_TABLE, rename={"api_key": "gateway-api-key"})
 
 
-def _audited(step: tuple, action: str, sealed: bool = False):
-    """[seal ->] step -> audit: the shape of every change to a gateway."""
-    steps, links = [], []
-    if sealed:
-        steps.append(("SealSecretNode", "seal", {}))
-        links.append(("seal", "record", step[1], "record"))
-    steps += [step, ("RecordAuditNode", "audit", {"action": action})]
-    links.append((step[1], "audit", "audit", "entry"))
-    return chain(_NODES, steps, links)
-
-
 operation(
     resource="gateways", action="create", summary="Register a gateway",
     description="Register a gateway of the caller's organization. Its api_key is stored encrypted and never returned.",
     role="org_admin", method="POST", path="/gateways", status_code=201,
     input_model=GatewayCreate, output_model=GatewayOut, cli=_CLI,
-    build_workflow=lambda: _audited(("InsertGatewayNode", "insert", {}), "gateway.create", sealed=True),
+    build_workflow=lambda: audited(_NODES, ("InsertGatewayNode", "insert", {}), "gateway.create", sealed=True),
     result=("insert", "gateway"),
 )
 
@@ -72,7 +63,7 @@ operation(
     description="Only the fields sent change; null clears an optional field; api_key null or empty removes the key.",
     role="org_admin", method="PUT", path="/gateways/{gateway_id}", id_param="gateway_id", partial=True,
     input_model=GatewayUpdate, output_model=GatewayOut, cli=_CLI,
-    build_workflow=lambda: _audited(("PatchGatewayNode", "patch", {}), "gateway.update", sealed=True),
+    build_workflow=lambda: audited(_NODES, ("PatchGatewayNode", "patch", {}), "gateway.update", sealed=True),
     result=("patch", "gateway"),
 )
 
@@ -81,19 +72,31 @@ operation(
     description="Refused with 409 while the gateway has active deployments, unless force is set.",
     role="org_admin", method="DELETE", path="/gateways/{gateway_id}", id_param="gateway_id", status_code=204,
     input_model=GatewayDeleteQuery, cli=_CLI,
-    build_workflow=lambda: _audited(("RemoveGatewayNode", "remove", {}), "gateway.delete"),
+    build_workflow=lambda: audited(_NODES, ("RemoveGatewayNode", "remove", {}), "gateway.delete"),
     result=("remove", "deleted"),
 )
 
 operation(
     resource="gateways", action="check", summary="Check a gateway's health now",
-    description="Probe the gateway's health URL (or api_url + /health) with its key and record the outcome.",
+    description="Probe the gateway's health URL (or api_url + /health) with its key now, and record the outcome "
+                "as the monitor does: history, hysteresis thresholds, status and transition events.",
     role="org_member", method="POST", path="/gateways/{gateway_id}/health", id_param="gateway_id",
     output_model=HealthCheckOut,
-    cli=CliSpec(columns=("gateway_id", "status", "outcome", "http_status", "response_time_ms", "last_check")),
+    cli=CliSpec(columns=("gateway_id", "status", "gateway_status", "outcome", "http_status", "response_time_ms",
+                         "last_check")),
     build_workflow=lambda: chain(
         _NODES, [("ProbeGatewayNode", "probe", {}), ("RecordHealthNode", "record", {})],
         [("probe", "probe", "record", "probe")],
     ),
     result=("record", "health"),
+)
+
+operation(
+    resource="gateways", action="history", summary="A gateway's health history",
+    description="Recent probes, uptime percentage and latency percentiles (successful probes) over a window.",
+    role="org_viewer", method="GET", path="/gateways/{gateway_id}/health/history", id_param="gateway_id",
+    input_model=HistoryQuery, output_model=HealthHistoryOut,
+    cli=CliSpec(columns=("checked_at", "outcome", "http_status", "response_time_ms", "health_status", "source")),
+    build_workflow=lambda: chain(_NODES, [("HealthHistoryNode", "history", {})]),
+    result=("history", "history"),
 )

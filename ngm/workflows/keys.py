@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ngm.workflows.build import chain
+from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
 
 Role = Literal["org_owner", "org_admin", "org_member", "org_viewer"]
@@ -46,11 +46,6 @@ class KeyList(BaseModel):
     items: list[KeyOut]
 
 
-def _audited(step: tuple, action: str):
-    return chain(_NODES, [step, ("RecordAuditNode", "audit", {"action": action})],
-                 [(step[1], "audit", "audit", "entry")])
-
-
 operation(
     resource="keys", action="create", summary="Create an API key",
     description="Create a key bound to the caller's organization, with a role no stronger than the caller's. "
@@ -58,7 +53,7 @@ operation(
     role="org_admin", method="POST", path="/keys", status_code=201,
     input_model=KeyCreate, output_model=KeyCreated,
     cli=CliSpec(columns=("id", "name", "role", "key")),
-    build_workflow=lambda: _audited(("CreateApiKeyNode", "create", {}), "api_key.create"),
+    build_workflow=lambda: audited(_NODES, ("CreateApiKeyNode", "create", {}), "api_key.create"),
     result=("create", "created"),
 )
 
@@ -75,6 +70,6 @@ operation(
     description="The key stops working at once on this instance and within the auth cache TTL (2 s) elsewhere.",
     role="org_admin", method="DELETE", path="/keys/{key_id}", id_param="key_id",
     output_model=KeyOut, cli=_CLI,
-    build_workflow=lambda: _audited(("RevokeApiKeyNode", "revoke", {}), "api_key.revoke"),
+    build_workflow=lambda: audited(_NODES, ("RevokeApiKeyNode", "revoke", {}), "api_key.revoke"),
     result=("revoke", "revoked"),
 )

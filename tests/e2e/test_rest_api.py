@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from tests.e2e.conftest import configuration
 from tests.support.standin import StandIn
 
 pytestmark = pytest.mark.e2e
@@ -29,14 +30,14 @@ def test_full_lifecycle_with_the_design_status_codes(deployment, owner):
     standin = StandIn("healthy")
     try:
         r = owner.post("/api/v1/gateways", json=body("edge-eu", api_url=standin.url, api_key="gw-key-SECRET-42",
-                                                     region="eu-west-1"))
+                                                     region="eu-west-1", healthy_threshold=1))
         assert r.status_code == 201, r.text
         gw = r.json()
         assert gw["api_key_set"] is True and gw["api_key_last4"] == "T-42" and "gw-key-SECRET" not in r.text
 
         r = owner.get("/api/v1/gateways", params={"environment": "production", "limit": 10})
         assert r.status_code == 200 and r.json()["total"] == 1 and r.json()["items"][0]["id"] == gw["id"]
-        assert owner.get(f"/api/v1/gateways/{gw['id']}").json() == gw
+        assert configuration(owner.get(f"/api/v1/gateways/{gw['id']}").json()) == configuration(gw)
 
         r = owner.put(f"/api/v1/gateways/{gw['id']}", json={"description": "edge in Ireland", "max_instances": 3})
         assert r.status_code == 200 and r.json()["description"] == "edge in Ireland"
@@ -92,7 +93,7 @@ def test_weak_roles_get_403_and_change_nothing(deployment, owner):
                                           ("DELETE", f"/api/v1/gateways/{gw['id']}", None)]:
                 r = weak.request(method, path, json=payload)
                 assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_role", (role, method)
-    assert owner.get(f"/api/v1/gateways/{gw['id']}").json() == gw
+    assert configuration(owner.get(f"/api/v1/gateways/{gw['id']}").json()) == configuration(gw)
     assert owner.get("/api/v1/gateways").json()["total"] == 1
 
 
@@ -107,7 +108,7 @@ def test_another_organization_gets_404_on_every_route(deployment, owner):
             r = other.request(method, path, json=payload)
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", (method, path)
         assert other.get("/api/v1/gateways").json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
-    assert owner.get(f"/api/v1/gateways/{gw['id']}").json() == gw
+    assert configuration(owner.get(f"/api/v1/gateways/{gw['id']}").json()) == configuration(gw)
 
 
 @pytest.mark.parametrize("payload, fields", [

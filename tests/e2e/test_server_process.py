@@ -42,8 +42,8 @@ def test_binds_loopback_by_default_and_stops_cleanly_on_sigterm(tmp_path, instal
     assert listening_addresses(server.port) == {"0100007F"}  # 127.0.0.1 only
     slow = StandIn("slow", delay=1.5)
     with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=30) as client:
-        gw = client.post("/api/v1/gateways", json={"name": "slow", "environment": "staging",
-                                                   "api_url": slow.url}).json()
+        gw = client.post("/api/v1/gateways", json={"name": "slow", "environment": "staging", "api_url": slow.url,
+                                                   "healthy_threshold": 1, "degraded_latency_ms": 5000}).json()
         answers = []
         in_flight = threading.Thread(target=lambda: answers.append(client.post(f"/api/v1/gateways/{gw['id']}/health")))
         in_flight.start()

@@ -25,11 +25,32 @@ def standin():
 
     servers = []
 
-    def make(mode="healthy", delay=0.0):
-        server = StandIn(mode, delay)
+    def make(mode="healthy", delay=0.0, **options):
+        server = StandIn(mode, delay, **options)
         servers.append(server)
         return server
 
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+async def private_ctx(backend, tmp_path_factory, pg_database_factory):
+    """An AppContext on a database of this module's own (the monitor probes every gateway it holds)."""
+    from ngm.config import Settings
+    from ngm.context import AppContext
+
+    folder = tmp_path_factory.mktemp("private")
+    url = f"sqlite:///{folder / 'ngm.db'}" if backend == "sqlite" else pg_database_factory()
+    context = await AppContext.open(Settings.from_env({"NGM_DATA_DIR": str(folder), "NGM_DATABASE_URL": url}))
+    yield context
+    await context.close()
+
+
+@pytest.fixture
+async def monitor_ctx(private_ctx):
+    yield private_ctx
+    rows = await private_ctx.db.express.list("Gateway", filter={}, limit=100_000)
+    if rows:
+        await private_ctx.db.express.bulk_delete("Gateway", [r["id"] for r in rows])

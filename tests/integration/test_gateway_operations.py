@@ -20,6 +20,10 @@ TRICKY = [
 ]
 
 
+# One probe decides: for tests about what a check records, not about hysteresis (tests/integration/test_health).
+IMMEDIATE = {"healthy_threshold": 1, "unhealthy_threshold": 1, "health_grace_period": 0}
+
+
 def gw(name="gw-1", **extra):
     return {"name": name, "environment": "production", "api_url": "https://gw.example.com", **extra}
 
@@ -188,7 +192,7 @@ async def test_resolve_picks_the_first_active_gateway_of_the_environment(ctx, ex
 
 async def test_health_check_probes_with_the_gateway_key_and_records_the_outcome(executor, owner, standin):
     server = standin("healthy")
-    out = await create(executor, owner, api_url=server.url, api_key="probe-key-XYZ9")
+    out = await create(executor, owner, api_url=server.url, api_key="probe-key-XYZ9", **IMMEDIATE)
     result = await executor.run("gateways_check", owner, None, out["id"])
     assert result["status"] == "healthy" and result["outcome"] == "ok" and result["http_status"] == 200
     assert result["response_time_ms"] >= 0 and result["last_check"].endswith("Z")
@@ -204,21 +208,22 @@ async def test_health_check_probes_with_the_gateway_key_and_records_the_outcome(
 @pytest.mark.parametrize("mode, outcome", [("error", "http_503"), ("drop", "error")])
 async def test_health_check_records_failures(executor, owner, standin, mode, outcome):
     server = standin(mode)
-    out = await create(executor, owner, api_url=server.url)
+    out = await create(executor, owner, api_url=server.url, **IMMEDIATE)
     result = await executor.run("gateways_check", owner, None, out["id"])
     assert result["status"] == "unhealthy" and result["outcome"] == outcome
     assert (await executor.run("gateways_get", owner, None, out["id"]))["last_health_status"] == outcome
 
 
 async def test_health_check_of_a_closed_port(executor, owner):
-    out = await create(executor, owner, api_url=f"http://127.0.0.1:{closed_port()}")
+    out = await create(executor, owner, api_url=f"http://127.0.0.1:{closed_port()}", **IMMEDIATE)
     result = await executor.run("gateways_check", owner, None, out["id"])
     assert (result["status"], result["outcome"], result["http_status"]) == ("unhealthy", "connection_refused", None)
 
 
 async def test_health_check_uses_health_check_url(executor, owner, standin):
     server = standin("healthy")
-    out = await create(executor, owner, api_url="http://127.0.0.1:9", health_check_url=server.url + "/readyz")
+    out = await create(executor, owner, api_url="http://127.0.0.1:9", health_check_url=server.url + "/readyz",
+                       **IMMEDIATE)
     assert (await executor.run("gateways_check", owner, None, out["id"]))["status"] == "healthy"
     assert server.requests[-1]["path"] == "/readyz"
 
@@ -252,7 +257,7 @@ async def test_only_owners_and_admins_change_gateways(executor, owner, role):
 
 
 async def test_viewer_cannot_run_health_checks_but_member_can(executor, owner, standin):
-    out = await create(executor, owner, api_url=standin("healthy").url)
+    out = await create(executor, owner, api_url=standin("healthy").url, **IMMEDIATE)
     with pytest.raises(Forbidden):
         await executor.run("gateways_check", as_role(owner, "org_viewer"), None, out["id"])
     assert (await executor.run("gateways_check", as_role(owner, "org_member"), None, out["id"]))["status"] == "healthy"

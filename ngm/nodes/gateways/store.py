@@ -13,19 +13,25 @@ from ngm.nodes.gateways.validation import consistency_errors
 TIME_FIELDS = ("last_health_check",)
 BOOL_FIELDS = ("ssl_enabled",)
 SECRET_FIELDS = ("api_key_encrypted", "api_key_last4")
+INTERNAL_FIELDS = ("health_successes", "health_failures", "health_slow", "health_fast")  # hysteresis counters
 HEALTH_RANK = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
+
+
+FLOAT_FIELDS = ("last_response_time_ms", "health_check_interval", "health_check_timeout", "degraded_latency_ms",
+                "health_grace_period")
 
 
 def canonical(row: dict | None) -> dict | None:
     out = normalize(row, bools=BOOL_FIELDS, times=TIME_FIELDS)
-    if out and out.get("last_response_time_ms") is not None:  # PostgreSQL REAL is 4 bytes: 6.89 -> 6.8899998
-        out["last_response_time_ms"] = round(out["last_response_time_ms"], 2)
+    for key in FLOAT_FIELDS:  # PostgreSQL REAL is 4 bytes: 6.89 comes back as 6.8899998
+        if out and out.get(key) is not None:
+            out[key] = round(float(out[key]), 3)
     return out
 
 
 def public_view(row: dict) -> dict:
     """What callers see: never the encrypted key, only whether one is set and its last 4 characters."""
-    out = {k: v for k, v in row.items() if k not in SECRET_FIELDS}
+    out = {k: v for k, v in row.items() if k not in SECRET_FIELDS and k not in INTERNAL_FIELDS}
     out["api_key_set"] = bool(row.get("api_key_encrypted"))
     out["api_key_last4"] = row.get("api_key_last4") if out["api_key_set"] else None
     return out

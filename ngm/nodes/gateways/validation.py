@@ -73,6 +73,10 @@ def consistency_errors(record: dict) -> list[dict]:
     port, url_port = record.get("api_port"), _url_port(record.get("api_url"))
     if port is not None and url_port is not None and port != url_port:
         errors.append({"field": "api_port", "message": f"conflicts with the port in api_url ({url_port})"})
+    timeout, interval = record.get("health_check_timeout"), record.get("health_check_interval")
+    if timeout is not None and interval is not None and timeout > interval:
+        errors.append({"field": "health_check_timeout",
+                       "message": f"must not exceed health_check_interval ({interval:g} s)"})
     if "jwt" in (record.get("auth_methods") or []) and not record.get("jwt_issuer"):
         errors.append({"field": "jwt_issuer", "message": "is required when auth_methods includes jwt"})
     return errors

@@ -1,43 +1,61 @@
-"""ProbeGatewayNode and RecordHealthNode: the manual health check as two steps."""
+"""Kailash nodes for health: the manual check (probe, then record through the monitor's hysteresis)
+and the history with uptime and latency percentiles."""
 
 from __future__ import annotations
 
 from kailash.nodes.base import register_node
 
-from ngm.models.rows import iso, utcnow
+from ngm.models.rows import iso, parse_time, utcnow
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.gateways import store
 from ngm.nodes.gateways.validation import health_url
-from ngm.nodes.health.probe import probe
+from ngm.nodes.health.probe import ProbeResult, probe
+from ngm.nodes.health.stats import parse_window, summarize
+
+_RESULT_FIELDS = ("outcome", "response_time_ms", "http_status", "error", "unhealthy_workflows")
 
 
 @register_node()
 class ProbeGatewayNode(ContextNode):
     """Probes the gateway's health URL with its decrypted key; the key never leaves this node."""
 
-    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "timeout": (float, 5.0)}
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
         ctx = self.ctx
         row = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])
         key = ctx.keyring.decrypt(row["api_key_encrypted"]) if row.get("api_key_encrypted") else None
-        result = await probe(ctx.http, health_url(row), key, timeout=kw.get("timeout") or 5.0)
+        result = await probe(ctx.http, health_url(row), key, timeout=float(row["health_check_timeout"]),
+                             policy=ctx.outbound, key_origin=row["api_url"])
         return {"probe": result.to_dict()}
 
 
 @register_node()
 class RecordHealthNode(ContextNode):
-    PARAMS = {"resource_id": (str, REQUIRED), "probe": (dict, REQUIRED)}
+    """Records a manual probe exactly as the monitor records its own: history, hysteresis, events."""
+
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "probe": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        p = kw["probe"]
-        now = utcnow()
-        status = "healthy" if p["ok"] else "unhealthy"
-        summary = p["summary"]
-        await store.record_health(self.ctx.db, kw["resource_id"], {
-            "health_status": status, "last_health_check": now, "last_health_status": summary,
-            "last_response_time_ms": round(p["response_time_ms"], 2),
-        })
-        return {"health": {"gateway_id": kw["resource_id"], "status": status, "last_check": iso(now),
-                           "response_time_ms": round(p["response_time_ms"], 2), "outcome": summary,
-                           "http_status": p["http_status"], "error": p["error"]}}
+        ctx = self.ctx
+        row = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])  # fresh counters
+        row["created_at"] = parse_time(row["created_at"])
+        row["last_health_check"] = parse_time(row["last_health_check"])
+        result = ProbeResult(**{k: kw["probe"][k] for k in _RESULT_FIELDS})
+        [summary] = await ctx.recorder.record([(row, result)], source="manual")
+        return {"health": summary}
+
+
+@register_node()
+class HealthHistoryNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        ctx, p = self.ctx, kw["params"]
+        gateway = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])
+        since = utcnow() - parse_window(p["window"])
+        items = await ctx.health_store.history(gateway["id"], since, p["limit"])
+        stats = summarize(await ctx.health_store.samples(gateway["id"], since))
+        return {"history": {"gateway_id": gateway["id"], "window": p["window"], "since": iso(since),
+                            "health_status": gateway["health_status"], "status": gateway["status"],
+                            **stats, "items": items}}

@@ -1,22 +1,32 @@
-"""One health probe of one gateway: GET its health URL with its key, classify what happened."""
+"""One health probe of one gateway: GET its health URL (safely), classify what happened, and read the
+Nexus health JSON when there is one (`{"status": ..., "workflows": {name: status}}`)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused, origin, safe_request
+
 MAX_BODY_BYTES = 64 * 1024  # a health answer is small; never read an unbounded body
+_FINE = {"healthy", "ok", "up", "pass", "unknown"}
+_DOWN = {"unhealthy", "down", "fail", "error", "critical"}
 
 
 @dataclass
 class ProbeResult:
-    outcome: str  # ok | http_error | timeout | connection_refused | tls_error | error
+    # ok | http_error | timeout | connection_refused | tls_error | dns_error | address_blocked |
+    # redirect_refused | reported_unhealthy | error
+    outcome: str
     response_time_ms: float
     http_status: int | None = None
     error: str | None = None
+    unhealthy_workflows: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -25,9 +35,7 @@ class ProbeResult:
     @property
     def summary(self) -> str:
         """Short text stored as last_health_status."""
-        if self.outcome == "http_error":
-            return f"http_{self.http_status}"
-        return self.outcome
+        return f"http_{self.http_status}" if self.outcome == "http_error" else self.outcome
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok, "summary": self.summary}
@@ -42,37 +50,59 @@ def _causes(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
-def _classify(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, httpx.TimeoutException):
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return "timeout", "no answer within the timeout"
+    if isinstance(exc, OutboundRefused):
+        return exc.outcome, exc.message
+    causes = list(_causes(exc))
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return "tls_error", "TLS handshake failed"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "connection_refused", "connection refused"
     if isinstance(exc, httpx.ConnectError):
-        causes = list(_causes(exc))
-        if any(isinstance(c, ssl.SSLError) for c in causes):
-            return "tls_error", "TLS handshake failed"
-        if any(isinstance(c, ConnectionRefusedError) for c in causes):
-            return "connection_refused", "connection refused"
         return "error", "could not connect"
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
         return "error", "connection dropped"
     return "error", type(exc).__name__
 
 
-async def probe(client: httpx.AsyncClient, url: str, api_key: str | None, timeout: float = 5.0) -> ProbeResult:
+def read_nexus_health(body: bytes) -> tuple[str | None, list[str]]:
+    """(reported overall status, unhealthy workflow names) from Nexus health JSON; (None, []) otherwise."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, []
+    if not isinstance(data, dict):
+        return None, []
+    workflows = data.get("workflows")
+    bad = []
+    if isinstance(workflows, dict):
+        bad = sorted(str(name) for name, state in workflows.items() if str(state).lower() not in _FINE)
+    status = data.get("status")
+    return (str(status).lower() if isinstance(status, str) else None), bad
+
+
+async def probe(client: httpx.AsyncClient, url: str, api_key: str | None, *, timeout: float = 5.0,
+                policy: OutboundPolicy | None = None, key_origin: str | None = None) -> ProbeResult:
+    """key_origin: the gateway's API URL. The key is sent only when the health URL has the same origin."""
     headers = {"Accept": "application/json", "User-Agent": "ngm-health/1"}
-    if api_key:
+    if api_key and (key_origin is None or origin(key_origin) == origin(url)):
         headers["X-API-Key"] = api_key
     start = time.perf_counter()
     try:
-        async with client.stream("GET", url, headers=headers, timeout=timeout) as resp:
-            read = 0
-            async for chunk in resp.aiter_raw():
-                read += len(chunk)
-                if read >= MAX_BODY_BYTES:
-                    break
-            elapsed = (time.perf_counter() - start) * 1000
-            if 200 <= resp.status_code < 300:
-                return ProbeResult("ok", elapsed, resp.status_code)
-            return ProbeResult("http_error", elapsed, resp.status_code, f"answered HTTP {resp.status_code}")
+        async with asyncio.timeout(timeout):
+            resp = await safe_request(client, "GET", url, policy=policy or OutboundPolicy(), headers=headers,
+                                      max_body=MAX_BODY_BYTES)
     except Exception as exc:  # every failure is an observation, not a crash
-        outcome, message = _classify(exc)
+        outcome, message = classify_exception(exc)
         return ProbeResult(outcome, (time.perf_counter() - start) * 1000, None, message)
+    elapsed = (time.perf_counter() - start) * 1000
+    reported, bad_workflows = read_nexus_health(resp.body)
+    if not 200 <= resp.status_code < 300:
+        return ProbeResult("http_error", elapsed, resp.status_code, f"answered HTTP {resp.status_code}",
+                           bad_workflows)
+    if reported in _DOWN:
+        return ProbeResult("reported_unhealthy", elapsed, resp.status_code, f"reported status {reported}",
+                           bad_workflows)
+    return ProbeResult("ok", elapsed, resp.status_code, None, bad_workflows)

@@ -1,0 +1,96 @@
+"""Background services of `ngm serve`, started and stopped by the app's lifespan hooks (Nexus's
+@app.scheduled never runs): the health monitor, webhook deliveries and history pruning. They work only
+while this instance holds the lease, so instances sharing Redis do each job once between them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from ngm.models.rows import utcnow
+
+log = logging.getLogger("ngm.background")
+
+
+class BackgroundServices:
+    def __init__(self, ctx, *, prune_every: float = 600.0, dispatch_every: float = 0.5):
+        from ngm.nodes.events.dispatcher import WebhookDispatcher
+        from ngm.nodes.health.monitor import HealthMonitor
+
+        s = ctx.settings
+        self.ctx = ctx
+        self.lease = ctx.lease
+        self.monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.probe_http, ctx.outbound,
+                                     concurrency=s.monitor_concurrency)
+        self.dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.http, ctx.outbound, s.webhook_max_attempts)
+        self.prune_every, self.dispatch_every = prune_every, dispatch_every
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._guard(name, job), name=f"ngm-{name}") for name, job in (
+            ("lease", self._keep_lease), ("monitor", self._run_monitor), ("webhooks", self._run_dispatcher),
+            ("prune", self._run_pruner))]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.monitor.stop()
+        await self.lease.release()
+
+    async def _guard(self, name: str, job) -> None:
+        """Keep a job alive: log and restart it after any unexpected error."""
+        while not self._stopping.is_set():
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background job %s failed; restarting in 1 s", name)
+                await asyncio.sleep(1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _keep_lease(self) -> None:
+        """The only caller of hold(): the jobs below just ask whether they may work."""
+        while not self._stopping.is_set():
+            was = self.lease.may_work
+            if not await self.lease.hold() and was:
+                self.monitor.reset()
+            await self._sleep(self.lease.ttl / 3)
+
+    async def _run_monitor(self) -> None:
+        while not self._stopping.is_set():
+            if not self.lease.may_work:
+                await self._sleep(0.5)
+                continue
+            await self._sleep(min(1.0, await self.monitor.step()))
+
+    async def _run_dispatcher(self) -> None:
+        while not self._stopping.is_set():
+            if self.lease.may_work and await self.dispatcher.run_once():
+                continue  # more may be due: go again at once
+            await self._sleep(self.dispatch_every)
+
+    async def _run_pruner(self) -> None:
+        while not self._stopping.is_set():
+            if self.lease.may_work:
+                cutoff = utcnow() - timedelta(days=self.ctx.settings.health_history_days)
+                started = time.monotonic()
+                removed = await self.ctx.health_store.prune(cutoff)
+                if removed:
+                    log.info("pruned %d health checks older than %s in %.0f ms", removed, cutoff,
+                             (time.monotonic() - started) * 1000)
+            await self._sleep(self.prune_every)
+
+    def status(self) -> dict:
+        return {"leader": self.lease.may_work, "mode": self.lease.mode, "gateways": len(self.monitor.gateways),
+                "probes": self.monitor.probes}

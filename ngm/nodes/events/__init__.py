@@ -1,0 +1,1 @@
+"""Events: health transitions and probe results, to SSE subscribers and to organizations' webhooks."""

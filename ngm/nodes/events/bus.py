@@ -1,0 +1,103 @@
+"""Publish/subscribe of events within an organization.
+
+LocalBus fans out in process. RedisBus publishes on a Redis channel and every instance's listener fans
+out to its own subscribers, so an SSE client on any instance sees events produced on any other. A slow
+subscriber never blocks a publisher: its queue is bounded and the oldest event is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+log = logging.getLogger("ngm.events")
+
+
+class Subscription:
+    def __init__(self, bus: "LocalBus", organization_id: str, maxsize: int):
+        self.bus = bus
+        self.organization_id = organization_id
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize)
+        self.dropped = 0
+
+    def offer(self, event: dict) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(event)
+
+    async def get(self, timeout: float | None = None) -> dict | None:
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self.bus._subscribers.discard(self)
+
+
+class LocalBus:
+    def __init__(self):
+        self._subscribers: set[Subscription] = set()
+
+    def subscribe(self, organization_id: str, maxsize: int = 1000) -> Subscription:
+        sub = Subscription(self, organization_id, maxsize)
+        self._subscribers.add(sub)
+        return sub
+
+    def deliver_locally(self, event: dict) -> None:
+        for sub in list(self._subscribers):
+            if sub.organization_id == event.get("organization_id"):
+                sub.offer(event)
+
+    async def publish(self, event: dict) -> None:
+        self.deliver_locally(event)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._subscribers.clear()
+
+
+class RedisBus(LocalBus):
+    def __init__(self, redis, channel: str):
+        super().__init__()
+        self.redis = redis
+        self.channel = channel
+        self._task: asyncio.Task | None = None
+
+    async def publish(self, event: dict) -> None:
+        try:
+            await self.redis.publish(self.channel, json.dumps(event))
+        except Exception as exc:  # Redis down: at least this instance's subscribers get it
+            log.warning("event bus: Redis publish failed (%s); delivering locally only", type(exc).__name__)
+            self.deliver_locally(event)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="ngm-event-listener")
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self.deliver_locally(json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event bus: Redis subscription lost (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await super().close()

@@ -1,0 +1,82 @@
+"""Turn probe results into health state, history rows, status changes and events.
+
+One path for the monitor's batches and for manual checks, so both follow the same hysteresis. The
+administrative status is changed by compare-and-set against the database, so an operator who just set
+a gateway inactive is never overwritten by a probe that was already in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from ngm.models.rows import iso, new_id, utcnow
+from ngm.nodes.events.store import make_event, record_transition
+from ngm.nodes.health.probe import ProbeResult
+from ngm.nodes.health.state import HealthPolicy, HealthState, admin_status, step
+
+log = logging.getLogger("ngm.health")
+
+
+def evaluate(gateway: dict, result: ProbeResult, now: datetime, source: str) -> tuple[dict, HealthState]:
+    policy = HealthPolicy.of(gateway)
+    created = gateway.get("created_at")
+    in_grace = created is not None and (now - created).total_seconds() < policy.grace_period
+    new = step(HealthState.of(gateway), policy, result.ok, result.response_time_ms,
+               impaired=bool(result.unhealthy_workflows), in_grace=in_grace)
+    record = {"id": new_id(), "gateway_id": gateway["id"], "organization_id": gateway["organization_id"],
+              "checked_at": now, "ok": result.ok, "outcome": result.outcome, "summary": result.summary,
+              "http_status": result.http_status, "response_time_ms": round(result.response_time_ms, 2),
+              "error": result.error, "unhealthy_workflows": result.unhealthy_workflows, "source": source,
+              **new.columns()}
+    return record, new
+
+
+class HealthRecorder:
+    def __init__(self, store, db, bus):
+        self.store, self.db, self.bus = store, db, bus
+
+    async def record(self, items: list[tuple[dict, ProbeResult]], source: str = "monitor",
+                     now: datetime | None = None) -> list[dict]:
+        """items: (gateway row, probe result). Gateway rows are updated in place to the new state.
+        Returns one summary per item: the probe, the resulting health and status, and any transition."""
+        now = now or utcnow()
+        evaluated = [(g, r, *evaluate(g, r, now, source)) for g, r in items]
+        await self.store.write_results([rec for _, _, rec, _ in evaluated])
+        out = []
+        for gateway, result, rec, new in evaluated:
+            old_health, old_status = gateway.get("health_status") or "unknown", gateway["status"]
+            status = await self._follow_status(gateway["id"], old_status, new.health_status)
+            gateway.update(new.columns(), status=status, last_health_check=now)
+            transition = None
+            if (old_health, old_status) != (new.health_status, status):
+                transition = await record_transition(self.db, self.bus, {
+                    "organization_id": gateway["organization_id"], "gateway_id": gateway["id"],
+                    "gateway_name": gateway.get("name") or "", "occurred_at": now,
+                    "from_health": old_health, "to_health": new.health_status,
+                    "from_status": old_status, "to_status": status,
+                    "reason": result.summary if not result.ok else f"{new.successes} consecutive successes"})
+                log.info("gateway %s: %s/%s -> %s/%s (%s)", gateway["id"], old_health, old_status,
+                         new.health_status, status, result.summary)
+            summary = {"gateway_id": gateway["id"], "status": new.health_status, "gateway_status": status,
+                       "last_check": iso(now), "response_time_ms": rec["response_time_ms"],
+                       "outcome": result.summary, "http_status": result.http_status, "error": result.error,
+                       "unhealthy_workflows": result.unhealthy_workflows,
+                       "transition": transition["data"] if transition else None}
+            await self.bus.publish(make_event("health.probe", gateway["organization_id"], summary, occurred_at=now))
+            out.append(summary)
+        return out
+
+    async def _follow_status(self, gateway_id: str, believed: str, health: str) -> str:
+        """Move the administrative status after the health (active <-> error), by compare-and-set."""
+        for _ in range(3):
+            target = admin_status(believed, health)
+            if target == believed:
+                return believed
+            if await self.store.set_status_if(gateway_id, believed, target):
+                return target
+            current = await self.store.gateway_status(gateway_id)
+            if current is None:
+                return believed
+            believed = current
+        return believed

@@ -1,0 +1,1 @@
+"""Outbound HTTP to addresses that operators configure (gateway health URLs, webhooks), made safe."""

@@ -1,0 +1,124 @@
+"""The health probe against real servers on 127.0.0.1: outcomes, Nexus JSON, and outbound safety."""
+
+import time
+
+import httpx
+import pytest
+
+from ngm.nodes.health.probe import probe
+from ngm.nodes.outbound.policy import OutboundPolicy
+from tests.support.standin import StandIn, closed_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client():
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as c:
+        yield c
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(StandIn(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+async def test_success_with_nexus_health_json(client, servers):
+    s = servers(body={"status": "healthy", "workflows": {"chat": "healthy", "search": "unhealthy",
+                                                         "billing": "error", "proxy": "unknown"}})
+    r = await probe(client, s.url + "/health", "k-1")
+    assert (r.outcome, r.http_status, r.unhealthy_workflows) == ("ok", 200, ["billing", "search"])
+    assert s.gets()[0]["headers"]["X-API-Key"] == "k-1"
+
+
+async def test_reported_unhealthy_with_200_is_a_failure(client, servers):
+    s = servers(body={"status": "unhealthy", "workflows": {}})
+    assert (await probe(client, s.url + "/health", None)).outcome == "reported_unhealthy"
+
+
+@pytest.mark.parametrize("mode, outcome", [("error", "http_error"), ("drop", "error")])
+async def test_failures(client, servers, mode, outcome):
+    r = await probe(client, servers(mode).url + "/readyz", None)
+    assert r.outcome == outcome and not r.ok
+    assert r.summary == ("http_503" if mode == "error" else "error")
+
+
+async def test_timeout_is_enforced_over_the_whole_probe(client, servers):
+    start = time.monotonic()
+    r = await probe(client, servers("slow", delay=2.0).url, None, timeout=0.3)
+    assert r.outcome == "timeout" and time.monotonic() - start < 1.0
+
+
+async def test_connection_refused(client):
+    assert (await probe(client, f"http://127.0.0.1:{closed_port()}/health", None)).outcome == "connection_refused"
+
+
+async def test_tls_error_for_an_untrusted_certificate(client, servers):
+    s = servers(tls=True)
+    r = await probe(client, s.url + "/health", "never-sent")
+    assert r.outcome == "tls_error"
+
+
+async def test_dns_failure(client):
+    assert (await probe(client, "http://no-such-host.invalid/health", None)).outcome == "dns_error"
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/",
+                                 "http://0.0.0.0:9/", "http://100.100.100.200/"])
+async def test_metadata_and_link_local_addresses_are_refused(client, url):
+    r = await probe(client, url, "secret")
+    assert r.outcome == "address_blocked" and "NGM_OUTBOUND_ALLOW" in r.error
+
+
+async def test_an_operator_may_allow_a_blocked_range(client):
+    policy = OutboundPolicy.from_setting("169.254.0.0/16")
+    r = await probe(client, "http://169.254.1.1:9/", None, timeout=0.3, policy=policy)
+    assert r.outcome != "address_blocked"
+
+
+def test_policy_checks_ipv4_mapped_ipv6():
+    assert not OutboundPolicy().permits("::ffff:169.254.169.254")
+    assert OutboundPolicy().permits("127.0.0.1") and OutboundPolicy().permits("10.1.2.3")
+
+
+async def test_redirects_to_another_origin_are_refused(client, servers):
+    other = servers()
+    s = servers("redirect", redirect_to=other.url + "/health")
+    r = await probe(client, s.url + "/health", "gw-secret")
+    assert r.outcome == "redirect_refused" and other.requests == []
+
+
+async def test_redirects_within_the_origin_are_followed_with_the_key(client, servers):
+    s = servers("redirect", redirect_to="/health/")
+    r = await probe(client, s.url + "/health", "gw-secret")
+    assert r.outcome == "ok" and [g["path"] for g in s.gets()] == ["/health", "/health/"]
+    assert all(g["headers"]["X-API-Key"] == "gw-secret" for g in s.gets())
+
+
+async def test_redirect_loops_stop_after_three_hops(client, servers):
+    s = servers("redirect", redirect_to="/elsewhere")
+    s.redirect_to = s.url + "/health"  # absolute, same origin, back to itself
+    r = await probe(client, s.url + "/health", None)
+    assert r.outcome == "redirect_refused" and len(s.gets()) == 4
+
+
+async def test_the_key_is_sent_only_to_the_gateways_own_origin(client, servers):
+    own, elsewhere = servers(), servers()
+    await probe(client, elsewhere.url + "/health", "gw-secret", key_origin=own.url)
+    await probe(client, own.url + "/readyz", "gw-secret", key_origin=own.url + "/api")
+    assert "X-API-Key" not in elsewhere.gets()[0]["headers"]
+    assert own.gets()[0]["headers"]["X-API-Key"] == "gw-secret"
+
+
+async def test_bodies_are_read_only_up_to_the_cap(client, servers):
+    start = time.monotonic()
+    r = await probe(client, servers("huge").url + "/health", None, timeout=5.0)
+    assert r.outcome == "ok" and time.monotonic() - start < 2.0
