@@ -22,9 +22,9 @@ class BackgroundServices:
         s = ctx.settings
         self.ctx = ctx
         self.lease = ctx.lease
-        self.monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.probe_http, ctx.outbound,
+        self.monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound,
                                      concurrency=s.monitor_concurrency)
-        self.dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.http, ctx.outbound, s.webhook_max_attempts)
+        self.dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.outbound, s.webhook_max_attempts)
         self.prune_every, self.dispatch_every = prune_every, dispatch_every
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()

@@ -37,9 +37,7 @@ class AppContext:
     settings: Settings
     db: Any
     keyring: Any
-    http: Any  # httpx.AsyncClient for one-off outbound calls (manual checks, webhooks)
-    probe_http: Any  # httpx.AsyncClient sized for the monitor's concurrent probes
-    outbound: Any  # OutboundPolicy: which addresses ngm may call
+    outbound: Any  # OutboundClient: every call to an operator-configured address (probes, webhooks)
     redis: Any = None  # redis.asyncio client when NGM_REDIS_URL is set
     bus: Any = None
     lease: Any = None
@@ -51,12 +49,10 @@ class AppContext:
 
     @classmethod
     async def open(cls, settings: Settings, *, create_key_file: bool = True) -> "AppContext":
-        import httpx
-
         from ngm.models.database import open_database
         from ngm.nodes.events.bus import LocalBus, RedisBus
         from ngm.nodes.health.lease import LocalLease, RedisLease
-        from ngm.nodes.outbound.policy import OutboundPolicy
+        from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
         from ngm.nodes.secrets.keyring import load_keyring
         from ngm.nodes.secrets.verify import verify_stored_secrets
 
@@ -67,19 +63,14 @@ class AppContext:
         except Exception:
             await db.close_async()
             raise
-        # Redirects are followed by hand (same origin only) in ngm.nodes.outbound; proxies from the
-        # environment are ignored so that the address checks there hold.
-        http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        limit = max(settings.monitor_concurrency, 10)
-        probe_http = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                       limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
+        outbound = OutboundClient(OutboundPolicy.from_setting(settings.outbound_allow),
+                                  max_connections=max(settings.monitor_concurrency, 16))
         redis = None
         if settings.redis_url:
             import redis.asyncio as aioredis
 
             redis = aioredis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return cls(settings=settings, db=db, keyring=keyring, http=http, probe_http=probe_http,
-                   outbound=OutboundPolicy.from_setting(settings.outbound_allow), redis=redis,
+        return cls(settings=settings, db=db, keyring=keyring, outbound=outbound, redis=redis,
                    bus=RedisBus(redis, f"{settings.redis_namespace}:events") if redis else LocalBus(),
                    lease=RedisLease(redis, f"{settings.redis_namespace}:monitor-lease",
                                     settings.monitor_lease_seconds) if redis else LocalLease())
@@ -113,12 +104,11 @@ class AppContext:
         if self._recorder is None:
             from ngm.nodes.health.recorder import HealthRecorder
 
-            self._recorder = HealthRecorder(self.health_store, self.db, self.bus)
+            self._recorder = HealthRecorder(self.health_store, self.bus)
         return self._recorder
 
     async def close(self) -> None:
-        await self.http.aclose()
-        await self.probe_http.aclose()
+        await self.outbound.close()
         if self.bus is not None:
             await self.bus.close()
         if self._health_store is not None:

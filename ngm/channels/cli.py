@@ -236,7 +236,13 @@ def command_for(op: Operation) -> click.Command:
         if nullable:
             params.append(click.Option(["--clear", "clear"], multiple=True, type=click.Choice(nullable),
                                        help="set an optional field to null (repeat for several)"))
-    return click.Command(op.action.replace("_", "-"), callback=callback, params=params + _connection_options(),
+    params += _connection_options()
+    flags = [opt for p in params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])]
+    names = [p.name for p in params]
+    clashes = {f for f in flags if flags.count(f) > 1} | {n for n in names if names.count(n) > 1}
+    if clashes:  # e.g. an input named url against --url: rename it in the operation's CliSpec
+        raise RuntimeError(f"CLI for {op.name}: {sorted(clashes)} used twice")
+    return click.Command(op.cli_command, callback=callback, params=params,
                          help=f"{op.summary}. {op.description}".strip() + f"\n\nNeeds role {op.role} or stronger.",
                          short_help=op.summary)
 

@@ -16,7 +16,8 @@ from ngm.workflows.registry import CliSpec, operation
 _NODES = ["ngm.nodes.events.nodes", "ngm.nodes.audit.nodes"]
 EventType = Literal[WEBHOOK_EVENT_TYPES]
 WebhookUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(v.check_http_url)]
-_HOOK_CLI = CliSpec(columns=("id", "url", "events", "active", "description", "created_at"))
+_HOOK_CLI = CliSpec(columns=("id", "url", "events", "active", "description", "created_at"),
+                    rename={"url": "webhook-url"})  # --url names the server to talk to
 
 
 class _Strict(BaseModel):
@@ -118,7 +119,8 @@ operation(
     description="Transitions are POSTed as JSON signed with HMAC-SHA256 (header X-NGM-Signature: t=...,v1=...), "
                 "retried with exponential backoff. The secret is returned once.",
     role="org_admin", method="POST", path="/webhooks", status_code=201, input_model=WebhookCreate,
-    output_model=WebhookWithSecret, cli=CliSpec(columns=("id", "url", "events", "secret")),
+    output_model=WebhookWithSecret,
+    cli=CliSpec(columns=("id", "url", "events", "secret"), rename={"url": "webhook-url"}),
     build_workflow=lambda: audited(_NODES, ("CreateWebhookNode", "create", {}), "webhook.create"),
     result=("create", "webhook"),
 )

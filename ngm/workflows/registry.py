@@ -38,6 +38,10 @@ class Operation:
         return f"{self.resource}_{self.action}"
 
     @property
+    def cli_command(self) -> str:
+        return self.action.replace("_", "-")
+
+    @property
     def http_path(self) -> str:
         return "/api/v1" + self.path
 

@@ -55,7 +55,7 @@ class RestChannel:
 
 
 def cli_args(op, params, resource_id):
-    args = [op.resource, op.action] + ([resource_id] if resource_id else [])
+    args = [op.resource, op.cli_command] + ([resource_id] if resource_id else [])
     for name, value in (params or {}).items():
         flag = "--" + op.cli.rename.get(name, name.replace("_", "-"))
         if isinstance(value, bool):
@@ -201,6 +201,91 @@ async def _(ch, rest, env):
     made = await rest.call("gateways_create", gateway_body())
     page = await ch.call("audit_list", {"resource_id": made["id"], "limit": 10})
     assert [e["action"] for e in page["items"]] == ["gateway.create"] and page["total"] == 1
+
+
+@scenario("gateways_history")
+async def _(ch, rest, env):
+    made = await rest.call("gateways_create", gateway_body(api_url=env["standin"].url))
+    await rest.call("gateways_check", None, made["id"])
+    await rest.call("gateways_check", None, made["id"])
+    history = await ch.call("gateways_history", {"window": "1h", "limit": 1}, made["id"])
+    assert history["probes"] == 2 and history["uptime_percent"] == 100.0 and len(history["items"]) == 1
+
+
+@scenario("events_list")
+async def _(ch, rest, env):
+    made = await rest.call("gateways_create", gateway_body(api_url=env["standin"].url, healthy_threshold=1))
+    await rest.call("gateways_check", None, made["id"])
+    listed = await ch.call("events_list", {"gateway_id": made["id"], "limit": 5})
+    assert [(e["from_health"], e["to_health"]) for e in listed["items"]] == [("unknown", "healthy")]
+
+
+async def _hook(rest, env, **extra):
+    return await rest.call("webhooks_create", {"url": env["standin"].url + "/hook", **extra})
+
+
+@scenario("webhooks_create")
+async def _(ch, rest, env):
+    made = await ch.call("webhooks_create", {"url": env["standin"].url + "/hook", "description": "walk",
+                                             "events": ["health.transition"], "active": True})
+    assert made["secret"].startswith("whsec_")
+    assert (await rest.call("webhooks_get", None, made["id"]))["description"] == "walk"
+
+
+@scenario("webhooks_list")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    assert made["id"] in [h["id"] for h in (await ch.call("webhooks_list"))["items"]]
+
+
+@scenario("webhooks_get")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    got = await ch.call("webhooks_get", None, made["id"])
+    assert got["url"] == made["url"] and "secret" not in got
+
+
+@scenario("webhooks_update")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    assert (await ch.call("webhooks_update", {"active": False}, made["id"]))["active"] is False
+    assert (await rest.call("webhooks_get", None, made["id"]))["active"] is False
+
+
+@scenario("webhooks_delete")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    await ch.call("webhooks_delete", None, made["id"])
+    with pytest.raises(Failed, match="not_found"):
+        await rest.call("webhooks_get", None, made["id"])
+
+
+@scenario("webhooks_rotate_secret")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    rotated = await ch.call("webhooks_rotate_secret", None, made["id"])
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != made["secret"]
+
+
+@scenario("webhooks_test")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    queued = await ch.call("webhooks_test", None, made["id"])
+    assert queued["webhook_id"] == made["id"] and queued["event_type"] == "webhook.test"
+    for _ in range(50):  # the server's dispatcher delivers it
+        if [p for p in env["standin"].posts() if p["headers"].get("X-NGM-Event-ID") == queued["event_id"]]:
+            break
+        await anyio.sleep(0.1)
+    else:
+        raise AssertionError("the test delivery never arrived")
+
+
+@scenario("webhooks_deliveries")
+async def _(ch, rest, env):
+    made = await _hook(rest, env)
+    await rest.call("webhooks_test", None, made["id"])
+    listed = await ch.call("webhooks_deliveries", {"limit": 10}, made["id"])
+    assert [d["event_type"] for d in listed["items"]] == ["webhook.test"]
 
 
 # ------------------------------------------------------------------ the walk

@@ -2,11 +2,10 @@
 
 import time
 
-import httpx
 import pytest
 
 from ngm.nodes.health.probe import probe
-from ngm.nodes.outbound.policy import OutboundPolicy
+from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
 from tests.support.standin import StandIn, closed_port
 
 pytestmark = pytest.mark.anyio
@@ -14,8 +13,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def client():
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as c:
-        yield c
+    c = OutboundClient(OutboundPolicy())
+    yield c
+    await c.close()
 
 
 @pytest.fixture
@@ -78,10 +78,23 @@ async def test_metadata_and_link_local_addresses_are_refused(client, url):
     assert r.outcome == "address_blocked" and "NGM_OUTBOUND_ALLOW" in r.error
 
 
-async def test_an_operator_may_allow_a_blocked_range(client):
-    policy = OutboundPolicy.from_setting("169.254.0.0/16")
-    r = await probe(client, "http://169.254.1.1:9/", None, timeout=0.3, policy=policy)
+async def test_an_operator_may_allow_a_blocked_range():
+    client = OutboundClient(OutboundPolicy.from_setting("169.254.0.0/16"))
+    try:
+        r = await probe(client, "http://169.254.1.1:9/", None, timeout=0.3)
+    finally:
+        await client.close()
     assert r.outcome != "address_blocked"
+
+
+async def test_names_that_resolve_to_blocked_addresses_are_refused():
+    client = OutboundClient(OutboundPolicy(blocked=OutboundPolicy().blocked + OutboundPolicy.from_setting(
+        "127.0.0.0/8").allowed))  # treat loopback as blocked so that "localhost" exercises the resolver
+    try:
+        r = await probe(client, "http://localhost:9/health", "secret")
+    finally:
+        await client.close()
+    assert r.outcome == "address_blocked" and "localhost resolves to 127.0.0.1" in r.error
 
 
 def test_policy_checks_ipv4_mapped_ipv6():

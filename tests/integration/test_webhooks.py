@@ -22,8 +22,8 @@ def env(monitor_ctx, org, standin):
     ctx = monitor_ctx
     executor = Executor(ctx)
     owner = Principal(org, "org_owner", "k", "tester")
-    monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.probe_http, ctx.outbound)
-    dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.http, ctx.outbound, max_attempts=3)
+    monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound)
+    dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.outbound, max_attempts=3)
     return ctx, executor, owner, monitor, dispatcher, standin
 
 

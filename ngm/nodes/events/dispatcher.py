@@ -16,15 +16,14 @@ from ngm.models.rows import utcnow
 from ngm.nodes.events.signing import backoff_seconds, sign
 from ngm.nodes.events.store import due_deliveries, retry_at
 from ngm.nodes.health.probe import classify_exception
-from ngm.nodes.outbound.policy import OutboundPolicy, safe_request
 
 log = logging.getLogger("ngm.webhooks")
 
 
 class WebhookDispatcher:
-    def __init__(self, db, keyring, http, policy: OutboundPolicy, max_attempts: int = 8, timeout: float = 10.0,
+    def __init__(self, db, keyring, outbound, max_attempts: int = 8, timeout: float = 10.0,
                  concurrency: int = 16, batch: int = 100):
-        self.db, self.keyring, self.http, self.policy = db, keyring, http, policy
+        self.db, self.keyring, self.outbound = db, keyring, outbound
         self.max_attempts, self.timeout, self.batch = max_attempts, timeout, batch
         self._sem = asyncio.Semaphore(concurrency)
 
@@ -54,9 +53,8 @@ class WebhookDispatcher:
                        "X-NGM-Delivery-ID": delivery["id"], "X-NGM-Signature": sign(secret, int(time.time()), body)}
             status, error = None, None
             try:
-                async with asyncio.timeout(self.timeout):
-                    resp = await safe_request(self.http, "POST", hook["url"], policy=self.policy, headers=headers,
-                                              content=body, max_body=4096, max_redirects=0)
+                resp = await self.outbound.request("POST", hook["url"], headers=headers, data=body,
+                                                   timeout=self.timeout, max_body=4096, max_redirects=0)
                 status = resp.status_code
                 if 200 <= status < 300:
                     await self._finish(delivery, "delivered", status, None)

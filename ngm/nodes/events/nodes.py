@@ -90,7 +90,7 @@ class TestWebhookNode(ContextNode):
         hook = await store.fetch_webhook(self.ctx.db, kw["organization_id"], kw["resource_id"])
         event = make_event("webhook.test", kw["organization_id"], {"webhook_id": hook["id"],
                                                                    "message": "test delivery from ngm"})
-        await store.enqueue(self.ctx.db, event, only_webhook=hook["id"])
+        await store.enqueue_test(self.ctx.db, event, hook["id"])
         return {"queued": {"webhook_id": hook["id"], "event_id": event["id"], "event_type": event["type"]}}
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from ngm.errors import NotFound
 from ngm.models.rows import iso, new_id, new_ordered_id, normalize, utcnow
+from ngm.models.sql import chunks, in_list, json_list
 from ngm.nodes.events.signing import new_secret
 
 WEBHOOK_EVENT_TYPES = ("health.transition",)
@@ -24,33 +26,50 @@ def transition_view(row: dict) -> dict:
     return out
 
 
-async def record_transition(db, bus, transition: dict) -> dict:
-    """transition: organization_id, gateway_id, gateway_name, from/to health and status, reason, occurred_at."""
-    row = {"id": new_id(), **transition}
-    await db.express.create("HealthEvent", row)
-    event = make_event("health.transition", row["organization_id"], transition_view(row) | {"id": row["id"]},
-                       event_id=row["id"], occurred_at=row["occurred_at"])
-    await enqueue(db, event)
-    await bus.publish(event)
-    return event
+_EVENT_COLUMNS = ("id", "organization_id", "gateway_id", "gateway_name", "occurred_at", "from_health", "to_health",
+                  "from_status", "to_status", "reason")
 
 
-async def enqueue(db, event: dict, only_webhook: str | None = None) -> int:
-    """One pending delivery per active webhook of the organization that subscribes to the event type."""
-    hooks = await db.express.list("Webhook", filter={"organization_id": event["organization_id"], "active": True},
-                                  limit=1000)
-    count = 0
-    for hook in hooks:
-        if only_webhook and hook["id"] != only_webhook:
-            continue
-        if not only_webhook and event["type"] not in (hook.get("events") or []):
-            continue
-        await db.express.create("WebhookDelivery", {
-            "id": new_ordered_id(), "organization_id": event["organization_id"], "webhook_id": hook["id"],
-            "event_id": event["id"], "event_type": event["type"], "payload": event, "status": "pending",
-            "attempts": 0, "next_attempt_at": utcnow()})
-        count += 1
-    return count
+async def record_transitions(sql, bus, transitions: list[dict]) -> list[dict]:
+    """Store transitions, queue their webhook deliveries and publish them, in a few batched statements
+    (a restart can move hundreds of gateways at once). transition: organization_id, gateway_id,
+    gateway_name, from/to health and status, reason, occurred_at."""
+    if not transitions:
+        return []
+    rows = [{"id": new_ordered_id(), **t} for t in transitions]
+    await sql.many(f"INSERT INTO health_events ({', '.join(_EVENT_COLUMNS)}) VALUES "
+                   f"({', '.join(':' + c for c in _EVENT_COLUMNS)})", rows)
+    events = [make_event("health.transition", r["organization_id"], transition_view(r) | {"id": r["id"]},
+                         event_id=r["id"], occurred_at=r["occurred_at"]) for r in rows]
+    await _queue_deliveries(sql, events)
+    for event in events:
+        await bus.publish(event)
+    return events
+
+
+async def _queue_deliveries(sql, events: list[dict]) -> None:
+    orgs = sorted({e["organization_id"] for e in events})
+    hooks = []
+    for part in chunks(orgs):
+        clause, params = in_list(part, "o")
+        hooks += await sql.rows(f"SELECT id, organization_id, events FROM webhooks WHERE active = :yes AND "
+                                f"organization_id IN {clause}", {"yes": True, **params})
+    now = utcnow()
+    deliveries = [{"id": new_ordered_id(), "organization_id": e["organization_id"], "webhook_id": h["id"],
+                   "event_id": e["id"], "event_type": e["type"], "payload": json.dumps(e), "now": now}
+                  for e in events for h in hooks
+                  if h["organization_id"] == e["organization_id"] and e["type"] in json_list(h["events"])]
+    await sql.many("INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, payload, "
+                   "status, attempts, next_attempt_at) VALUES (:id, :organization_id, :webhook_id, :event_id, "
+                   f":event_type, {sql.json('payload')}, 'pending', 0, :now)", deliveries)
+
+
+async def enqueue_test(db, event: dict, webhook_id: str) -> None:
+    """A single delivery to one webhook, whatever it subscribes to (POST /webhooks/{id}/test)."""
+    await db.express.create("WebhookDelivery", {
+        "id": new_ordered_id(), "organization_id": event["organization_id"], "webhook_id": webhook_id,
+        "event_id": event["id"], "event_type": event["type"], "payload": event, "status": "pending",
+        "attempts": 0, "next_attempt_at": utcnow()})
 
 
 async def list_transitions(db, organization_id: str, gateway_id: str | None, since: datetime | None,

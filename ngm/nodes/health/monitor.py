@@ -24,9 +24,9 @@ _STATE_FIELDS = ("health_status", "health_successes", "health_failures", "health
 
 
 class HealthMonitor:
-    def __init__(self, store, recorder, keyring, http, policy, *, concurrency: int = 256, refresh_every: float = 2.0,
+    def __init__(self, store, recorder, keyring, outbound, *, concurrency: int = 256, refresh_every: float = 2.0,
                  flush_every: float = 0.25, jitter: float = 0.1, clock=time.monotonic):
-        self.store, self.recorder, self.keyring, self.http, self.policy = store, recorder, keyring, http, policy
+        self.store, self.recorder, self.keyring, self.outbound = store, recorder, keyring, outbound
         self.refresh_every, self.flush_every, self.jitter, self.clock = refresh_every, flush_every, jitter, clock
         self._sem = asyncio.Semaphore(concurrency)
         self.gateways: dict[str, dict] = {}
@@ -80,8 +80,8 @@ class HealthMonitor:
                 key = self.keyring.decrypt(gateway["api_key_encrypted"])
             except Exception:  # a key we cannot read is a configuration problem, not a crash
                 log.error("gateway %s: stored API key cannot be decrypted; probing without it", gateway["id"])
-        return await probe(self.http, health_url(gateway), key, timeout=float(gateway["health_check_timeout"]),
-                           policy=self.policy, key_origin=gateway["api_url"])
+        return await probe(self.outbound, health_url(gateway), key, timeout=float(gateway["health_check_timeout"]),
+                           key_origin=gateway["api_url"])
 
     async def _probe_and_buffer(self, gateway: dict) -> None:
         try:

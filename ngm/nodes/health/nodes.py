@@ -25,8 +25,8 @@ class ProbeGatewayNode(ContextNode):
         ctx = self.ctx
         row = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])
         key = ctx.keyring.decrypt(row["api_key_encrypted"]) if row.get("api_key_encrypted") else None
-        result = await probe(ctx.http, health_url(row), key, timeout=float(row["health_check_timeout"]),
-                             policy=ctx.outbound, key_origin=row["api_url"])
+        result = await probe(ctx.outbound, health_url(row), key, timeout=float(row["health_check_timeout"]),
+                             key_origin=row["api_url"])
         return {"probe": result.to_dict()}
 
 

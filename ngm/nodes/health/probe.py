@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
 
-import httpx
+import aiohttp
 
-from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused, origin, safe_request
+from ngm.nodes.outbound.policy import OutboundClient, OutboundRefused, origin
 
 MAX_BODY_BYTES = 64 * 1024  # a health answer is small; never read an unbounded body
 _FINE = {"healthy", "ok", "up", "pass", "unknown"}
@@ -42,27 +43,30 @@ class ProbeResult:
 
 
 def _causes(exc: BaseException):
-    """The exception and everything it wraps (httpx -> httpcore -> OSError -> ConnectionRefusedError)."""
+    """The exception and everything it wraps (aiohttp -> OSError -> ConnectionRefusedError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         yield exc
-        exc = exc.__cause__ or exc.__context__
+        exc = getattr(exc, "os_error", None) or exc.__cause__ or exc.__context__
 
 
 def classify_exception(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
-        return "timeout", "no answer within the timeout"
-    if isinstance(exc, OutboundRefused):
-        return exc.outcome, exc.message
     causes = list(_causes(exc))
-    if any(isinstance(c, ssl.SSLError) for c in causes):
+    refused = next((c for c in causes if isinstance(c, OutboundRefused)), None)
+    if refused is not None:
+        return refused.outcome, refused.message
+    if any(isinstance(c, (TimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError)) for c in causes):
+        return "timeout", "no answer within the timeout"
+    if any(isinstance(c, (ssl.SSLError, aiohttp.ClientSSLError)) for c in causes):
         return "tls_error", "TLS handshake failed"
+    if any(isinstance(c, socket.gaierror) for c in causes) or isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "dns_error", "the host name does not resolve"
     if any(isinstance(c, ConnectionRefusedError) for c in causes):
         return "connection_refused", "connection refused"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return "error", "could not connect"
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
         return "error", "connection dropped"
     return "error", type(exc).__name__
 
@@ -83,17 +87,15 @@ def read_nexus_health(body: bytes) -> tuple[str | None, list[str]]:
     return (str(status).lower() if isinstance(status, str) else None), bad
 
 
-async def probe(client: httpx.AsyncClient, url: str, api_key: str | None, *, timeout: float = 5.0,
-                policy: OutboundPolicy | None = None, key_origin: str | None = None) -> ProbeResult:
+async def probe(client: OutboundClient, url: str, api_key: str | None, *, timeout: float = 5.0,
+                key_origin: str | None = None) -> ProbeResult:
     """key_origin: the gateway's API URL. The key is sent only when the health URL has the same origin."""
     headers = {"Accept": "application/json", "User-Agent": "ngm-health/1"}
     if api_key and (key_origin is None or origin(key_origin) == origin(url)):
         headers["X-API-Key"] = api_key
     start = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
-            resp = await safe_request(client, "GET", url, policy=policy or OutboundPolicy(), headers=headers,
-                                      max_body=MAX_BODY_BYTES)
+        resp = await client.request("GET", url, headers=headers, timeout=timeout, max_body=MAX_BODY_BYTES)
     except Exception as exc:  # every failure is an observation, not a crash
         outcome, message = classify_exception(exc)
         return ProbeResult(outcome, (time.perf_counter() - start) * 1000, None, message)

@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 
 from ngm.models.rows import iso, new_id, utcnow
-from ngm.nodes.events.store import make_event, record_transition
+from ngm.nodes.events.store import make_event, record_transitions
 from ngm.nodes.health.probe import ProbeResult
 from ngm.nodes.health.state import HealthPolicy, HealthState, admin_status, step
 
@@ -33,50 +33,63 @@ def evaluate(gateway: dict, result: ProbeResult, now: datetime, source: str) -> 
 
 
 class HealthRecorder:
-    def __init__(self, store, db, bus):
-        self.store, self.db, self.bus = store, db, bus
+    def __init__(self, store, bus):
+        self.store, self.bus = store, bus
 
     async def record(self, items: list[tuple[dict, ProbeResult]], source: str = "monitor",
                      now: datetime | None = None) -> list[dict]:
         """items: (gateway row, probe result). Gateway rows are updated in place to the new state.
-        Returns one summary per item: the probe, the resulting health and status, and any transition."""
+        Returns one summary per item: the probe, the resulting health and status, and any transition.
+        A whole batch costs a handful of statements, however many gateways change."""
         now = now or utcnow()
         evaluated = [(g, r, *evaluate(g, r, now, source)) for g, r in items]
         await self.store.write_results([rec for _, _, rec, _ in evaluated])
-        out = []
+        statuses = await self._follow_statuses({g["id"]: g["status"] for g, *_ in evaluated},
+                                               {g["id"]: new.health_status for g, _, _, new in evaluated})
+        summaries, transitions = [], []
         for gateway, result, rec, new in evaluated:
             old_health, old_status = gateway.get("health_status") or "unknown", gateway["status"]
-            status = await self._follow_status(gateway["id"], old_status, new.health_status)
+            status = statuses[gateway["id"]]
             gateway.update(new.columns(), status=status, last_health_check=now)
-            transition = None
+            summary = {"gateway_id": gateway["id"], "status": new.health_status, "gateway_status": status,
+                       "last_check": iso(now), "response_time_ms": rec["response_time_ms"],
+                       "outcome": result.summary, "http_status": result.http_status, "error": result.error,
+                       "unhealthy_workflows": result.unhealthy_workflows, "transition": None}
+            summaries.append(summary)
             if (old_health, old_status) != (new.health_status, status):
-                transition = await record_transition(self.db, self.bus, {
+                transitions.append((summary, {
                     "organization_id": gateway["organization_id"], "gateway_id": gateway["id"],
                     "gateway_name": gateway.get("name") or "", "occurred_at": now,
                     "from_health": old_health, "to_health": new.health_status,
                     "from_status": old_status, "to_status": status,
-                    "reason": result.summary if not result.ok else f"{new.successes} consecutive successes"})
+                    "reason": result.summary if not result.ok else f"{new.successes} consecutive successes"}))
                 log.info("gateway %s: %s/%s -> %s/%s (%s)", gateway["id"], old_health, old_status,
                          new.health_status, status, result.summary)
-            summary = {"gateway_id": gateway["id"], "status": new.health_status, "gateway_status": status,
-                       "last_check": iso(now), "response_time_ms": rec["response_time_ms"],
-                       "outcome": result.summary, "http_status": result.http_status, "error": result.error,
-                       "unhealthy_workflows": result.unhealthy_workflows,
-                       "transition": transition["data"] if transition else None}
+        events = await record_transitions(self.store.sql, self.bus, [t for _, t in transitions])
+        for (summary, _), event in zip(transitions, events):
+            summary["transition"] = event["data"]
+        for gateway, summary in zip((g for g, *_ in evaluated), summaries):
             await self.bus.publish(make_event("health.probe", gateway["organization_id"], summary, occurred_at=now))
-            out.append(summary)
-        return out
+        return summaries
 
-    async def _follow_status(self, gateway_id: str, believed: str, health: str) -> str:
-        """Move the administrative status after the health (active <-> error), by compare-and-set."""
+    async def _follow_statuses(self, believed: dict[str, str], health: dict[str, str]) -> dict[str, str]:
+        """Move administrative statuses after the health (active <-> error) by compare-and-set in bulk;
+        where someone changed a status meanwhile, decide again from what is stored now."""
+        result = dict(believed)
+        pending = {gid for gid in result if admin_status(result[gid], health[gid]) != result[gid]}
         for _ in range(3):
-            target = admin_status(believed, health)
-            if target == believed:
-                return believed
-            if await self.store.set_status_if(gateway_id, believed, target):
-                return target
-            current = await self.store.gateway_status(gateway_id)
-            if current is None:
-                return believed
-            believed = current
-        return believed
+            if not pending:
+                break
+            groups: dict[tuple[str, str], list[str]] = {}
+            for gid in pending:
+                groups.setdefault((result[gid], admin_status(result[gid], health[gid])), []).append(gid)
+            moved = set()
+            for (expected, target), ids in groups.items():
+                done = await self.store.move_statuses(expected, target, ids)
+                result.update({gid: target for gid in done})
+                moved |= done
+            stale = pending - moved
+            current = await self.store.statuses(sorted(stale)) if stale else {}
+            result.update(current)  # deleted gateways keep what we believed
+            pending = {gid for gid in current if admin_status(current[gid], health[gid]) != current[gid]}
+        return result

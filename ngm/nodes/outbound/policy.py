@@ -1,10 +1,15 @@
-"""Which addresses ngm may call, and a request that holds to it.
+"""Which addresses ngm may call, and an HTTP client that holds to it.
 
 Link-local and cloud-metadata addresses are refused unless an operator allows them
-(NGM_OUTBOUND_ALLOW=169.254.0.0/16,...). The host is resolved once, every address it resolves to is
-checked, and the connection goes to the checked address (Host header and TLS SNI keep the name), so a
-DNS answer that changes between check and connect cannot redirect the request. Redirects are followed
+(NGM_OUTBOUND_ALLOW=169.254.0.0/16,...). The check sits in the connector's resolver, so the connection
+goes to exactly the addresses that were checked (a DNS answer cannot change in between) while TLS still
+verifies the real host name; literal addresses are checked before the request. Redirects are followed
 only within the same origin, and bodies are read up to a cap.
+
+aiohttp rather than httpx here, by measurement: 1,000 probes of stand-in gateways (half fast, a quarter
+after 200 ms, a quarter refused) at 256 in flight took 0.5 s and 0.4 s of CPU with one aiohttp session,
+1.9 s with an httpx client per probe, and 14 s with one shared httpx client, whose pool scans every
+connection for every request.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 
 BLOCKED_NETWORKS = (
     "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches local services on some systems
@@ -30,8 +37,8 @@ BLOCKED_NETWORKS = (
 )
 
 
-class OutboundRefused(Exception):
-    """The request was not made: `outcome` says why (address_blocked, dns_error, redirect_refused)."""
+class OutboundRefused(OSError):
+    """The request was not made: `outcome` says why (address_blocked, redirect_refused)."""
 
     def __init__(self, outcome: str, message: str):
         super().__init__(message)
@@ -60,6 +67,28 @@ class OutboundPolicy:
             return True
         return not any(ip in net for net in self.blocked)
 
+    def check(self, host: str, addresses: list[str]) -> None:
+        refused = [a for a in addresses if not self.permits(a)]
+        if refused:
+            raise OutboundRefused("address_blocked", f"{host} resolves to {refused[0]}, a link-local or metadata "
+                                                     "address (allow it with NGM_OUTBOUND_ALLOW)")
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves as usual, then refuses the host if any of its addresses is not permitted."""
+
+    def __init__(self, policy: OutboundPolicy):
+        self.policy = policy
+        self._resolver = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+        infos = await self._resolver.resolve(host, port, family)
+        self.policy.check(host, [info["host"] for info in infos])
+        return infos
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
 
 def origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
@@ -67,60 +96,51 @@ def origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
-async def resolve(host: str, port: int, policy: OutboundPolicy) -> str:
-    """One permitted address for host, or OutboundRefused. Every resolved address must be permitted."""
-    try:
-        addresses = [ipaddress.ip_address(host).compressed]
-    except ValueError:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            raise OutboundRefused("dns_error", f"cannot resolve {host}") from None
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    refused = [a for a in addresses if not policy.permits(a)]
-    if refused:
-        raise OutboundRefused("address_blocked", f"{host} resolves to {refused[0]}, a link-local or metadata "
-                                                 "address (allow it with NGM_OUTBOUND_ALLOW)")
-    return addresses[0]
-
-
 @dataclass
 class OutboundResponse:
     status_code: int
-    headers: httpx.Headers
+    headers: dict
     body: bytes
     url: str
 
 
-async def safe_request(client: httpx.AsyncClient, method: str, url: str, *, policy: OutboundPolicy,
-                       headers: dict | None = None, content: bytes | None = None, max_body: int = 64 * 1024,
-                       max_redirects: int = 3) -> OutboundResponse:
-    start_origin = origin(url)
-    for _ in range(max_redirects + 1):
-        scheme, host, port = origin(url)
-        address = await resolve(host, port, policy)
-        parts = urlsplit(url)
-        pinned_host = f"[{address}]" if ":" in address else address
-        pinned = parts._replace(netloc=f"{pinned_host}:{port}").geturl()
-        request_headers = {**(headers or {}), "Host": parts.netloc.rsplit("@", 1)[-1]}
-        extensions = {"sni_hostname": host} if scheme == "https" else {}
-        request = client.build_request(method, pinned, headers=request_headers, content=content,
-                                       extensions=extensions)
-        response = await client.send(request, stream=True)
-        try:
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) >= max_body:
-                    break
-        finally:
-            await response.aclose()
-        location = response.headers.get("location")
-        if response.is_redirect and location:
-            target = urljoin(url, location)
-            if origin(target) != start_origin:
-                raise OutboundRefused("redirect_refused", f"refused a redirect to another origin ({origin(target)[1]})")
-            url = target
-            continue
-        return OutboundResponse(response.status_code, response.headers, bytes(body[:max_body]), url)
-    raise OutboundRefused("redirect_refused", f"more than {max_redirects} redirects")
+class OutboundClient:
+    """One connection pool for every outbound call, created inside the running event loop."""
+
+    def __init__(self, policy: OutboundPolicy, max_connections: int = 256):
+        self.policy = policy
+        connector = aiohttp.TCPConnector(limit=max_connections, resolver=PolicyResolver(policy),
+                                         ttl_dns_cache=10)
+        self.session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True)
+
+    async def request(self, method: str, url: str, *, headers: dict | None = None, data: bytes | None = None,
+                      timeout: float = 10.0, max_body: int = 64 * 1024, max_redirects: int = 3) -> OutboundResponse:
+        start_origin = origin(url)
+        async with asyncio.timeout(timeout):
+            for _ in range(max_redirects + 1):
+                host = origin(url)[1].strip("[]")
+                try:
+                    self.policy.check(host, [ipaddress.ip_address(host).compressed])  # literal addresses
+                except ValueError:
+                    pass  # a name: the resolver checks it
+                async with self.session.request(method, url, headers=headers, data=data,
+                                                allow_redirects=False) as resp:
+                    body = bytearray()
+                    async for chunk in resp.content.iter_chunked(16 * 1024):
+                        body += chunk
+                        if len(body) >= max_body:
+                            resp.close()  # do not return a half-read connection to the pool
+                            break
+                    location = resp.headers.get("Location")
+                    if resp.status in (301, 302, 303, 307, 308) and location:
+                        target = urljoin(url, location)
+                        if origin(target) != start_origin:
+                            raise OutboundRefused("redirect_refused",
+                                                  f"refused a redirect to another origin ({origin(target)[1]})")
+                        url = target
+                        continue
+                    return OutboundResponse(resp.status, dict(resp.headers), bytes(body[:max_body]), str(resp.url))
+            raise OutboundRefused("redirect_refused", f"more than {max_redirects} redirects")
+
+    async def close(self) -> None:
+        await self.session.close()
