@@ -32,7 +32,7 @@ class BackgroundServices:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._guard(name, job), name=f"ngm-{name}") for name, job in (
             ("lease", self._keep_lease), ("monitor", self._run_monitor), ("webhooks", self._run_dispatcher),
-            ("prune", self._run_pruner))]
+            ("prune", self._run_pruner), ("drains", self._run_drains), ("circuits", self._expedite_probes))]
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -90,6 +90,27 @@ class BackgroundServices:
                     log.info("pruned %d health checks older than %s in %.0f ms", removed, cutoff,
                              (time.monotonic() - started) * 1000)
             await self._sleep(self.prune_every)
+
+    async def _run_drains(self) -> None:
+        from ngm.nodes.deployments.drain import finish_drains
+
+        while not self._stopping.is_set():
+            if self.lease.may_work:
+                await finish_drains(self.ctx)
+            await self._sleep(0.5)
+
+    async def _expedite_probes(self) -> None:
+        """A gateway whose circuit opened (on any instance) is probed at once, not at its next interval."""
+        from ngm.nodes.routing.service import CIRCUIT_OPEN
+
+        subscription = self.ctx.bus.subscribe(None)
+        try:
+            while not self._stopping.is_set():
+                event = await subscription.get(timeout=1.0)
+                if event and event["type"] == CIRCUIT_OPEN and self.lease.may_work:
+                    self.monitor.expedite(event["data"]["gateway_id"])
+        finally:
+            subscription.close()
 
     def status(self) -> dict:
         return {"leader": self.lease.may_work, "mode": self.lease.mode, "gateways": len(self.monitor.gateways),

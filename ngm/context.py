@@ -6,6 +6,7 @@ workflow execution, so Kailash nodes reach it without passing live objects throu
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 from dataclasses import dataclass, field
@@ -41,11 +42,13 @@ class AppContext:
     redis: Any = None  # redis.asyncio client when NGM_REDIS_URL is set
     bus: Any = None
     lease: Any = None
+    routing: Any = None  # RoutingService, in a serving process
     extras: dict = field(default_factory=dict)
     _runtime: Any = None
     _auth: Any = None
     _health_store: Any = None
     _recorder: Any = None
+    _inflight: Any = None
 
     @classmethod
     async def open(cls, settings: Settings, *, create_key_file: bool = True) -> "AppContext":
@@ -106,6 +109,55 @@ class AppContext:
 
             self._recorder = HealthRecorder(self.health_store, self.bus)
         return self._recorder
+
+    @property
+    def inflight(self):
+        if self._inflight is None:
+            from ngm.nodes.health.lease import instance_id
+            from ngm.nodes.routing.inflight import InFlight
+
+            self._inflight = InFlight(self.redis, self.settings.redis_namespace, instance_id())
+        return self._inflight
+
+    async def live_router(self):
+        """The serving process's router; elsewhere (CLI, stdio MCP) one built from the database now."""
+        if self.routing is not None:
+            if self.routing.table.stale():
+                await self.routing.table.refresh()
+            return self.routing.router
+        from ngm.nodes.routing.circuit import CircuitBreakers
+        from ngm.nodes.routing.nodes import strategy_nodes
+        from ngm.nodes.routing.router import Router
+        from ngm.nodes.routing.table import RoutingTable
+        from ngm.nodes.routing.traffic import TrafficStats
+
+        table = RoutingTable(self.health_store.sql, self.keyring)
+        await table.refresh()
+        return Router(table, None, CircuitBreakers(), TrafficStats(), self.inflight, strategy_nodes())
+
+    def routing_changed(self) -> None:
+        """Deployments or policies changed: this process re-reads at once, the others when the bus tells them."""
+        from ngm.nodes.events.store import make_event
+        from ngm.nodes.routing.service import ROUTING_CHANGED
+
+        if self.routing is not None:
+            self.routing.table.invalidate()
+        if self.bus is not None:
+            asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
+
+    async def traffic_window(self, deployment_ids: list[str], seconds: int) -> dict:
+        if self.routing is not None:
+            return await self.routing.traffic(deployment_ids, seconds)
+        if self.redis is not None:
+            import time
+
+            from ngm.nodes.routing.traffic import RedisTraffic
+
+            return await RedisTraffic(self.redis, self.settings.redis_namespace).window(deployment_ids, seconds,
+                                                                                       time.time())
+        from ngm.nodes.routing.traffic import Bucket
+
+        return {d: Bucket() for d in deployment_ids}
 
     async def close(self) -> None:
         await self.outbound.close()

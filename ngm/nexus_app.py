@@ -64,6 +64,9 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     mount_operations(fa, registry)
     fa.state.stopping = asyncio.Event()  # set on SIGTERM so long-lived streams end and shutdown is prompt
     mount_event_stream(fa, ctx.bus, fa.state.stopping)
+    from ngm.nodes.routing.service import RoutingService
+
+    routing = ctx.routing = RoutingService(ctx)
     services = None
     if ctx.settings.monitor_enabled if background is None else background:
         from ngm.background import BackgroundServices
@@ -73,6 +76,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
 
     async def start_background():
         await ctx.bus.start()
+        await routing.start()
         if services is not None:
             await services.start()
 
@@ -80,6 +84,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
         fa.state.stopping.set()
         if services is not None:
             await services.stop()
+        await routing.stop()
 
     app.add_startup_handler(start_background)
     app.add_shutdown_handler(stop_background)
@@ -104,7 +109,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
                                   methods=["GET", "POST", "DELETE"]))
     _run_during_lifespan(fa, mcp.session_manager.run)
 
-    fa.add_middleware(RequestMiddleware, authenticator=ctx.auth.authenticate)
+    fa.add_middleware(RequestMiddleware, authenticator=ctx.auth.authenticate, router=routing.router)
     return app
 
 

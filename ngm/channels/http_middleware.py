@@ -13,6 +13,7 @@ import time
 import uuid
 
 from ngm.errors import NgmError
+from ngm.nodes.routing.router import parse_invoke_path
 
 log = logging.getLogger("ngm.access")
 PROTECTED_PREFIXES = ("/api/", "/mcp")
@@ -38,9 +39,10 @@ async def send_error(send, exc: NgmError, request_id: str, extra_headers: list |
 
 
 class RequestMiddleware:
-    def __init__(self, app, authenticator):
+    def __init__(self, app, authenticator, router=None):
         self.app = app
         self.authenticate = authenticator  # async (presented key) -> Principal, raises Unauthorized
+        self.router = router  # agent traffic goes straight to it, past FastAPI's routing
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -69,6 +71,8 @@ class RequestMiddleware:
                     status["code"] = exc.status
                     return await send_error(send, exc, request_id, [(b"www-authenticate", b'Bearer realm="ngm"')])
                 scope["state"]["principal"] = principal
+                if self.router is not None and parse_invoke_path(scope["path"]) is not None:
+                    return await self.router.forward(scope, receive, send_with_id, principal, request_id)
             await self.app(scope, receive, send_with_id)
         finally:
             log.info('%s "%s %s" %d %.1fms key=%s rid=%s', _client(scope), scope["method"], scope["path"],

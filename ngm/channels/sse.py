@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from ngm.errors import ValidationFailed
 
-EVENT_TYPES = ("health.transition", "health.probe")
+EVENT_TYPES = ("health.transition", "health.probe", "router.circuit_open")
 HEARTBEAT_SECONDS = 15.0
 
 

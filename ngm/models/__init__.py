@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Optional
 
 MODEL_NAMES = ("Gateway", "GatewayDeployment", "ApiKey", "AuditEvent", "HealthCheck", "HealthEvent", "Webhook",
-               "WebhookDelivery")
+               "WebhookDelivery", "RoutingPolicy")
 
 
 def register_models(db) -> None:
@@ -58,6 +58,7 @@ def register_models(db) -> None:
         health_slow: int = 0  # consecutive slow successes
         health_fast: int = 0  # consecutive fast successes
         unhealthy_workflows: list = []  # from the gateway's Nexus health JSON
+        request_timeout: float = 30.0  # seconds the router waits for this gateway's answer
         __dataflow__ = {
             "indexes": [
                 {"name": "ux_gateways_org_name", "fields": ["organization_id", "name"], "unique": True},
@@ -79,6 +80,8 @@ def register_models(db) -> None:
         status: str = "active"  # active | draining | inactive
         deployed_at: datetime
         deployed_by: str
+        drain_started_at: Optional[datetime] = None
+        drain_deadline: Optional[datetime] = None  # inactive by then even if requests are still in flight
         __dataflow__ = {
             "indexes": [
                 {"name": "ix_deployments_gateway", "fields": ["gateway_id", "is_active"]},
@@ -181,3 +184,19 @@ def register_models(db) -> None:
         delivered_at: Optional[datetime] = None
         __dataflow__ = {"indexes": [{"name": "ix_deliveries_due", "fields": ["status", "next_attempt_at"]},
                                     {"name": "ix_deliveries_webhook", "fields": ["webhook_id", "created_at"]}]}
+
+    @db.model
+    class RoutingPolicy:
+        """How requests to one agent in one environment are spread over its deployments."""
+
+        id: str
+        organization_id: str
+        agent_id: str
+        environment: str
+        strategy: str = "weighted"  # round_robin | least_connections | weighted | geographic
+        sticky: bool = False
+        sticky_header: str = "X-Routing-Key"  # else the caller's API key id
+        fallback: str = "any_region"  # geographic, nothing healthy in the caller's region: any_region | none
+        fallback_regions: list = []  # tried in order before any_region
+        __dataflow__ = {"indexes": [{"name": "ux_routing_policy_scope",
+                                     "fields": ["organization_id", "agent_id", "environment"], "unique": True}]}

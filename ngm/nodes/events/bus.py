@@ -15,7 +15,7 @@ log = logging.getLogger("ngm.events")
 
 
 class Subscription:
-    def __init__(self, bus: "LocalBus", organization_id: str, maxsize: int):
+    def __init__(self, bus: "LocalBus", organization_id: str | None, maxsize: int):
         self.bus = bus
         self.organization_id = organization_id
         self.queue: asyncio.Queue = asyncio.Queue(maxsize)
@@ -41,14 +41,15 @@ class LocalBus:
     def __init__(self):
         self._subscribers: set[Subscription] = set()
 
-    def subscribe(self, organization_id: str, maxsize: int = 1000) -> Subscription:
+    def subscribe(self, organization_id: str | None, maxsize: int = 1000) -> Subscription:
+        """organization_id None: every organization's events (the router's and the monitor's own use)."""
         sub = Subscription(self, organization_id, maxsize)
         self._subscribers.add(sub)
         return sub
 
     def deliver_locally(self, event: dict) -> None:
         for sub in list(self._subscribers):
-            if sub.organization_id == event.get("organization_id"):
+            if sub.organization_id is None or sub.organization_id == event.get("organization_id"):
                 sub.offer(event)
 
     async def publish(self, event: dict) -> None:

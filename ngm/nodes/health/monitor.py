@@ -65,6 +65,10 @@ class HealthMonitor:
                 return remaining
         return random.uniform(0, min(interval, 5.0))  # spread a cold start instead of a thundering herd
 
+    def expedite(self, gateway_id: str) -> None:
+        if gateway_id in self.due:
+            self.due[gateway_id] = self.clock()
+
     def reset(self) -> None:
         """Forget everything (lease lost): the next holder starts from the database."""
         self.gateways.clear()

@@ -1,0 +1,83 @@
+"""Kailash nodes for agent deployments."""
+
+from __future__ import annotations
+
+from kailash.nodes.base import register_node
+
+from ngm.nodes.audit.changes import diff
+from ngm.nodes.base import REQUIRED, ContextNode
+from ngm.nodes.deployments import store
+
+
+def _audit(deployment_id: str, before, after) -> dict:
+    return {"resource_type": "deployment", "resource_id": deployment_id, "changes": diff(before, after)}
+
+
+class _DeploymentNode(ContextNode):
+    async def with_in_flight(self, row: dict) -> dict:
+        """Views carry the requests in flight now (across instances when Redis is configured)."""
+        return row | {"in_flight": await self.ctx.inflight.total(row["id"])}
+
+
+@register_node()
+class CreateDeploymentNode(_DeploymentNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        actor = kw["actor"]
+        row = await store.create(self.ctx.db, kw["organization_id"], kw["params"],
+                                 actor.get("name") or actor.get("id") or "unknown")
+        self.ctx.routing_changed()
+        return {"deployment": await self.with_in_flight(row), "audit": _audit(row["id"], None, row)}
+
+
+@register_node()
+class ListDeploymentsNode(_DeploymentNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "params": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        p = kw["params"]
+        filters = {k: p.get(k) for k in ("gateway_id", "agent_id", "status")}
+        rows, total = await store.list_page(self.ctx.db, kw["organization_id"], filters, p["limit"], p["offset"])
+        return {"page": {"items": [await self.with_in_flight(r) for r in rows], "total": total,
+                         "limit": p["limit"], "offset": p["offset"]}}
+
+
+@register_node()
+class FetchDeploymentNode(_DeploymentNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
+
+    async def async_run(self, **kw):
+        row = await store.fetch(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        return {"deployment": await self.with_in_flight(row)}
+
+
+@register_node()
+class ChangeDeploymentNode(_DeploymentNode):
+    """Config: change = "patch" (weight, version, workspace), "activate", "deactivate" or "drain"."""
+
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, {}),
+              "change": (str, REQUIRED)}
+
+    async def async_run(self, **kw):
+        db, org, dep, p = self.ctx.db, kw["organization_id"], kw["resource_id"], kw.get("params") or {}
+        change = kw["change"]
+        if change == "patch":
+            before, after = await store.patch(db, org, dep, p)
+        elif change == "drain":
+            before, after = await store.start_drain(db, org, dep, p.get("timeout_seconds", 30.0))
+        else:
+            before, after = await store.set_status(db, org, dep, "active" if change == "activate" else "inactive")
+        self.ctx.routing_changed()
+        return {"deployment": await self.with_in_flight(after), "audit": _audit(dep, before, after)}
+
+
+@register_node()
+class RemoveDeploymentNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
+
+    async def async_run(self, **kw):
+        row = await store.remove(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        self.ctx.routing_changed()
+        return {"deleted": {"id": row["id"]},
+                "audit": _audit(row["id"], {"agent_id": row["agent_id"], "gateway_id": row["gateway_id"]}, None)}

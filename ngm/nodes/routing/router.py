@@ -1,0 +1,221 @@
+"""The forwarding router: /api/v1/agents/{agent_id}/invoke/{path}, any method.
+
+Runs in process for every request (no workflow execution): authenticate (the HTTP middleware), choose a
+deployment with the policy's strategy node, forward to that gateway with the gateway's own key (the
+caller's credential is never passed on), stream the answer back with X-Request-ID and X-NGM-Deployment.
+A connection failure of an idempotent request is retried once on another deployment; consecutive
+failures open the gateway's circuit; in-flight counts feed least-connections and draining.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from ngm.nodes.gateways.validation import ENVIRONMENTS
+from ngm.nodes.routing.strategies import Candidate, Decision, RoutingState
+from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamTimeout, UpstreamUnreachable
+
+log = logging.getLogger("ngm.routing")
+PREFIX = "/api/v1/agents/"
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
+# never forwarded upstream: the caller's credentials, our own routing headers, what we set ourselves
+_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"authorization", b"x-api-key", b"content-length", b"x-request-id",
+                                b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+_NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}  # our server sends its own Date
+MAX_BODY = 10 * 1024 * 1024
+
+
+def parse_invoke_path(path: str) -> tuple[str, str] | None:
+    """'/api/v1/agents/bot/invoke/a/b' -> ('bot', '/a/b'); None when not an invoke path."""
+    if not path.startswith(PREFIX):
+        return None
+    agent, sep, rest = path[len(PREFIX):].partition("/invoke")
+    if not agent or not sep or "/" in agent or (rest and not rest.startswith("/")):
+        return None
+    return agent, rest or "/"
+
+
+def raw_target(scope) -> bytes:
+    """The path after /invoke exactly as the caller sent it (percent-encoding intact)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    rest = raw[len(PREFIX):].partition(b"/invoke")[2]
+    return rest or b"/"
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, code: str, message: str, details=None, headers: list | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+
+
+class Router:
+    def __init__(self, table, pool, breakers, stats, inflight, selectors):
+        self.table, self.pool, self.breakers, self.stats, self.inflight = table, pool, breakers, stats, inflight
+        self.selectors = selectors  # strategy -> Kailash node whose select() runs in process
+        self.states: dict[tuple, RoutingState] = {}
+        self.limiter = None  # set by the rate-limit capability: async check(...) -> headers or Refusal
+
+    # ------------------------------------------------------------ decisions
+
+    def candidates(self, scope: tuple) -> list[tuple[Candidate, object]]:
+        out = []
+        for t in self.table.targets.get(scope, ()):
+            g = t.gateway
+            out.append((Candidate(t.deployment_id, g.id, g.name, t.agent_version, t.weight, g.region, t.status,
+                                  g.status, g.health_status, self.inflight.counts.get(t.deployment_id, 0),
+                                  self.breakers.state(g.id)), t))
+        return out
+
+    def decide(self, organization_id: str, agent_id: str, environment: str, *, region: str | None = None,
+               routing_key: str | None = None, key_source: str | None = None, exclude: frozenset = frozenset(),
+               commit: bool = True) -> tuple[Decision, dict]:
+        scope = (organization_id, agent_id, environment)
+        pairs = self.candidates(scope)
+        policy = self.table.policy(scope)
+        state = self.states.get(scope)
+        if state is None:
+            state = self.states[scope] = RoutingState()
+        decision = self.selectors[policy.strategy].select(
+            policy, [c for c, _ in pairs], state, region=region, routing_key=routing_key, key_source=key_source,
+            exclude=exclude, commit=commit)
+        return decision, {c.deployment_id: t for c, t in pairs}
+
+    # ------------------------------------------------------------ forwarding
+
+    async def forward(self, scope, receive, send, principal, request_id: str) -> None:
+        try:
+            await self._forward(scope, receive, send, principal, request_id)
+        except Refusal as refusal:
+            await send_json(send, refusal.status, {"error": {"code": refusal.code, "message": refusal.message,
+                                                             "details": refusal.details}}, refusal.headers or [])
+
+    async def _forward(self, scope, receive, send, principal, request_id: str) -> None:
+        agent_id, _ = parse_invoke_path(scope["path"])
+        path = raw_target(scope)
+        headers = scope["headers"]
+        environment, region, sticky_value = "production", None, None
+        policy_scope = None
+        for name, value in headers:
+            if name == b"x-ngm-environment":
+                environment = value.decode("latin-1")
+            elif name == b"x-ngm-region":
+                region = value.decode("latin-1")
+        if environment not in ENVIRONMENTS:
+            raise Refusal(422, "validation_error", "X-NGM-Environment must be development, staging or production",
+                          [{"field": "X-NGM-Environment", "message": "unknown environment"}])
+        policy_scope = (principal.organization_id, agent_id, environment)
+        if self.table.stale():
+            await self.table.refresh()
+        if policy_scope not in self.table.targets:
+            raise Refusal(404, "agent_not_deployed", f"agent {agent_id} has no deployments in {environment}",
+                          [{"field": "agent_id", "message": "no deployments"}])
+        policy = self.table.policy(policy_scope)
+        if policy.sticky:
+            wanted = policy.sticky_header.lower().encode()
+            sticky_value = next((v.decode("latin-1") for n, v in headers if n == wanted), None)
+        key, key_source = (sticky_value, "header") if sticky_value else (principal.key_id, "api_key")
+        body = await read_body(receive)
+        method = scope["method"]
+        exclude: set[str] = set()
+        for attempt in (1, 2):
+            decision, targets = self.decide(*policy_scope, region=region, routing_key=key, key_source=key_source,
+                                            exclude=frozenset(exclude))
+            if decision.chosen is None:
+                raise Refusal(503, "no_healthy_deployment",
+                              f"no healthy deployment of {agent_id} in {environment}: {decision.reason}",
+                              [{"deployment_id": c.deployment_id, "reason": why} for c, why in decision.skipped],
+                              [(b"retry-after", b"5")])
+            target = targets[decision.chosen.deployment_id]
+            limit_headers = []
+            if self.limiter is not None:
+                limit_headers = await self.limiter.check(principal, policy_scope, target, self.stats)
+            try:
+                await self._exchange(scope, send, method, path, body, target, request_id, agent_id, limit_headers)
+                return
+            except UpstreamUnreachable as exc:
+                if method in IDEMPOTENT and attempt == 1:
+                    exclude.add(target.deployment_id)
+                    log.info("retrying %s %s elsewhere: %s", method, path, exc)
+                    continue
+                raise Refusal(502, "gateway_unreachable", f"the gateway could not be reached: {exc}") from None
+            except UpstreamTimeout as exc:
+                raise Refusal(504, "gateway_timeout", str(exc)) from None
+
+    async def _exchange(self, scope, send, method: str, path: bytes, body: bytes, target, request_id: str,
+                        agent_id: str, limit_headers: list) -> None:
+        g = target.gateway
+        dep = target.deployment_id
+        query = scope.get("query_string") or b""
+        head = [method.encode(), b" ", g.base_path, path, b"?" + query if query else b"",
+                b" HTTP/1.1\r\nhost: ", g.host_header, b"\r\n"]
+        for name, value in scope["headers"]:
+            if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-"):
+                head += [name, b": ", value, b"\r\n"]
+        if g.api_key:
+            head += [b"x-api-key: ", g.api_key.encode(), b"\r\n"]
+        client = scope.get("client")
+        head += [b"x-request-id: ", request_id.encode(),
+                 b"\r\nx-forwarded-proto: ", scope.get("scheme", "http").encode(),
+                 b"\r\nx-forwarded-for: ", (client[0] if client else "").encode(),
+                 b"\r\nx-ngm-agent: ", agent_id.encode(), b"\r\nx-ngm-agent-version: ", target.agent_version.encode(),
+                 b"\r\nx-ngm-deployment: ", dep.encode(), b"\r\ncontent-length: ", str(len(body)).encode(),
+                 b"\r\n\r\n"]
+        self.inflight.start(dep)
+        self.breakers.admit(g.id)
+        start = time.perf_counter()
+        failed = True
+        response = None
+        try:
+            try:
+                response = await self.pool.request(g.scheme, g.host, g.port, b"".join(head), body,
+                                                   head_only=method == "HEAD", timeout=g.timeout)
+            except (UpstreamUnreachable, UpstreamTimeout):
+                self.breakers.failure(g.id)
+                raise
+            failed = response.status >= 500
+            if failed:
+                self.breakers.failure(g.id)
+            else:
+                self.breakers.success(g.id)
+            out = [(n, v) for n, v in response.headers if n.lower() not in _NOT_RETURNED]
+            out += [(b"x-ngm-deployment", dep.encode()), (b"x-ngm-gateway", g.id.encode())] + limit_headers
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            try:
+                async for chunk in response.body():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamBroken:
+                failed = True
+                self.breakers.failure(g.id)
+                raise  # the client sees a cut connection rather than a truncated body that looks complete
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if response is not None:
+                response.release()
+            self.inflight.finish(dep)
+            self.stats.record(dep, (time.perf_counter() - start) * 1000, failed)
+
+
+async def read_body(receive) -> bytes:
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise Refusal(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+            parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def send_json(send, status: int, payload: dict, headers: list) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,99 @@
+"""The data plane of one process: routing table, upstream pool, circuits, traffic figures, in-flight
+counts, and the tasks that keep them current (every instance runs them, leader or not)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ngm.nodes.events.store import make_event
+from ngm.nodes.routing.circuit import CircuitBreakers
+from ngm.nodes.routing.nodes import strategy_nodes
+from ngm.nodes.routing.router import Router
+from ngm.nodes.routing.table import RoutingTable
+from ngm.nodes.routing.traffic import RedisTraffic, TrafficStats
+from ngm.nodes.routing.upstream import UpstreamPool
+
+log = logging.getLogger("ngm.routing")
+ROUTING_CHANGED = "routing.changed"
+CIRCUIT_OPEN = "router.circuit_open"
+
+
+class RoutingService:
+    def __init__(self, ctx, refresh_every: float = 2.0, sync_every: float = 0.5):
+        self.ctx = ctx
+        self.refresh_every, self.sync_every = refresh_every, sync_every
+        self.table = RoutingTable(ctx.health_store.sql, ctx.keyring, refresh_every)
+        self.pool = UpstreamPool(ctx.outbound.policy)
+        self.breakers = CircuitBreakers(on_open=self._circuit_opened)
+        self.stats = TrafficStats()
+        self.redis_traffic = RedisTraffic(ctx.redis, ctx.settings.redis_namespace) if ctx.redis else None
+        self.router = Router(self.table, self.pool, self.breakers, self.stats, ctx.inflight, strategy_nodes())
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await self.table.refresh()
+        self._subscription = self.ctx.bus.subscribe(None)
+        self._tasks = [asyncio.create_task(job(), name=f"ngm-routing-{job.__name__}")
+                       for job in (self._refresh_loop, self._sync_loop, self._listen)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._subscription.close()
+        await self._sync_once()
+        await self.pool.close()
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.25, self.refresh_every))
+            if self.table.stale():
+                try:
+                    await self.table.refresh()
+                except Exception:
+                    log.exception("routing table refresh failed; routing on the last snapshot")
+
+    async def _sync_once(self) -> None:
+        await self.ctx.inflight.publish()
+        if self.redis_traffic is not None:
+            try:
+                await self.redis_traffic.flush(self.stats.take_unflushed())
+            except Exception as exc:  # figures are best effort; routing goes on
+                log.warning("traffic figures not shared (%s)", type(exc).__name__)
+        else:
+            self.stats.take_unflushed()
+        self.stats.prune()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_every)
+            await self._sync_once()
+
+    async def _listen(self) -> None:
+        while True:
+            event = await self._subscription.get()
+            kind, data = event["type"], event.get("data", {})
+            if kind == "health.transition":
+                self.table.apply_transition(data)
+            elif kind == "health.probe":
+                self.breakers.probe_result(data.get("gateway_id"), data.get("outcome") == "ok")
+            elif kind == ROUTING_CHANGED:
+                self.table.invalidate()
+
+    def _circuit_opened(self, gateway_id: str) -> None:
+        gateway = self.table.gateways.get(gateway_id)
+        log.warning("circuit opened for gateway %s after consecutive failures", gateway_id)
+        if gateway is not None:
+            asyncio.get_running_loop().create_task(self.ctx.bus.publish(make_event(
+                CIRCUIT_OPEN, gateway.organization_id, {"gateway_id": gateway_id, "gateway_name": gateway.name})))
+
+    async def traffic(self, deployment_ids: list[str], seconds: int) -> dict:
+        if self.redis_traffic is not None:
+            await self._sync_once()
+            try:
+                return await self.redis_traffic.window(deployment_ids, seconds, time.time())
+            except Exception:  # fall back to what this instance saw
+                pass
+        return self.stats.window(deployment_ids, seconds)

@@ -1,0 +1,107 @@
+"""What the router knows, in memory: deployments by (organization, agent, environment), their gateways
+(with decrypted keys) and the routing policies. Re-read every couple of seconds and at once after a
+change in this process; health transitions from the event bus (any instance) apply immediately."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ngm.models.sql import json_list
+from ngm.nodes.gateways.validation import base_url
+from ngm.nodes.routing.strategies import Policy
+
+log = logging.getLogger("ngm.routing")
+
+
+@dataclass
+class GatewayRoute:
+    id: str
+    organization_id: str
+    name: str
+    environment: str
+    region: str | None
+    status: str
+    health_status: str
+    scheme: str
+    host: str
+    port: int
+    base_path: bytes
+    host_header: bytes
+    api_key: str | None
+    timeout: float
+
+
+@dataclass
+class Target:
+    deployment_id: str
+    agent_version: str
+    weight: int
+    status: str
+    gateway: GatewayRoute
+
+
+class RoutingTable:
+    def __init__(self, sql, keyring, refresh_every: float = 2.0):
+        self.sql, self.keyring, self.refresh_every = sql, keyring, refresh_every
+        self.gateways: dict[str, GatewayRoute] = {}
+        self.targets: dict[tuple, list[Target]] = {}
+        self.policies: dict[tuple, Policy] = {}
+        self.refreshed_at = float("-inf")
+        self._keys: dict[str, str] = {}  # encrypted token -> key (decrypt once)
+
+    def _key(self, token: str | None) -> str | None:
+        if not token:
+            return None
+        if token not in self._keys:
+            try:
+                self._keys[token] = self.keyring.decrypt(token)
+            except Exception:  # reported once; the gateway gets requests without its key
+                log.error("a gateway key cannot be decrypted with the configured keys")
+                self._keys[token] = None
+        return self._keys[token]
+
+    async def refresh(self) -> None:
+        gateways = {}
+        rows = await self.sql.rows("SELECT id, organization_id, name, environment, region, status, health_status, "
+                                   "api_url, api_port, api_key_encrypted, request_timeout FROM gateways")
+        live_tokens = {g["api_key_encrypted"] for g in rows}
+        self._keys = {t: k for t, k in self._keys.items() if t in live_tokens}  # forget rotated keys
+        for g in rows:
+            url = urlsplit(base_url(g))
+            port = url.port or (443 if url.scheme == "https" else 80)
+            gateways[g["id"]] = GatewayRoute(
+                g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
+                g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode(),
+                self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0))
+        targets: dict[tuple, list[Target]] = {}
+        for d in await self.sql.rows("SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id "
+                                     "FROM gateway_deployments WHERE status <> 'inactive' ORDER BY id"):
+            gateway = gateways.get(d["gateway_id"])
+            if gateway is not None:
+                targets.setdefault((d["organization_id"], d["agent_id"], gateway.environment), []).append(
+                    Target(d["id"], d["agent_version"], int(d["weight"]), d["status"], gateway))
+        policies = {}
+        for p in await self.sql.rows("SELECT organization_id, agent_id, environment, strategy, sticky, sticky_header, "
+                                     "fallback, fallback_regions FROM routing_policies"):
+            policies[(p["organization_id"], p["agent_id"], p["environment"])] = Policy(
+                p["strategy"], bool(p["sticky"]), p["sticky_header"], p["fallback"], json_list(p["fallback_regions"]))
+        self.gateways, self.targets, self.policies = gateways, targets, policies
+        self.refreshed_at = time.monotonic()
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.refreshed_at >= self.refresh_every
+
+    def invalidate(self) -> None:
+        self.refreshed_at = float("-inf")
+
+    def policy(self, scope: tuple) -> Policy:
+        return self.policies.get(scope) or Policy()
+
+    def apply_transition(self, data: dict) -> None:
+        """A health transition from the bus: route around (or back to) the gateway at once."""
+        gateway = self.gateways.get(data.get("gateway_id"))
+        if gateway is not None:
+            gateway.health_status, gateway.status = data["to_health"], data["to_status"]
