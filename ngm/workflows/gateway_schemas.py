@@ -30,6 +30,7 @@ ProbeTimeout = Annotated[float, Field(ge=0.1, le=60)]
 Threshold = Annotated[int, Field(ge=1, le=100)]
 LatencyMs = Annotated[float, Field(ge=1, le=600_000)]
 Grace = Annotated[float, Field(ge=0, le=86_400)]
+RequestTimeout = Annotated[float, Field(ge=0.1, le=600)]
 
 
 def _check_secret(value: SecretStr | None) -> SecretStr | None:
@@ -57,6 +58,7 @@ _DESCRIPTIONS = {
     "unhealthy_threshold": "consecutive failures to become unhealthy (default 3)",
     "degraded_latency_ms": "answers slower than this make a healthy gateway degraded (default 1000)",
     "health_grace_period": "seconds after creation during which failures do not make it unhealthy (default 60)",
+    "request_timeout": "seconds the router waits for this gateway's answer to a forwarded request (default 30)",
 }
 
 
@@ -93,10 +95,11 @@ class GatewayCreate(_Strict):
     unhealthy_threshold: Threshold = 3
     degraded_latency_ms: LatencyMs = 1000.0
     health_grace_period: Grace = 60.0
+    request_timeout: RequestTimeout = 30.0
 
 
 _HEALTH_POLICY = ("health_check_interval", "health_check_timeout", "healthy_threshold", "unhealthy_threshold",
-                  "degraded_latency_ms", "health_grace_period")
+                  "degraded_latency_ms", "health_grace_period", "request_timeout")
 _NOT_NULL = (*_HEALTH_POLICY, "name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances",
              "max_instances", "current_instances", "global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit",
              "auth_methods", "status")
@@ -133,6 +136,7 @@ class GatewayUpdate(_Strict):
     unhealthy_threshold: Optional[Threshold] = None
     degraded_latency_ms: Optional[LatencyMs] = None
     health_grace_period: Optional[Grace] = None
+    request_timeout: Optional[RequestTimeout] = None
 
     @field_validator(*_NOT_NULL, mode="before")
     @classmethod
@@ -201,6 +205,7 @@ class GatewayOut(BaseModel):
     unhealthy_threshold: int
     degraded_latency_ms: float
     health_grace_period: float
+    request_timeout: float
     created_at: str
     updated_at: str
 

@@ -1,7 +1,8 @@
 """Stand-in gateways: real HTTP servers on 127.0.0.1 that answer like a Nexus gateway, or fail on purpose.
 
 mode: "healthy" (200, Nexus health JSON), "slow" (answers after `delay`), "error" (503), "drop" (closes
-the connection without answering), "redirect" (302 to `redirect_to`, which answers normally), "huge" (an endless body).
+the connection without answering), "redirect" (302 to `redirect_to`, which answers normally), "huge" (an endless body),
+"broken_api" (/health answers 200, everything else 500).
 `body` overrides the JSON answered. Modes may be changed while running (flapping, recovery). POSTs are
 recorded with their bodies and answered with `post_status` (a webhook receiver). tls=True serves HTTPS
 with a self-signed certificate. Every request's method, path, headers and body are recorded.
@@ -52,6 +53,8 @@ class StandIn:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else head and body as two small writes stall on delayed ACKs (40 ms)
+            wbufsize = 64 * 1024  # and write them as one
 
             def log_message(self, *args):  # keep test output clean
                 pass
@@ -72,7 +75,7 @@ class StandIn:
             def do_POST(self):  # noqa: N802 (http.server API)
                 payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self._record(payload)
-                self._send(standin.post_status, b"{}")
+                self._send(standin.post_status, json.dumps({"received": len(payload), "port": standin.port}).encode())
 
             def do_GET(self):  # noqa: N802
                 self._record()
@@ -95,6 +98,9 @@ class StandIn:
                             self.wfile.write(chunk)
                     except OSError:
                         pass
+                    return
+                if mode == "broken_api" and not self.path.startswith("/health"):  # healthy, but the API fails
+                    self._send(500, b'{"error": "boom"}')
                     return
                 status = 503 if mode == "error" else 200
                 answer = standin.body or {"status": "healthy" if status == 200 else "unhealthy",

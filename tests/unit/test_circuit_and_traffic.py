@@ -1,6 +1,11 @@
 from ngm.nodes.routing.circuit import CircuitBreakers
-from ngm.nodes.routing.traffic import (TrafficStats, histogram_index, histogram_upper_ms, percentile_from_histogram,
-                                       summarize)
+from ngm.nodes.routing.traffic import (
+    TrafficStats,
+    histogram_index,
+    histogram_upper_ms,
+    percentile_from_histogram,
+    summarize,
+)
 
 
 class Clock:

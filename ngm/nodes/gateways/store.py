@@ -18,7 +18,7 @@ HEALTH_RANK = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
 
 
 FLOAT_FIELDS = ("last_response_time_ms", "health_check_interval", "health_check_timeout", "degraded_latency_ms",
-                "health_grace_period")
+                "health_grace_period", "request_timeout")
 
 
 def canonical(row: dict | None) -> dict | None:

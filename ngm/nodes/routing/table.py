@@ -77,8 +77,10 @@ class RoutingTable:
                 g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode(),
                 self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0))
         targets: dict[tuple, list[Target]] = {}
+        # inactive ones too: they are skipped with a reason, and an agent whose deployments are all
+        # inactive answers 503 (temporarily nothing to serve it), not 404 (never deployed)
         for d in await self.sql.rows("SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id "
-                                     "FROM gateway_deployments WHERE status <> 'inactive' ORDER BY id"):
+                                     "FROM gateway_deployments ORDER BY id"):
             gateway = gateways.get(d["gateway_id"])
             if gateway is not None:
                 targets.setdefault((d["organization_id"], d["agent_id"], gateway.environment), []).append(

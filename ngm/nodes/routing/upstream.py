@@ -70,11 +70,10 @@ class _Connection(asyncio.Protocol):
             if not self.response.head_done:
                 self.response.fail(UpstreamUnreachable("connection closed before an answer"))
             elif not self.response.complete:
-                try:
-                    self.response.parser.feed_eof()  # ends bodies delimited by the close
-                except httptools.HttpParserError:
-                    pass
-                if not self.response.complete:
+                if self.response.delimited_by_close():
+                    self.response.on_message_complete()
+                    self.response.keep_alive = False
+                else:
                     self.response.fail(UpstreamBroken("connection closed during the answer"))
         self.pool._forget(self)
 
@@ -92,7 +91,7 @@ class UpstreamResponse:
         self.head_only = head_only
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_done = self.complete = False
+        self.head_done = self.complete = self.keep_alive = False
         self.error: Exception | None = None
         self.chunks: collections.deque = collections.deque()
         self._head = asyncio.get_running_loop().create_future()
@@ -122,6 +121,7 @@ class UpstreamResponse:
         if self.complete:
             return
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
         self._more.set()
 
     def fail(self, exc: Exception):
@@ -129,6 +129,11 @@ class UpstreamResponse:
         if not self._head.done():
             self._head.set_exception(exc)
         self._more.set()
+
+    def delimited_by_close(self) -> bool:
+        """No Content-Length and not chunked: the body ends when the connection does."""
+        names = {n.lower(): v.lower() for n, v in self.headers}
+        return b"content-length" not in names and b"chunked" not in names.get(b"transfer-encoding", b"")
 
     # -- consumer side
     async def wait_head(self):
@@ -153,7 +158,7 @@ class UpstreamResponse:
         """Give the connection back when the exchange finished cleanly, else close it."""
         conn = self.conn
         conn.response = None
-        if self.complete and self.error is None and self.parser.should_keep_alive() and not conn.closed:
+        if self.complete and self.error is None and self.keep_alive and not conn.closed:
             self.conn.pool._idle_push(conn)
         else:
             conn.transport.close()

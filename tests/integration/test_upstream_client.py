@@ -1,0 +1,144 @@
+"""The router's HTTP/1.1 client against scripted servers: every protocol case it must handle."""
+
+import asyncio
+import time
+
+import pytest
+
+from ngm.nodes.outbound.policy import OutboundPolicy
+from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
+from tests.support.scripted import ScriptedServer, ok
+from tests.support.standin import StandIn, closed_port
+
+pytestmark = pytest.mark.anyio
+HEAD = b"GET /x HTTP/1.1\r\nhost: test\r\n\r\n"
+
+
+@pytest.fixture
+async def pool():
+    p = UpstreamPool(OutboundPolicy())
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def servers():
+    made = []
+
+    def make(script):
+        made.append(ScriptedServer(script))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()
+
+
+async def fetch(pool, port, head=HEAD, body=b"", **kw):
+    response = await pool.request("http", "127.0.0.1", port, head, body, **kw)
+    data = b"".join([chunk async for chunk in response.body()])
+    response.release()
+    return response, data
+
+
+async def test_keep_alive_connections_are_reused(pool, servers):
+    s = servers(lambda head, n: [ok(b"one")])
+    for _ in range(5):
+        response, data = await fetch(pool, s.port)
+        assert (response.status, data) == (200, b"one")
+    assert s.connections == 1 and len(s.requests) == 5
+
+
+async def test_request_bodies_and_headers_arrive_intact(pool, servers):
+    s = servers(lambda head, n: [ok()])
+    head = b"POST /p?q=1 HTTP/1.1\r\nhost: test\r\ncontent-length: 11\r\nx-thing: a b\r\n\r\n"
+    await fetch(pool, s.port, head, b"hello world")
+    assert s.requests[0] == head + b"hello world"
+
+
+async def test_chunked_and_close_delimited_bodies(pool, servers):
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    s = servers(lambda head, n: [chunked])
+    assert (await fetch(pool, s.port))[1] == b"hello world"
+    closing = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", "close"])
+    response, data = await fetch(pool, closing.port)
+    assert data == b"until the end"
+    await fetch(pool, closing.port)
+    assert closing.connections == 2  # not reused after Connection: close
+
+
+async def test_head_and_204_have_no_body(pool, servers):
+    s = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"])
+    response, data = await fetch(pool, s.port, b"HEAD /x HTTP/1.1\r\nhost: t\r\n\r\n", head_only=True)
+    assert (response.status, data) == (200, b"")
+    s204 = servers(lambda head, n: [b"HTTP/1.1 204 No Content\r\n\r\n"])
+    assert (await fetch(pool, s204.port))[0].status == 204
+    assert (await fetch(pool, s204.port))[0].status == 204 and s204.connections == 1
+
+
+async def test_a_stale_keep_alive_connection_is_replaced_transparently(pool, servers):
+    s = servers(lambda head, n: [ok(b"first"), "close"] if n == 1 else [ok(b"fresh")])
+    assert (await fetch(pool, s.port))[1] == b"first"
+    await asyncio.sleep(0.1)
+    assert (await fetch(pool, s.port))[1] == b"fresh"
+
+
+async def test_closed_before_answering_is_unreachable_and_so_is_a_closed_port(pool, servers):
+    s = servers(lambda head, n: ["close"])
+    with pytest.raises(UpstreamUnreachable):
+        await fetch(pool, s.port)
+    with pytest.raises(UpstreamUnreachable):
+        await fetch(pool, closed_port())
+
+
+async def test_a_break_during_the_answer_is_broken_not_unreachable(pool, servers):
+    s = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", 0.05, "close"])
+    response = await pool.request("http", "127.0.0.1", s.port, HEAD, b"")
+    with pytest.raises(UpstreamBroken):
+        async for _ in response.body():
+            pass
+    response.release()
+
+
+async def test_timeout_waiting_for_the_answer(pool, servers):
+    s = servers(lambda head, n: ["hold"])
+    start = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        await fetch(pool, s.port, timeout=0.3)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_large_answers_stream_with_back_pressure(pool, servers):
+    chunk = b"x" * 65536
+    s = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (200 * len(chunk))]
+                + [chunk] * 200)
+    response = await pool.request("http", "127.0.0.1", s.port, HEAD, b"")
+    received, peak = 0, 0
+    async for part in response.body():
+        received += len(part)
+        peak = max(peak, len(response.chunks))
+        await asyncio.sleep(0)  # a slow reader
+    response.release()
+    assert received == 200 * len(chunk) and peak <= 40
+
+
+async def test_blocked_addresses_are_never_connected(pool):
+    with pytest.raises(UpstreamUnreachable, match="link-local or metadata"):
+        await pool.request("http", "169.254.169.254", 80, HEAD, b"", timeout=1)
+
+
+async def test_tls_to_an_untrusted_certificate_fails_to_connect(pool):
+    server = StandIn(tls=True)
+    try:
+        with pytest.raises(UpstreamUnreachable):
+            await pool.request("https", "127.0.0.1", server.port, HEAD, b"", timeout=3)
+    finally:
+        server.stop()
+
+
+async def test_many_concurrent_requests_share_the_pool(pool, servers):
+    s = servers(lambda head, n: [0.01, ok(b"ok")])
+    results = await asyncio.gather(*(fetch(pool, s.port) for _ in range(50)))
+    assert all(data == b"ok" for _, data in results) and s.connections <= 50
+    await asyncio.gather(*(fetch(pool, s.port) for _ in range(50)))
+    assert s.connections <= 50  # the second wave reuses the first wave's connections
