@@ -48,7 +48,11 @@ class RestChannel:
         r = await self.client.request(op.method, path, **kwargs)
         if r.status_code >= 400:
             raise Failed(r.text)
-        return r.json() if r.status_code != 204 else None
+        if r.status_code == 204:
+            return None
+        if op.output_model is not None:  # what the OpenAPI document promises is what comes back
+            op.output_model.model_validate(r.json())
+        return r.json()
 
     async def close(self):
         await self.client.aclose()
@@ -288,6 +292,116 @@ async def _(ch, rest, env):
     assert [d["event_type"] for d in listed["items"]] == ["webhook.test"]
 
 
+async def _deployed(rest, env, weight=100, agent=None):
+    gw = await rest.call("gateways_create", gateway_body(api_url=env["standin"].url))
+    agent = agent or f"agent-{uuid.uuid4().hex[:6]}"
+    dep = await rest.call("deployments_create", {"gateway_id": gw["id"], "agent_id": agent, "agent_version": "v1",
+                                                 "weight": weight})
+    return gw, dep
+
+
+@scenario("deployments_create")
+async def _(ch, rest, env):
+    gw = await rest.call("gateways_create", gateway_body())
+    made = await ch.call("deployments_create", {"gateway_id": gw["id"], "agent_id": "walker", "agent_version": "v1",
+                                                "workspace_id": "ws-1", "weight": 60})
+    assert (made["weight"], made["status"], made["workspace_id"]) == (60, "active", "ws-1")
+    assert (await rest.call("deployments_get", None, made["id"]))["gateway_id"] == gw["id"]
+
+
+@scenario("deployments_list")
+async def _(ch, rest, env):
+    gw, dep = await _deployed(rest, env)
+    page = await ch.call("deployments_list", {"gateway_id": gw["id"], "status": "active", "limit": 5})
+    assert [d["id"] for d in page["items"]] == [dep["id"]] and page["total"] == 1
+
+
+@scenario("deployments_get")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env)
+    assert (await ch.call("deployments_get", None, dep["id"]))["agent_id"] == dep["agent_id"]
+
+
+@scenario("deployments_update")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env)
+    assert (await ch.call("deployments_update", {"weight": 7}, dep["id"]))["weight"] == 7
+    assert (await rest.call("deployments_get", None, dep["id"]))["weight"] == 7
+
+
+@scenario("deployments_drain")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env)
+    drained = await ch.call("deployments_drain", {"timeout_seconds": 5}, dep["id"])
+    assert drained["status"] == "draining" and drained["in_flight"] == 0
+
+
+@scenario("deployments_deactivate")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env)
+    assert (await ch.call("deployments_deactivate", None, dep["id"]))["status"] == "inactive"
+
+
+@scenario("deployments_activate")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env)
+    await rest.call("deployments_deactivate", None, dep["id"])
+    assert (await ch.call("deployments_activate", None, dep["id"]))["status"] == "active"
+
+
+@scenario("deployments_delete")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env)
+    await ch.call("deployments_delete", None, dep["id"])
+    with pytest.raises(Failed, match="not_found"):
+        await rest.call("deployments_get", None, dep["id"])
+
+
+@scenario("routing_set")
+async def _(ch, rest, env):
+    made = await ch.call("routing_set", {"agent_id": "walk-set", "environment": "staging",
+                                         "strategy": "geographic", "fallback_regions": ["eu-west-1"]})
+    assert made["strategy"] == "geographic"
+    got = await rest.call("routing_get", {"agent_id": "walk-set", "environment": "staging"})
+    assert got["fallback_regions"] == ["eu-west-1"] and got["default"] is False
+
+
+@scenario("routing_get")
+async def _(ch, rest, env):
+    got = await ch.call("routing_get", {"agent_id": "walk-none", "environment": "development"})
+    assert got["default"] is True and got["strategy"] == "weighted"
+
+
+@scenario("routing_list")
+async def _(ch, rest, env):
+    await rest.call("routing_set", {"agent_id": "walk-list", "environment": "staging", "strategy": "round_robin"})
+    listed = await ch.call("routing_list", {"agent_id": "walk-list"})
+    assert [p["strategy"] for p in listed["items"]] == ["round_robin"]
+
+
+@scenario("routing_delete")
+async def _(ch, rest, env):
+    await rest.call("routing_set", {"agent_id": "walk-del", "environment": "staging", "strategy": "round_robin"})
+    assert await ch.call("routing_delete", {"agent_id": "walk-del", "environment": "staging"}) == {
+        "agent_id": "walk-del", "environment": "staging"}
+    assert (await rest.call("routing_get", {"agent_id": "walk-del", "environment": "staging"}))["default"] is True
+
+
+@scenario("route_explain")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env, agent="walk-route")
+    route = await ch.call("route_explain", {"agent_id": "walk-route", "environment": "staging",
+                                            "region": "eu-west-1", "routing_key": "u1"})
+    assert route["deployment"]["deployment_id"] == dep["id"] and route["known"] is True
+
+
+@scenario("agents_traffic")
+async def _(ch, rest, env):
+    _, dep = await _deployed(rest, env, agent="walk-traffic")
+    traffic = await ch.call("agents_traffic", {"environment": "staging", "window": "1m"}, "walk-traffic")
+    assert [d["deployment_id"] for d in traffic["deployments"]] == [dep["id"]] and traffic["window_seconds"] == 60
+
+
 # ------------------------------------------------------------------ the walk
 
 def test_every_operation_has_a_scenario():
@@ -295,7 +409,10 @@ def test_every_operation_has_a_scenario():
 
 
 @pytest.mark.parametrize("kind", ["rest", "cli-local", "cli-remote", "mcp-stdio", "mcp-http"])
-async def test_every_operation_works_on_the_channel(deployment, kind):
+async def test_every_operation_works_on_the_channel(deployment, backend, kind):
+    if kind == "cli-local" and backend == "postgresql":
+        pytest.skip("in-process CLI spends ~4 s importing per call; on PostgreSQL it runs the executor path the "
+                    "REST and MCP walks already cover there")
     org, key = deployment.new_org()
     standin = StandIn("healthy")
     rest = RestChannel(deployment, key)

@@ -10,7 +10,7 @@ DEFAULT = {"strategy": "weighted", "sticky": False, "sticky_header": "X-Routing-
 
 
 def view(row: dict) -> dict:
-    return normalize(row, bools=("sticky",))
+    return normalize(row, bools=("sticky",)) | {"default": False}
 
 
 async def find(db, organization_id: str, agent_id: str, environment: str) -> dict | None:
