@@ -135,13 +135,14 @@ class AppContext:
         await table.refresh()
         return Router(table, None, CircuitBreakers(), TrafficStats(), self.inflight, strategy_nodes())
 
-    def routing_changed(self) -> None:
-        """Deployments or policies changed: this process re-reads at once, the others when the bus tells them."""
+    async def routing_changed(self) -> None:
+        """Deployments or policies changed: this process re-reads before answering (the caller's next request
+        sees the change), the others when the bus tells them."""
         from ngm.nodes.events.store import make_event
         from ngm.nodes.routing.service import ROUTING_CHANGED
 
         if self.routing is not None:
-            self.routing.table.invalidate()
+            await self.routing.table.refresh()
         if self.bus is not None:
             asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
 

@@ -109,7 +109,8 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
                                   methods=["GET", "POST", "DELETE"]))
     _run_during_lifespan(fa, mcp.session_manager.run)
 
-    fa.add_middleware(RequestMiddleware, authenticator=ctx.auth.authenticate, router=routing.router)
+    # Outermost, in front of FastAPI's own middleware: agent traffic pays for none of it.
+    fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, router=routing.router)
     return app
 
 

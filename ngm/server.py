@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
 
 from ngm.config import Settings
-from ngm.config.logging import setup_logging
+from ngm.config.logging import access_log, setup_logging
 
 log = logging.getLogger("ngm.server")
 
@@ -53,12 +54,17 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         if await ctx.db.express.count("ApiKey", filter={"revoked_at": None}) == 0:
             log.warning("no API keys yet: create the first with `ngm keys create --org ORG --role org_owner`")
         app = build_app(ctx)
-        server = _uvicorn_server(app.fastapi_app, host, port, app.fastapi_app.state.stopping)
+        # Everything built so far lives as long as the process: keep it out of the collector's full passes,
+        # which otherwise stall the event loop for tens of milliseconds (seen as the router's p99).
+        gc.collect()
+        gc.freeze()
+        server = _uvicorn_server(app.fastapi_app.state.asgi, host, port, app.fastapi_app.state.stopping)
         log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
         await server.serve()
         return 0 if server.started else 1
     finally:
         await ctx.close()
+        access_log.flush()
         log.info("stopped")
 
 

@@ -7,15 +7,14 @@ unbuffered. The access line names the key id, never the key, and logs the path w
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 import uuid
 
+from ngm.config.logging import access_log
 from ngm.errors import NgmError
 from ngm.nodes.routing.router import parse_invoke_path
 
-log = logging.getLogger("ngm.access")
 PROTECTED_PREFIXES = ("/api/", "/mcp")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
 
@@ -75,9 +74,15 @@ class RequestMiddleware:
                     return await self.router.forward(scope, receive, send_with_id, principal, request_id)
             await self.app(scope, receive, send_with_id)
         finally:
-            log.info('%s "%s %s" %d %.1fms key=%s rid=%s', _client(scope), scope["method"], scope["path"],
-                     status["code"], (time.perf_counter() - start) * 1000,
-                     principal.key_id if principal else "-", request_id)
+            access_log.write(f'{_client(scope)} "{scope["method"]} {_path(scope)}" {status["code"]} '
+                             f'{(time.perf_counter() - start) * 1000:.1f}ms '
+                             f'key={principal.key_id if principal else "-"} rid={request_id}')
+
+
+def _path(scope) -> str:
+    """The path as sent (still percent-encoded): a decoded %0A would forge a log line."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else scope["path"].encode("unicode_escape").decode("ascii")
 
 
 def _client(scope) -> str:

@@ -8,6 +8,7 @@ itself with its traceback. NGM_LOG_LEVEL=DEBUG lets everything through for debug
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -17,8 +18,13 @@ _OURS = ("ngm", "uvicorn")
 
 
 class _UTCFormatter(logging.Formatter):
+    _second, _stamp = -1, ""
+
     def formatTime(self, record, datefmt=None):  # noqa: N802 (logging API)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        second = int(record.created)
+        if second != self._second:  # one strftime a second, not one a line: the access log is on the hot path
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int(record.msecs):03d}Z"
 
 
 class _OwnRecordsFilter(logging.Filter):
@@ -30,6 +36,49 @@ class _OwnRecordsFilter(logging.Filter):
         if record.name.split(".", 1)[0] in _OURS:
             return record.levelno >= self.level
         return record.levelno >= (logging.DEBUG if self.level <= logging.DEBUG else logging.CRITICAL)
+
+
+class AccessLog:
+    """One line per request, on the hot path of agent traffic: lines are formatted like every other log line
+    (cached timestamp) and written to the log stream in batches, at most 50 ms late, past the logging
+    machinery, which costs more per line than forwarding a small request does."""
+
+    FLUSH_AFTER = 0.05
+
+    def __init__(self):
+        self.stream, self.enabled = None, False
+        self._lines: list[str] = []
+        self._second, self._stamp = -1, ""
+
+    def configure(self, stream, enabled: bool) -> None:
+        self.flush()
+        self.stream, self.enabled = stream, enabled
+
+    def write(self, text: str) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self._lines.append(f"{self._stamp}.{int((now - second) * 1000):03d}Z INFO ngm.access {text}\n")
+        if len(self._lines) == 1:
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
+            except RuntimeError:  # no loop: write now
+                self.flush()
+
+    def flush(self) -> None:
+        if self._lines and self.stream is not None:
+            lines, self._lines = self._lines, []
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed stream must not break serving
+                pass
+
+
+access_log = AccessLog()
 
 
 def setup_logging(level: str = "INFO", stream=None) -> None:
@@ -46,3 +95,4 @@ def setup_logging(level: str = "INFO", stream=None) -> None:
     root.setLevel(logging.DEBUG if numeric <= logging.DEBUG else logging.INFO)
     logging.getLogger("ngm").setLevel(numeric)
     logging.getLogger("uvicorn.access").disabled = True  # replaced by ngm.access: one line per request
+    access_log.configure(stream or sys.stderr, numeric <= logging.INFO)

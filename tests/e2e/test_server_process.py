@@ -104,3 +104,25 @@ def test_identical_posts_are_not_replayed_from_a_cache(deployment):
         assert client.post("/api/v1/gateways", json=payload).status_code == 201
         second = client.post("/api/v1/gateways", json=payload)
     assert second.status_code == 409  # Nexus durability would have replayed the 201
+
+
+def test_access_log_has_one_line_per_request_naming_the_key_id_never_the_key(tmp_path, install):
+    url, env = install
+    key = make_key(url, "log-org")
+    server = ServerProcess(env, tmp_path / "server.log").wait_ready()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        ids = [client.get("/api/v1/gateways", headers={"X-API-Key": key, "X-Request-ID": f"req-{i}"})
+               .headers["x-request-id"] for i in range(5)]
+        assert client.get("/api/v1/gateways").status_code == 401
+        forged = client.get("/api/v1/gateways/x%0A2026-01-01T00:00:00.000Z INFO ngm.access forged",
+                            headers={"X-API-Key": key})
+    assert ids == [f"req-{i}" for i in range(5)]
+    assert server.stop() == 0
+    lines = [line for line in server.log().splitlines() if " ngm.access " in line]
+    for i in range(5):
+        [line] = [x for x in lines if x.endswith(f"rid=req-{i}")]
+        assert '"GET /api/v1/gateways" 200' in line and "key=key_" in line
+    assert any('"GET /api/v1/gateways" 401' in x and "key=-" in x for x in lines)
+    assert forged.status_code == 404
+    assert not any(x.startswith("2026-01-01") for x in server.log().splitlines())  # an encoded newline stays encoded
+    assert key not in server.log()

@@ -32,5 +32,5 @@ async def finish_drains(ctx) -> list[str]:
                  if timed_out and in_flight else "")
         done.append(row["id"])
     if done:
-        ctx.routing_changed()
+        await ctx.routing_changed()
     return done

@@ -27,7 +27,7 @@ class CreateDeploymentNode(_DeploymentNode):
         actor = kw["actor"]
         row = await store.create(self.ctx.db, kw["organization_id"], kw["params"],
                                  actor.get("name") or actor.get("id") or "unknown")
-        self.ctx.routing_changed()
+        await self.ctx.routing_changed()
         return {"deployment": await self.with_in_flight(row), "audit": _audit(row["id"], None, row)}
 
 
@@ -68,7 +68,7 @@ class ChangeDeploymentNode(_DeploymentNode):
             before, after = await store.start_drain(db, org, dep, p.get("timeout_seconds", 30.0))
         else:
             before, after = await store.set_status(db, org, dep, "active" if change == "activate" else "inactive")
-        self.ctx.routing_changed()
+        await self.ctx.routing_changed()
         return {"deployment": await self.with_in_flight(after), "audit": _audit(dep, before, after)}
 
 
@@ -78,6 +78,6 @@ class RemoveDeploymentNode(ContextNode):
 
     async def async_run(self, **kw):
         row = await store.remove(self.ctx.db, kw["organization_id"], kw["resource_id"])
-        self.ctx.routing_changed()
+        await self.ctx.routing_changed()
         return {"deleted": {"id": row["id"]},
                 "audit": _audit(row["id"], {"agent_id": row["agent_id"], "gateway_id": row["gateway_id"]}, None)}

@@ -95,7 +95,7 @@ class PutPolicyNode(ContextNode):
         p = dict(kw["params"])
         agent, env = p.pop("agent_id"), p.pop("environment")
         before, after = await policies.put(self.ctx.db, kw["organization_id"], agent, env, p)
-        self.ctx.routing_changed()
+        await self.ctx.routing_changed()
         from ngm.nodes.audit.changes import diff
 
         return {"policy": after, "audit": {"resource_type": "routing_policy", "resource_id": after["id"],
@@ -128,7 +128,7 @@ class DeletePolicyNode(ContextNode):
     async def async_run(self, **kw):
         p = kw["params"]
         gone = await policies.remove(self.ctx.db, kw["organization_id"], p["agent_id"], p["environment"])
-        self.ctx.routing_changed()
+        await self.ctx.routing_changed()
         return {"deleted": {"agent_id": gone["agent_id"], "environment": gone["environment"]},
                 "audit": {"resource_type": "routing_policy", "resource_id": gone["id"],
                           "changes": {"strategy": {"from": gone["strategy"]}}}}

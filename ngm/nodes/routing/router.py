@@ -108,9 +108,7 @@ class Router:
             raise Refusal(422, "validation_error", "X-NGM-Environment must be development, staging or production",
                           [{"field": "X-NGM-Environment", "message": "unknown environment"}])
         policy_scope = (principal.organization_id, agent_id, environment)
-        if self.table.stale():
-            await self.table.refresh()
-        if policy_scope not in self.table.targets:
+        if policy_scope not in self.table.targets:  # the table is kept current in the background, never here
             raise Refusal(404, "agent_not_deployed", f"agent {agent_id} has no deployments in {environment}",
                           [{"field": "agent_id", "message": "no deployments"}])
         policy = self.table.policy(policy_scope)

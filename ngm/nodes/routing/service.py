@@ -47,13 +47,17 @@ class RoutingService:
         await self.pool.close()
 
     async def _refresh_loop(self) -> None:
+        """The only place the table is re-read: every refresh_every seconds, or at once when invalidated."""
         while True:
-            await asyncio.sleep(min(0.25, self.refresh_every))
-            if self.table.stale():
-                try:
-                    await self.table.refresh()
-                except Exception:
-                    log.exception("routing table refresh failed; routing on the last snapshot")
+            try:
+                await asyncio.wait_for(self.table.changed.wait(), timeout=self.refresh_every)
+            except asyncio.TimeoutError:
+                pass
+            self.table.changed.clear()
+            try:
+                await self.table.refresh()
+            except Exception:
+                log.exception("routing table refresh failed; routing on the last snapshot")
 
     async def _sync_once(self) -> None:
         await self.ctx.inflight.publish()

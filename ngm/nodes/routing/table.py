@@ -4,6 +4,7 @@ change in this process; health transitions from the event bus (any instance) app
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class RoutingTable:
         self.targets: dict[tuple, list[Target]] = {}
         self.policies: dict[tuple, Policy] = {}
         self.refreshed_at = float("-inf")
+        self.changed = asyncio.Event()  # set by invalidate(): the refresher wakes at once
         self._keys: dict[str, str] = {}  # encrypted token -> key (decrypt once)
 
     def _key(self, token: str | None) -> str | None:
@@ -98,6 +100,7 @@ class RoutingTable:
 
     def invalidate(self) -> None:
         self.refreshed_at = float("-inf")
+        self.changed.set()
 
     def policy(self, scope: tuple) -> Policy:
         return self.policies.get(scope) or Policy()

@@ -1,0 +1,138 @@
+"""Requests per second and p50/p99 latency with 16 concurrent clients (wrk) against a trivial upstream on
+127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured),
+(c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed,
+and (e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client.
+
+    .venv/bin/python bench/router_throughput.py [--seconds 10] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import NGM, ROOT, clean_env, free_port, print_table, start, stop, wait_ready  # noqa: E402
+
+NGINX_CONF = """worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{port};
+    location / {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-API-Key k; }} }}
+}}
+"""
+
+
+def wrk(url: str, seconds: int, connections: int, headers: dict | None = None) -> dict:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": int(errors.group(1)) if errors else 0}
+
+
+def setup_ngm(base: str, upstream_port: int, workdir: Path) -> str:
+    from ngm.models.database import open_database
+    from ngm.nodes.auth.store import create_key
+
+    async def key():
+        db = await open_database(f"sqlite:///{workdir / 'ngm.db'}")
+        k, _ = await create_key(db, "bench", "org_owner", "bench", "bench")
+        await db.close_async()
+        return k
+
+    api_key = asyncio.run(key())
+    with httpx.Client(base_url=base, headers={"X-API-Key": api_key}) as c:
+        gw = c.post("/api/v1/gateways", json={"name": "upstream", "environment": "production",
+                                              "api_url": f"http://127.0.0.1:{upstream_port}", "api_key": "k"}).json()
+        c.post("/api/v1/deployments", json={"gateway_id": gw["id"], "agent_id": "bench", "agent_version": "1"})
+    return api_key
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("needs wrk (Debian package wrk)")
+    workdir = Path(tempfile.mkdtemp(prefix="ngm-router-bench-"))
+    procs = []
+    rows = []
+    try:
+        upstream_port = free_port()
+        farm = subprocess.Popen([sys.executable, str(ROOT / "bench" / "standin_farm.py"), "1", "0", "0"],
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(farm)
+        upstream_port = json.loads(farm.stdout.readline())["healthy"][0]
+        run = lambda label, url, headers=None: rows.append(  # noqa: E731
+            [label, wrk(url, args.seconds, args.connections, headers)])
+        run("(a) upstream directly", f"http://127.0.0.1:{upstream_port}/health")
+
+        ngm_port = free_port()
+        env = clean_env(NGM_DATA_DIR=str(workdir / "data"), NGM_DATABASE_URL=f"sqlite:///{workdir / 'ngm.db'}",
+                        NGM_MONITOR="off")
+        ngm = start([NGM, "serve", "--port", str(ngm_port)], env, workdir / "ngm.log")
+        procs.append(ngm)
+        wait_ready(f"http://127.0.0.1:{ngm_port}", ngm)
+        api_key = setup_ngm(f"http://127.0.0.1:{ngm_port}", upstream_port, workdir)
+        invoke = f"http://127.0.0.1:{ngm_port}/api/v1/agents/bench/invoke/health"
+        wrk(invoke, 2, args.connections, {"X-API-Key": api_key})  # warm up
+        run("(b) ngm router (1 process)", invoke, {"X-API-Key": api_key})
+
+        for label, kind in (("(c) FastAPI + httpx forwarder", "fastapi-httpx"),
+                            ("(e) uvicorn + aiohttp client forwarder", "asgi-aiohttp")):
+            port = free_port()
+            proc = start([sys.executable, str(ROOT / "bench" / "forwarders.py"), kind, str(port), str(upstream_port)],
+                         clean_env(), workdir / f"{kind}.log")
+            procs.append(proc)
+            wait_ready(f"http://127.0.0.1:{port}", proc, path="/health")
+            run(label, f"http://127.0.0.1:{port}/health")
+
+        if shutil.which("nginx"):
+            port = free_port()
+            conf = workdir / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=port))
+            subprocess.run(["nginx", "-c", str(conf)], check=True)
+            time.sleep(0.5)
+            try:
+                run("(d) nginx proxy", f"http://127.0.0.1:{port}/health")
+            finally:
+                subprocess.run(["nginx", "-c", str(conf), "-s", "stop"])
+    finally:
+        for proc in procs:
+            stop(proc)
+    nginx = next((r[1]["rps"] for r in rows if r[0].startswith("(d)")), None)
+    table = []
+    for label, r in rows:
+        table.append([label, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"]),
+                      f"{r['rps'] / nginx:.2f}x" if nginx else "-"])
+    print_table(f"wrk, {args.connections} connections, {args.seconds} s each, trivial upstream on 127.0.0.1",
+                ["", "requests/s", "p50 ms", "p99 ms", "non-2xx", "vs nginx"], table)
+
+
+if __name__ == "__main__":
+    main()
