@@ -49,6 +49,7 @@ class AppContext:
     _health_store: Any = None
     _recorder: Any = None
     _inflight: Any = None
+    _limiter: Any = None
 
     @classmethod
     async def open(cls, settings: Settings, *, create_key_file: bool = True) -> "AppContext":
@@ -119,6 +120,33 @@ class AppContext:
             self._inflight = InFlight(self.redis, self.settings.redis_namespace, instance_id())
         return self._inflight
 
+    @property
+    def limiter(self):
+        """Rate limits: shared through Redis (its own client: a dead Redis costs a request 250 ms at most,
+        once), else in this process."""
+        if self._limiter is None:
+            from ngm.nodes.health.lease import instance_id
+            from ngm.nodes.ratelimit.limiter import RateLimiter
+
+            shared = client = None
+            if self.settings.redis_url:
+                import redis.asyncio as aioredis
+                from redis.backoff import NoBackoff
+                from redis.retry import Retry
+
+                from ngm.nodes.ratelimit.redis_backend import RedisBackend
+
+                # a bounded pool that queues callers (briefly): a burst must wait for a connection, not be
+                # taken for a dead Redis
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    self.settings.redis_url, max_connections=64, timeout=0.25, socket_timeout=0.25,
+                    socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+                client = aioredis.Redis(connection_pool=pool)
+                shared = RedisBackend(client, self.settings.redis_namespace)
+            self._limiter = RateLimiter(shared, self.settings.api_rate_limit, instance=instance_id(), redis=client,
+                                        namespace=self.settings.redis_namespace)
+        return self._limiter
+
     async def live_router(self):
         """The serving process's router; elsewhere (CLI, stdio MCP) one built from the database now."""
         if self.routing is not None:
@@ -146,6 +174,15 @@ class AppContext:
         if self.bus is not None:
             asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
 
+    async def keys_changed(self) -> None:
+        """An API key was revoked or changed: forget cached keys here and (through the bus) everywhere."""
+        from ngm.nodes.events.store import make_event
+        from ngm.nodes.routing.service import KEYS_CHANGED
+
+        self.auth.forget()
+        if self.bus is not None:
+            asyncio.get_running_loop().create_task(self.bus.publish(make_event(KEYS_CHANGED, "", {})))
+
     async def traffic_window(self, deployment_ids: list[str], seconds: int) -> dict:
         if self.routing is not None:
             return await self.routing.traffic(deployment_ids, seconds)
@@ -168,6 +205,8 @@ class AppContext:
             await self._health_store.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self._limiter is not None and self._limiter.redis is not None:
+            await self._limiter.redis.aclose()
         if self._runtime is not None:
             self._runtime.close()
         await self.db.close_async()

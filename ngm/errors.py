@@ -64,6 +64,11 @@ class Unavailable(NgmError):
     code = "unavailable"
 
 
+class RateLimitExceeded(NgmError):
+    status = 429
+    code = "rate_limited"
+
+
 class BadGateway(NgmError):
     status = 502
     code = "bad_gateway"

@@ -110,7 +110,8 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     _run_during_lifespan(fa, mcp.session_manager.run)
 
     # Outermost, in front of FastAPI's own middleware: agent traffic pays for none of it.
-    fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, router=routing.router)
+    fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, router=routing.router,
+                                      limiter=ctx.limiter)
     return app
 
 
@@ -142,6 +143,7 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, bool]:
             checks["redis"] = {"ok": True}
         except Exception as exc:  # reported, not fatal: the monitor and limits have fallbacks
             checks["redis"] = {"ok": True, "reachable": False, "error": type(exc).__name__}
+    checks["rate_limits"] = ctx.limiter.status()
     checks["monitor"] = {"ok": True, **services.status()} if services is not None else {"ok": True,
                                                                                           "enabled": False}
     return checks, all(c["ok"] for c in checks.values())

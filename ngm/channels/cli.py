@@ -29,7 +29,7 @@ from ngm.errors import NgmError, ValidationFailed
 from ngm.workflows import load_operations
 from ngm.workflows.registry import Operation
 
-EXIT_CODES = {400: 2, 401: 3, 403: 3, 404: 4, 409: 5, 422: 2, 503: 6}
+EXIT_CODES = {400: 2, 401: 3, 403: 3, 404: 4, 409: 5, 422: 2, 429: 7, 503: 6}
 
 
 # ---------------------------------------------------------------- running an operation

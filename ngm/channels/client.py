@@ -7,11 +7,20 @@ from urllib.parse import quote
 
 import httpx
 
-from ngm.errors import Conflict, Forbidden, NgmError, NotFound, Unauthorized, Unavailable, ValidationFailed
+from ngm.errors import (
+    Conflict,
+    Forbidden,
+    NgmError,
+    NotFound,
+    RateLimitExceeded,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+)
 from ngm.workflows.registry import Operation
 
 _BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: ValidationFailed,
-              503: Unavailable}
+              429: RateLimitExceeded, 503: Unavailable}
 
 
 def error_from_response(resp: httpx.Response) -> NgmError:

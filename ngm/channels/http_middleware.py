@@ -12,7 +12,8 @@ import time
 import uuid
 
 from ngm.config.logging import access_log
-from ngm.errors import NgmError
+from ngm.errors import NgmError, RateLimitExceeded
+from ngm.nodes.ratelimit.limiter import RateLimited
 from ngm.nodes.routing.router import parse_invoke_path
 
 PROTECTED_PREFIXES = ("/api/", "/mcp")
@@ -38,8 +39,9 @@ async def send_error(send, exc: NgmError, request_id: str, extra_headers: list |
 
 
 class RequestMiddleware:
-    def __init__(self, app, authenticator, router=None):
+    def __init__(self, app, authenticator, router=None, limiter=None):
         self.app = app
+        self.limiter = limiter  # the management API's per-key limit
         self.authenticate = authenticator  # async (presented key) -> Principal, raises Unauthorized
         self.router = router  # agent traffic goes straight to it, past FastAPI's routing
 
@@ -72,6 +74,13 @@ class RequestMiddleware:
                 scope["state"]["principal"] = principal
                 if self.router is not None and parse_invoke_path(scope["path"]) is not None:
                     return await self.router.forward(scope, receive, send_with_id, principal, request_id)
+                if self.limiter is not None:
+                    try:
+                        await self.limiter.check_api(principal)
+                    except RateLimited as refused:
+                        status["code"] = refused.status
+                        return await send_error(send, RateLimitExceeded(refused.message, details=refused.details),
+                                                request_id, refused.headers)
             await self.app(scope, receive, send_with_id)
         finally:
             access_log.write(f'{_client(scope)} "{scope["method"]} {_path(scope)}" {status["code"]} '

@@ -29,6 +29,7 @@ class Settings:
     health_history_days: float = 7.0
     outbound_allow: str = ""  # CIDRs exempt from the link-local/metadata block, comma-separated
     webhook_max_attempts: int = 8
+    api_rate_limit: int = 3000  # management API requests per key per minute; 0 = unlimited
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -51,6 +52,7 @@ class Settings:
             health_history_days=float(env.get("NGM_HEALTH_HISTORY_DAYS") or 7.0),
             outbound_allow=env.get("NGM_OUTBOUND_ALLOW") or "",
             webhook_max_attempts=int(env.get("NGM_WEBHOOK_MAX_ATTEMPTS") or 8),
+            api_rate_limit=int(env.get("NGM_API_RATE_LIMIT") or 3000),
             environ=dict(env),
         )
 

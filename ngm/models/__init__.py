@@ -39,6 +39,9 @@ def register_models(db) -> None:
         global_rate_limit: int = 0  # 0 = unlimited
         per_agent_rate_limit: int = 0
         per_user_rate_limit: int = 0
+        rate_limit_window: float = 60.0  # seconds the three limits above are counted over
+        rate_limit_algorithm: str = "sliding_window"  # sliding_window | token_bucket
+        rate_limit_burst: int = 0  # token bucket: requests allowed at once (0 = the limit)
         auth_methods: list = []
         jwt_issuer: Optional[str] = None
         status: str = "active"  # administrative lifecycle
@@ -82,6 +85,8 @@ def register_models(db) -> None:
         deployed_by: str
         drain_started_at: Optional[datetime] = None
         drain_deadline: Optional[datetime] = None  # inactive by then even if requests are still in flight
+        rate_limit: Optional[int] = None  # overrides the gateway's per_agent_rate_limit (None: the gateway's)
+        rate_limit_failure_mode: str = "open"  # Redis down: open (local limits) | closed (503)
         __dataflow__ = {
             "indexes": [
                 {"name": "ix_deployments_gateway", "fields": ["gateway_id", "is_active"]},
@@ -100,6 +105,8 @@ def register_models(db) -> None:
         created_by: Optional[str] = None
         revoked_at: Optional[datetime] = None
         last_used_at: Optional[datetime] = None
+        rate_limit: Optional[int] = None  # per-user limit on the router for this key (None: the gateway's)
+        api_rate_limit: Optional[int] = None  # management API requests per minute (None: NGM_API_RATE_LIMIT)
         __dataflow__ = {
             "indexes": [
                 {"name": "ux_api_keys_hash", "fields": ["key_hash"], "unique": True},

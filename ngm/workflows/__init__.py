@@ -9,7 +9,7 @@ from ngm.workflows.registry import REGISTRY, Operation, operation
 
 def load_operations():
     """Import every module that declares operations and return the registry."""
-    from ngm.workflows import audit, deployments, events, gateways, keys, routing  # noqa: F401  (declaring is the import side effect)
+    from ngm.workflows import audit, deployments, events, gateways, keys, ratelimits, routing  # noqa: F401 (declared on import)
 
     return REGISTRY
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
@@ -32,6 +32,11 @@ def check_version(value: str) -> str:
 AgentId = Annotated[str, AfterValidator(check_agent_id)]
 Version = Annotated[str, AfterValidator(check_version)]
 Weight = Annotated[int, Field(ge=0, le=10_000, description="share of traffic relative to the others; 0 = none")]
+AgentLimit = Annotated[int, Field(ge=0, le=1_000_000_000, description=(
+    "requests per window for this agent on this gateway, overriding the gateway's per_agent_rate_limit; "
+    "0 = unlimited, null = the gateway's"))]
+FailureMode = Annotated[Literal["open", "closed"], Field(description=(
+    "when Redis is down: open = limit locally at limit / live instances, closed = answer 503"))]
 
 
 class _Strict(BaseModel):
@@ -44,12 +49,23 @@ class DeploymentCreate(_Strict):
     agent_version: Version
     workspace_id: Optional[str] = Field(None, min_length=1, max_length=128)
     weight: Weight = 100
+    rate_limit: Optional[AgentLimit] = None
+    rate_limit_failure_mode: FailureMode = "open"
 
 
 class DeploymentUpdate(_Strict):
     agent_version: Optional[Version] = None
     workspace_id: Optional[str] = Field(None, min_length=1, max_length=128)
     weight: Optional[Weight] = None
+    rate_limit: Optional[AgentLimit] = None
+    rate_limit_failure_mode: Optional[FailureMode] = None
+
+    @field_validator("agent_version", "weight", "rate_limit_failure_mode", mode="before")
+    @classmethod
+    def _not_null(cls, value):
+        if value is None:
+            raise ValueError("must not be null")
+        return value
 
 
 class DeploymentQuery(_Strict):
@@ -73,6 +89,8 @@ class DeploymentOut(BaseModel):
     agent_version: str
     workspace_id: Optional[str]
     weight: int
+    rate_limit: Optional[int]
+    rate_limit_failure_mode: Literal["open", "closed"]
     is_active: bool
     status: Literal["active", "draining", "inactive"]
     in_flight: int = Field(description="requests in flight now")

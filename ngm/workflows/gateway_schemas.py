@@ -24,6 +24,8 @@ Region = Annotated[str, AfterValidator(v.check_region)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Instances = Annotated[int, Field(ge=0, le=100_000)]
 RateLimit = Annotated[int, Field(ge=0, le=1_000_000_000)]
+RateWindow = Annotated[float, Field(ge=1, le=86_400)]
+RateAlgorithm = Literal["sliding_window", "token_bucket"]
 AuthMethods = Annotated[list[AuthMethod], AfterValidator(v.check_unique_items)]
 Interval = Annotated[float, Field(ge=0.5, le=3600)]
 ProbeTimeout = Annotated[float, Field(ge=0.1, le=60)]
@@ -50,7 +52,10 @@ _DESCRIPTIONS = {
     "api_key": "the gateway's own API key; write-only, stored encrypted; null or empty clears it",
     "global_rate_limit": "requests per window across the gateway; 0 = unlimited",
     "per_agent_rate_limit": "requests per window per agent; 0 = unlimited",
-    "per_user_rate_limit": "requests per window per user; 0 = unlimited",
+    "per_user_rate_limit": "requests per window per caller (API key); 0 = unlimited",
+    "rate_limit_window": "seconds the rate limits count over (default 60)",
+    "rate_limit_algorithm": "sliding_window (default) or token_bucket (a steady rate with bursts)",
+    "rate_limit_burst": "token_bucket: requests allowed at once; 0 = the limit",
     "auth_methods": "how callers authenticate to the gateway",
     "health_check_interval": "seconds between background probes (default 30)",
     "health_check_timeout": "seconds a probe may take, at most the interval (default 5)",
@@ -86,6 +91,9 @@ class GatewayCreate(_Strict):
     global_rate_limit: RateLimit = 0
     per_agent_rate_limit: RateLimit = 0
     per_user_rate_limit: RateLimit = 0
+    rate_limit_window: RateWindow = 60.0
+    rate_limit_algorithm: RateAlgorithm = "sliding_window"
+    rate_limit_burst: RateLimit = 0
     auth_methods: AuthMethods = ["api_key"]
     jwt_issuer: Optional[ShortText] = None
     status: SettableStatus = "active"
@@ -102,7 +110,7 @@ _HEALTH_POLICY = ("health_check_interval", "health_check_timeout", "healthy_thre
                   "degraded_latency_ms", "health_grace_period", "request_timeout")
 _NOT_NULL = (*_HEALTH_POLICY, "name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances",
              "max_instances", "current_instances", "global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit",
-             "auth_methods", "status")
+             "rate_limit_window", "rate_limit_algorithm", "rate_limit_burst", "auth_methods", "status")
 
 
 class GatewayUpdate(_Strict):
@@ -127,6 +135,9 @@ class GatewayUpdate(_Strict):
     global_rate_limit: Optional[RateLimit] = None
     per_agent_rate_limit: Optional[RateLimit] = None
     per_user_rate_limit: Optional[RateLimit] = None
+    rate_limit_window: Optional[RateWindow] = None
+    rate_limit_algorithm: Optional[RateAlgorithm] = None
+    rate_limit_burst: Optional[RateLimit] = None
     auth_methods: Optional[AuthMethods] = None
     jwt_issuer: Optional[ShortText] = None
     status: Optional[SettableStatus] = None
@@ -191,6 +202,9 @@ class GatewayOut(BaseModel):
     global_rate_limit: int
     per_agent_rate_limit: int
     per_user_rate_limit: int
+    rate_limit_window: float
+    rate_limit_algorithm: RateAlgorithm
+    rate_limit_burst: int
     auth_methods: list[str]
     jwt_issuer: Optional[str]
     status: Status

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
@@ -14,10 +14,33 @@ _NODES = ["ngm.nodes.auth.nodes", "ngm.nodes.audit.nodes"]
 _CLI = CliSpec(columns=("id", "name", "role", "key_prefix", "created_at", "last_used_at", "revoked"))
 
 
+_LIMIT = "requests per window for this key on every gateway, overriding per_user_rate_limit; 0 = unlimited"
+_API_LIMIT = "management API requests per minute for this key, overriding NGM_API_RATE_LIMIT; 0 = unlimited"
+Limit = Annotated[int, Field(ge=0, le=1_000_000_000)]
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
     name: Optional[str] = Field(None, min_length=1, max_length=200, description="defaults to the role")
+    rate_limit: Optional[Limit] = Field(None, description=_LIMIT)
+    api_rate_limit: Optional[Limit] = Field(None, description=_API_LIMIT)
+
+
+class KeyUpdate(BaseModel):
+    """Partial update: only the fields sent change; null returns a limit to the default."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Optional[str] = Field(None, min_length=1, max_length=200)
+    rate_limit: Optional[Limit] = Field(None, description=_LIMIT)
+    api_rate_limit: Optional[Limit] = Field(None, description=_API_LIMIT)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _not_null(cls, value):
+        if value is None:
+            raise ValueError("must not be null")
+        return value
 
 
 class KeyListQuery(BaseModel):
@@ -31,6 +54,8 @@ class KeyOut(BaseModel):
     name: str
     role: Role
     key_prefix: str
+    rate_limit: Optional[int]
+    api_rate_limit: Optional[int]
     created_by: Optional[str]
     created_at: str
     last_used_at: Optional[str]
@@ -63,6 +88,15 @@ operation(
     input_model=KeyListQuery, output_model=KeyList, cli=_CLI,
     build_workflow=lambda: chain(_NODES, [("ListApiKeysNode", "list", {})]),
     result=("list", "keys"),
+)
+
+operation(
+    resource="keys", action="update", summary="Rename an API key or change its rate limits",
+    description="Takes effect on every instance within a second.",
+    role="org_admin", method="PUT", path="/keys/{key_id}", id_param="key_id", partial=True,
+    input_model=KeyUpdate, output_model=KeyOut, cli=_CLI,
+    build_workflow=lambda: audited(_NODES, ("UpdateApiKeyNode", "update", {}), "api_key.update"),
+    result=("update", "updated"),
 )
 
 operation(

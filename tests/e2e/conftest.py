@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import ServerProcess, ngm_env, run_cli
+from tests.support.processes import REDIS_URL, ServerProcess, ngm_env, run_cli
 
 
 def make_key(database_url: str, org: str, role: str = "org_owner") -> str:
@@ -67,6 +67,8 @@ def deployment(backend, tmp_path_factory, pg_database_factory):
     workdir = tmp_path_factory.mktemp(f"e2e-{backend}")
     url = f"sqlite:///{workdir / 'ngm.db'}" if backend == "sqlite" else pg_database_factory()
     env = ngm_env(workdir / "data", url)
+    if backend == "postgresql":  # as in production: PostgreSQL with Redis; SQLite is the embedded default
+        env["NGM_REDIS_URL"] = REDIS_URL
     server = ServerProcess(env, workdir / "server.log").wait_ready()
     yield Deployment(env, server, url, workdir)
     server.stop()

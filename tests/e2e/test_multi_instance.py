@@ -1,7 +1,6 @@
 """Two `ngm serve` processes sharing PostgreSQL and Redis: each gateway is probed once per interval
 between them, the survivor takes over when the prober is killed, and events cross instances."""
 
-import os
 import signal
 import time
 
@@ -9,11 +8,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import make_key
-from tests.support.processes import ServerProcess, ngm_env
+from tests.support.processes import REDIS_URL, ServerProcess, ngm_env
 from tests.support.standin import StandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-REDIS_URL = os.environ.get("NGM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 INTERVAL = 1.0
 
 

@@ -14,6 +14,8 @@ import httpx
 
 from tests.support.standin import closed_port
 
+REDIS_URL = os.environ.get("NGM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
 NGM = str(Path(sys.executable).parent / "ngm")
 
 

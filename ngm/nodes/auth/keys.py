@@ -54,6 +54,8 @@ class Principal:
     key_id: str
     name: str = ""
     local: bool = False  # in-process CLI run by someone with the database and the key file
+    rate_limit: int | None = None  # overrides a gateway's per_user_rate_limit for this key
+    api_rate_limit: int | None = None  # overrides NGM_API_RATE_LIMIT (the management API) for this key
 
     def allows(self, required_role: str) -> bool:
         return role_at_least(self.role, required_role)

@@ -18,8 +18,9 @@ class CreateApiKeyNode(ContextNode):
         actor, p = kw["actor"], kw["params"]
         if not actor.get("local") and not role_at_least(actor["role"], p["role"]):
             raise Forbidden(f"a {actor['role']} cannot create a {p['role']} key", field="role")
+        limits = {k: p[k] for k in ("rate_limit", "api_rate_limit") if p.get(k) is not None}
         key, row = await store.create_key(self.ctx.db, kw["organization_id"], p["role"], p["name"] or p["role"],
-                                          actor.get("name") or actor.get("id"))
+                                          actor.get("name") or actor.get("id"), limits)
         audit = {"resource_type": "api_key", "resource_id": row["id"],
                  "changes": {"role": {"to": row["role"]}, "name": {"to": row["name"]}}}
         return {"created": {**row, "key": key}, "audit": audit}
@@ -35,15 +36,33 @@ class ListApiKeysNode(ContextNode):
 
 
 @register_node()
+class UpdateApiKeyNode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "resource_id": (str, REQUIRED),
+              "params": (dict, {})}
+
+    async def async_run(self, **kw):
+        before, after = await store.update_key(self.ctx.db, kw["organization_id"], kw["resource_id"],
+                                               kw.get("params") or {}, _caller(kw))
+        await self.ctx.keys_changed()
+        audit = {"resource_type": "api_key", "resource_id": after["id"],
+                 "changes": {k: {"from": before.get(k), "to": after.get(k)} for k in ("name", "rate_limit",
+                             "api_rate_limit") if before.get(k) != after.get(k)}}
+        return {"updated": after, "audit": audit}
+
+
+def _caller(kw):
+    from ngm.nodes.auth.keys import Principal
+
+    a = kw["actor"]
+    return Principal(kw["organization_id"], a["role"], a["id"], a.get("name", ""), bool(a.get("local")))
+
+
+@register_node()
 class RevokeApiKeyNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        from ngm.nodes.auth.keys import Principal
-
-        a = kw["actor"]
-        caller = Principal(kw["organization_id"], a["role"], a["id"], a.get("name", ""), bool(a.get("local")))
-        row = await store.revoke_key(self.ctx.db, kw["organization_id"], kw["resource_id"], caller)
-        self.ctx.auth.forget()  # this instance stops accepting it at once; others within the cache TTL
+        row = await store.revoke_key(self.ctx.db, kw["organization_id"], kw["resource_id"], _caller(kw))
+        await self.ctx.keys_changed()  # this instance stops accepting it at once, the others when told
         audit = {"resource_type": "api_key", "resource_id": row["id"], "changes": {"revoked": {"to": True}}}
         return {"revoked": row, "audit": audit}

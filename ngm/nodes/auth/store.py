@@ -20,10 +20,12 @@ def key_view(row: dict) -> dict:
     return out
 
 
-async def create_key(db, organization_id: str, role: str, name: str, created_by: str | None) -> tuple[str, dict]:
+async def create_key(db, organization_id: str, role: str, name: str, created_by: str | None,
+                     limits: dict | None = None) -> tuple[str, dict]:
     key = generate_api_key()
     row = {"id": "key_" + new_id()[:16], "organization_id": organization_id, "name": name, "role": role,
-           "key_hash": hash_api_key(key), "key_prefix": display_prefix(key), "created_by": created_by}
+           "key_hash": hash_api_key(key), "key_prefix": display_prefix(key), "created_by": created_by,
+           **(limits or {})}
     await db.express.create("ApiKey", row)
     return key, await fetch_key(db, organization_id, row["id"])
 
@@ -41,6 +43,17 @@ async def list_keys(db, organization_id: str, include_revoked: bool) -> list[dic
         where["revoked_at"] = None
     rows = await db.express.list("ApiKey", filter=where, order_by=["created_at", "id"], limit=10_000)
     return [key_view(r) for r in rows]
+
+
+async def update_key(db, organization_id: str, key_id: str, changes: dict, caller: Principal | None = None
+                     ) -> tuple[dict, dict]:
+    before = await fetch_key(db, organization_id, key_id)
+    if caller is not None and not caller.local and not caller.allows(before["role"]):
+        raise Forbidden(f"a {caller.role} cannot change a {before['role']} key", field="key_id")
+    changes = {k: v for k, v in changes.items() if before.get(k) != v}
+    if changes:
+        await db.express.update("ApiKey", key_id, changes)
+    return before, await fetch_key(db, organization_id, key_id)
 
 
 async def revoke_key(db, organization_id: str, key_id: str, caller: Principal | None = None) -> dict:
@@ -94,5 +107,5 @@ class KeyAuthenticator:
         if last_used is None or now - parse_time(last_used) > _LAST_USED_EVERY:
             await self._db.express.update("ApiKey", row["id"], {"last_used_at": now})
         return Principal(organization_id=row["organization_id"], role=row["role"], key_id=row["id"],
-                         name=row["name"])
+                         name=row["name"], rate_limit=row.get("rate_limit"), api_rate_limit=row.get("api_rate_limit"))
 

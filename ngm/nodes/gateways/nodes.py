@@ -52,6 +52,7 @@ class PatchGatewayNode(ContextNode):
 
     async def async_run(self, **kw):
         before, after = await store.patch(self.ctx.db, kw["organization_id"], kw["resource_id"], kw["record"])
+        await self.ctx.routing_changed()  # limits, status, URL and key reach every router within a second
         return {"gateway": store.public_view(after), "audit": _audit(after["id"], before, after)}
 
 
@@ -62,6 +63,7 @@ class RemoveGatewayNode(ContextNode):
     async def async_run(self, **kw):
         force = bool((kw.get("params") or {}).get("force"))
         gone = await store.remove(self.ctx.db, kw["organization_id"], kw["resource_id"], force)
+        await self.ctx.routing_changed()
         audit = _audit(gone["id"], {"name": gone["name"]}, None)
         audit["changes"]["deleted_deployments"] = {"to": gone["deleted_deployments"]}
         return {"deleted": {"id": gone["id"], "deleted_deployments": gone["deleted_deployments"]}, "audit": audit}

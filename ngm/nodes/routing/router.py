@@ -14,6 +14,7 @@ import logging
 import time
 
 from ngm.nodes.gateways.validation import ENVIRONMENTS
+from ngm.nodes.ratelimit.limiter import RateLimited
 from ngm.nodes.routing.strategies import Candidate, Decision, RoutingState
 from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamTimeout, UpstreamUnreachable
 
@@ -57,7 +58,7 @@ class Router:
         self.table, self.pool, self.breakers, self.stats, self.inflight = table, pool, breakers, stats, inflight
         self.selectors = selectors  # strategy -> Kailash node whose select() runs in process
         self.states: dict[tuple, RoutingState] = {}
-        self.limiter = None  # set by the rate-limit capability: async check(...) -> headers or Refusal
+        self.limiter = None  # a RateLimiter: async check(...) -> headers, or raises RateLimited
 
     # ------------------------------------------------------------ decisions
 
@@ -130,7 +131,13 @@ class Router:
             target = targets[decision.chosen.deployment_id]
             limit_headers = []
             if self.limiter is not None:
-                limit_headers = await self.limiter.check(principal, policy_scope, target, self.stats)
+                try:
+                    limit_headers = await self.limiter.check(principal, target.gateway.limits, target.gateway.id,
+                                                             agent_id, target.rate_limit, target.fail_closed)
+                except RateLimited as refused:
+                    self.stats.record_rejected(target.deployment_id)
+                    raise Refusal(refused.status, refused.code, refused.message, refused.details,
+                                  refused.headers) from None
             try:
                 await self._exchange(scope, send, method, path, body, target, request_id, agent_id, limit_headers)
                 return

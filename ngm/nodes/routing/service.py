@@ -17,11 +17,12 @@ from ngm.nodes.routing.upstream import UpstreamPool
 
 log = logging.getLogger("ngm.routing")
 ROUTING_CHANGED = "routing.changed"
+KEYS_CHANGED = "keys.changed"
 CIRCUIT_OPEN = "router.circuit_open"
 
 
 class RoutingService:
-    def __init__(self, ctx, refresh_every: float = 2.0, sync_every: float = 0.5):
+    def __init__(self, ctx, refresh_every: float = 1.0, sync_every: float = 0.5):
         self.ctx = ctx
         self.refresh_every, self.sync_every = refresh_every, sync_every
         self.table = RoutingTable(ctx.health_store.sql, ctx.keyring, refresh_every)
@@ -30,10 +31,12 @@ class RoutingService:
         self.stats = TrafficStats()
         self.redis_traffic = RedisTraffic(ctx.redis, ctx.settings.redis_namespace) if ctx.redis else None
         self.router = Router(self.table, self.pool, self.breakers, self.stats, ctx.inflight, strategy_nodes())
+        self.router.limiter = ctx.limiter
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         await self.table.refresh()
+        await self.ctx.limiter.start()
         self._subscription = self.ctx.bus.subscribe(None)
         self._tasks = [asyncio.create_task(job(), name=f"ngm-routing-{job.__name__}")
                        for job in (self._refresh_loop, self._sync_loop, self._listen)]
@@ -42,6 +45,7 @@ class RoutingService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.ctx.limiter.stop()
         self._subscription.close()
         await self._sync_once()
         await self.pool.close()
@@ -85,6 +89,8 @@ class RoutingService:
                 self.breakers.probe_result(data.get("gateway_id"), data.get("outcome") == "ok")
             elif kind == ROUTING_CHANGED:
                 self.table.invalidate()
+            elif kind == KEYS_CHANGED:
+                self.ctx.auth.forget()
 
     def _circuit_opened(self, gateway_id: str) -> None:
         gateway = self.table.gateways.get(gateway_id)

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from ngm.models.sql import json_list
 from ngm.nodes.gateways.validation import base_url
+from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW
+from ngm.nodes.ratelimit.limiter import Limits
 from ngm.nodes.routing.strategies import Policy
 
 log = logging.getLogger("ngm.routing")
@@ -33,6 +35,7 @@ class GatewayRoute:
     host_header: bytes
     api_key: str | None
     timeout: float
+    limits: Limits = Limits()
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Target:
     weight: int
     status: str
     gateway: GatewayRoute
+    rate_limit: int | None = None  # the deployment's override of the gateway's per-agent limit
+    fail_closed: bool = False  # Redis down: refuse (503) rather than limit locally
 
 
 class RoutingTable:
@@ -68,7 +73,10 @@ class RoutingTable:
     async def refresh(self) -> None:
         gateways = {}
         rows = await self.sql.rows("SELECT id, organization_id, name, environment, region, status, health_status, "
-                                   "api_url, api_port, api_key_encrypted, request_timeout FROM gateways")
+                                   "api_url, api_port, api_key_encrypted, request_timeout, global_rate_limit, "
+                                   "per_agent_rate_limit, per_user_rate_limit, rate_limit_window, "
+                                   "rate_limit_algorithm, rate_limit_burst "
+                                   "FROM gateways")
         live_tokens = {g["api_key_encrypted"] for g in rows}
         self._keys = {t: k for t, k in self._keys.items() if t in live_tokens}  # forget rotated keys
         for g in rows:
@@ -77,16 +85,22 @@ class RoutingTable:
             gateways[g["id"]] = GatewayRoute(
                 g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
                 g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode(),
-                self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0))
+                self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
+                Limits(int(g["global_rate_limit"] or 0), int(g["per_agent_rate_limit"] or 0),
+                       int(g["per_user_rate_limit"] or 0), int(float(g["rate_limit_window"] or 60) * 1000),
+                       g["rate_limit_algorithm"] or SLIDING_WINDOW, int(g["rate_limit_burst"] or 0)))
         targets: dict[tuple, list[Target]] = {}
         # inactive ones too: they are skipped with a reason, and an agent whose deployments are all
         # inactive answers 503 (temporarily nothing to serve it), not 404 (never deployed)
-        for d in await self.sql.rows("SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id "
+        for d in await self.sql.rows("SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id, "
+                                     "rate_limit, rate_limit_failure_mode "
                                      "FROM gateway_deployments ORDER BY id"):
             gateway = gateways.get(d["gateway_id"])
             if gateway is not None:
                 targets.setdefault((d["organization_id"], d["agent_id"], gateway.environment), []).append(
-                    Target(d["id"], d["agent_version"], int(d["weight"]), d["status"], gateway))
+                    Target(d["id"], d["agent_version"], int(d["weight"]), d["status"], gateway,
+                           None if d["rate_limit"] is None else int(d["rate_limit"]),
+                           d["rate_limit_failure_mode"] == "closed"))
         policies = {}
         for p in await self.sql.rows("SELECT organization_id, agent_id, environment, strategy, sticky, sticky_header, "
                                      "fallback, fallback_regions FROM routing_policies"):

@@ -1,0 +1,214 @@
+"""The limiter the router and the management API call for every request.
+
+Scopes of a forwarded request: the gateway (global_rate_limit), the agent on that gateway
+(per_agent_rate_limit, or the deployment's override) and the caller on that gateway (per_user_rate_limit,
+or the API key's override); 0 means unlimited and the scope is left out. All are decided together: a
+request refused by one scope is counted in none.
+
+With Redis the decision is shared by every instance. When Redis fails, each deployment's policy applies:
+fail-open (default) decides locally at limit / live instances, fail-closed answers 503. Once Redis has
+failed, requests stop trying it; a watcher probes it twice a second and switches back when it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
+from ngm.nodes.ratelimit.memory import MemoryBackend
+
+log = logging.getLogger("ngm.ratelimit")
+_REDIS_DOWN = (OSError, asyncio.TimeoutError, ConnectionError)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a gateway's table entry carries for the limiter."""
+
+    global_limit: int = 0
+    per_agent: int = 0
+    per_user: int = 0
+    window_ms: int = 60_000
+    algorithm: str = SLIDING_WINDOW
+    burst: int = 0
+
+
+class RateLimited(Exception):
+    def __init__(self, status: int, code: str, message: str, details, headers: list):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+
+
+def request_scopes(limits: Limits, gateway_id: str, agent_id: str, key_id: str, agent_override: int | None,
+                   user_override: int | None) -> list[Scope]:
+    kind = f"{'w' if limits.algorithm == SLIDING_WINDOW else 't'}{limits.window_ms}"
+    agent_limit = agent_override if agent_override is not None else limits.per_agent
+    user_limit = user_override if user_override is not None else limits.per_user
+    wanted = (("gateway", f"g:{gateway_id}", limits.global_limit), ("agent", f"a:{gateway_id}:{agent_id}", agent_limit),
+              ("user", f"u:{gateway_id}:{key_id}", user_limit))
+    return [Scope(name, f"{key}:{kind}", limit, limits.window_ms, limits.algorithm, limits.burst)
+            for name, key, limit in wanted if limit and limit > 0]
+
+
+def headers_for(scopes: list[Scope], outcomes: list[Outcome]) -> list[tuple[bytes, bytes]]:
+    """X-RateLimit-* of the tightest scope (the refusing one when refused) and the IETF draft's fields."""
+    refused = [i for i, o in enumerate(outcomes) if not o.allowed]
+    if refused:
+        i = max(refused, key=lambda j: outcomes[j].retry_ms)
+        reset = math.ceil(outcomes[i].retry_ms / 1000)
+    else:
+        i = min(range(len(outcomes)), key=lambda j: (outcomes[j].remaining, -outcomes[j].reset_ms))
+        reset = math.ceil(outcomes[i].reset_ms / 1000)
+    s, o = scopes[i], outcomes[i]
+    policy = ", ".join(f'"{x.name}";q={x.limit};w={max(1, x.window_ms // 1000)}' for x in scopes)
+    out = [(b"x-ratelimit-limit", str(s.limit).encode()), (b"x-ratelimit-remaining", str(o.remaining).encode()),
+           (b"x-ratelimit-reset", str(reset).encode()), (b"ratelimit-policy", policy.encode()),
+           (b"ratelimit", f'"{s.name}";r={o.remaining};t={reset}'.encode())]
+    if refused:
+        out.append((b"retry-after", str(reset).encode()))
+    return out
+
+
+class RateLimiter:
+    def __init__(self, redis_backend=None, api_limit: int = 0, api_window_ms: int = 60_000, instance: str = "local",
+                 redis=None, namespace: str = "ngm", clock=time.time):
+        self.local = MemoryBackend(clock)
+        self.shared = redis_backend
+        self.redis, self.instance, self.namespace = redis, instance, namespace
+        self.api_limit, self.api_window_ms = api_limit, api_window_ms
+        self.redis_up = True
+        self.live_instances = 1
+        self.counters = {"redis_failures": 0, "switched_to_local": 0, "recovered": 0, "decided_locally": 0,
+                         "refused_unavailable": 0}
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ deciding
+
+    async def decide(self, scopes: list[Scope], counter: str, fail_closed: bool = False,
+                     peek: bool = False) -> list[Outcome]:
+        if self.shared is None:
+            return self.local.check_now(scopes, counter, peek)
+        if self.redis_up:
+            try:
+                return await self.shared.check(scopes, counter, peek)
+            except _REDIS_DOWN + _redis_errors() as exc:
+                self._went_down(exc)
+        if fail_closed and not peek:
+            self.counters["refused_unavailable"] += 1
+            raise RateLimited(503, "rate_limiter_unavailable",
+                              "rate limits cannot be checked right now (Redis unavailable) and this deployment "
+                              "fails closed", [{"field": "rate_limit_failure_mode", "message": "closed"}],
+                              [(b"retry-after", b"1")])
+        self.counters["decided_locally"] += 1
+        return self.local.check_now([s.divided(self.live_instances) for s in scopes], counter, peek)
+
+    async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
+                    fail_closed: bool) -> list:
+        """The router's check before a request leaves: -> response headers, or raises RateLimited (429/503)."""
+        scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
+                                principal.rate_limit)
+        if not scopes:
+            return []
+        outcomes = await self.decide(scopes, gateway_id, fail_closed)
+        headers = headers_for(scopes, outcomes)
+        if not all(o.allowed for o in outcomes):
+            names = [s.name for s, o in zip(scopes, outcomes) if not o.allowed]
+            raise RateLimited(429, "rate_limited", f"rate limit exceeded ({', '.join(names)} scope)",
+                              [{"scope": s.name, "limit": s.limit, "window_seconds": s.window_ms / 1000,
+                                "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed],
+                              headers)
+        return headers
+
+    async def check_api(self, principal) -> list:
+        """The management API's own per-key limit (the key's api_rate_limit, else NGM_API_RATE_LIMIT)."""
+        limit = principal.api_rate_limit if principal.api_rate_limit is not None else self.api_limit
+        if not limit:
+            return []
+        scope = Scope("api", f"api:{principal.key_id}:w{self.api_window_ms}", limit, self.api_window_ms)
+        outcomes = await self.decide([scope], "api")
+        headers = headers_for([scope], outcomes)
+        if not outcomes[0].allowed:
+            raise RateLimited(429, "rate_limited", "too many management API requests for this key",
+                              [{"scope": "api", "limit": limit, "window_seconds": self.api_window_ms / 1000,
+                                "retry_after_ms": outcomes[0].retry_ms}], headers)
+        return headers
+
+    async def rejections(self, counter: str) -> dict[str, int]:
+        local = await self.local.rejections(counter)
+        if self.shared is None or not self.redis_up:
+            return local
+        try:
+            shared = await self.shared.rejections(counter)
+        except _REDIS_DOWN + _redis_errors():
+            return local
+        return {k: shared.get(k, 0) + local.get(k, 0) for k in set(shared) | set(local)}
+
+    async def users_seen(self, gateway_id: str, limits: Limits) -> list[str]:
+        """Key ids with counts under the gateway's user scope now (shared ones when Redis answers)."""
+        kind = f"{'w' if limits.algorithm == SLIDING_WINDOW else 't'}{limits.window_ms}"
+        prefix = f"u:{gateway_id}:"
+        found = {k[len(prefix):].split(":")[0] for k in self.local.keys() if k.startswith(prefix) and f":{kind}" in k}
+        if self.shared is not None and self.redis_up:
+            try:
+                found |= {k[len(prefix):].split(":")[0] for k in await self.shared.keys(prefix, kind)}
+            except _REDIS_DOWN + _redis_errors():
+                pass
+        return sorted(found)
+
+    # ------------------------------------------------------------------ Redis health
+
+    def _went_down(self, exc: BaseException) -> None:
+        self.counters["redis_failures"] += 1
+        if self.redis_up:
+            self.redis_up = False
+            self.counters["switched_to_local"] += 1
+            log.warning("rate limits: Redis unreachable (%s); deciding locally at limit/%d (fail-open) or "
+                        "refusing (fail-closed) until it answers", type(exc).__name__, self.live_instances)
+
+    async def start(self) -> None:
+        if self.redis is not None:
+            await self._beat()
+            self._task = asyncio.create_task(self._watch(), name="ngm-ratelimit-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        """Announce this instance, count the live ones (fail-open divides by them), notice recovery."""
+        try:
+            await self.redis.set(f"{self.namespace}:instances:{self.instance}", "1", px=3000)
+            live = 0
+            async for _ in self.redis.scan_iter(match=f"{self.namespace}:instances:*", count=100):
+                live += 1
+            self.live_instances = max(1, live)
+            if not self.redis_up:
+                self.redis_up = True
+                self.counters["recovered"] += 1
+                log.warning("rate limits: Redis answers again; limits are shared across instances again")
+        except _REDIS_DOWN + _redis_errors() as exc:
+            self._went_down(exc)
+
+    def status(self) -> dict:
+        return {"ok": True, "backend": "redis" if self.shared is not None else "memory",
+                "mode": "shared" if self.shared is not None and self.redis_up else "local",
+                "live_instances": self.live_instances, **self.counters}
+
+
+def _redis_errors() -> tuple:
+    try:
+        from redis.exceptions import RedisError
+
+        return (RedisError,)
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return ()

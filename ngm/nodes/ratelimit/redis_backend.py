@@ -1,0 +1,114 @@
+"""Redis backend: every scope of one request decided and counted by one Lua script, in one round trip,
+on Redis's clock (TIME), so instances with skewed clocks share the same windows. The script mirrors
+`algorithms.py`; nothing is counted unless every scope allows, and refusals are counted per scope."""
+
+from __future__ import annotations
+
+from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
+
+# KEYS: one per scope, then the refusal counter (a hash: scope name -> count).
+# ARGV: peek (0/1), now in ms ('' = Redis's clock; tests pass their own), then per scope: algorithm (w|t),
+# limit, window ms, burst, name.
+_SCRIPT = """
+local now
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+local peek = ARGV[1] == '1'
+local n = #KEYS - 1
+local out, commits, all = {}, {}, true
+for i = 1, n do
+  local a = 2 + (i - 1) * 5
+  local algo, limit, window, burst = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local key = KEYS[i]
+  local allowed, used, remaining, reset, retry
+  if algo == 'w' then
+    local nowi = math.floor(now)
+    local index = math.floor(nowi / window)
+    local elapsed = nowi - index * window
+    local cur = tonumber(redis.call('GET', key .. ':' .. index) or '0')
+    local prev = tonumber(redis.call('GET', key .. ':' .. (index - 1)) or '0')
+    local u = prev * (window - elapsed) / window + cur
+    reset = window - elapsed
+    if u < limit then
+      allowed, used, remaining, retry = 1, math.ceil(u + 1), math.max(0, math.floor(limit - u - 1)), 0
+      commits[#commits + 1] = {'w', key .. ':' .. index, window}
+    else
+      allowed, used, remaining = 0, math.ceil(u), 0
+      if cur >= limit then
+        retry = reset + math.floor(window * (1 - limit / cur)) + 1
+      else
+        retry = math.floor(window - (limit - cur) * window / prev) + 1 - elapsed
+      end
+      if retry < 1 then retry = 1 end
+    end
+  else
+    local interval = window / limit
+    local size = burst
+    if size == 0 then size = limit end
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then tat = now end
+    local new_tat = tat + interval
+    local allow_at = new_tat - size * interval
+    if now < allow_at then
+      allowed, used, remaining, reset = 0, size, 0, math.ceil(tat - now)
+      retry = math.ceil(allow_at - now)
+      if retry < 1 then retry = 1 end
+    else
+      remaining = math.floor((now - allow_at) / interval)
+      allowed, used, reset, retry = 1, size - remaining, math.ceil(new_tat - now), 0
+      commits[#commits + 1] = {'t', key, new_tat, math.ceil(new_tat - now) + 1000}
+    end
+  end
+  if allowed == 0 then all = false end
+  out[#out + 1] = allowed; out[#out + 1] = used; out[#out + 1] = remaining
+  out[#out + 1] = reset; out[#out + 1] = retry
+end
+if not peek then
+  if all then
+    for _, c in ipairs(commits) do
+      if c[1] == 'w' then
+        redis.call('INCR', c[2]); redis.call('PEXPIRE', c[2], c[3] * 2 + 1000)
+      else
+        redis.call('SET', c[2], string.format('%.3f', c[3]), 'PX', c[4])
+      end
+    end
+  else
+    for i = 1, n do
+      if out[(i - 1) * 5 + 1] == 0 then redis.call('HINCRBY', KEYS[n + 1], ARGV[2 + (i - 1) * 5 + 5], 1) end
+    end
+  end
+end
+return out
+"""
+
+
+class RedisBackend:
+    def __init__(self, redis, namespace: str):
+        self.redis, self.prefix = redis, f"{namespace}:rl:"
+        self._script = redis.register_script(_SCRIPT)
+
+    async def check(self, scopes: list[Scope], counter: str = "", peek: bool = False,
+                    now_ms: float | None = None) -> list[Outcome]:
+        keys = [self.prefix + s.key for s in scopes] + [self.prefix + "rejected:" + counter]
+        args: list = ["1" if peek else "0", "" if now_ms is None else repr(float(now_ms))]
+        for s in scopes:
+            args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
+        flat = await self._script(keys=keys, args=args)
+        outcomes = [Outcome(bool(flat[i]), int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]), int(flat[i + 4]))
+                    for i in range(0, len(flat), 5)]
+        return [o.before() for o in outcomes] if peek else outcomes
+
+    async def keys(self, prefix: str, kind: str) -> list[str]:
+        """Scope keys (without our prefix) that start with `prefix` and count in `kind` (w60000, t1000...)."""
+        found = []
+        async for key in self.redis.scan_iter(match=f"{self.prefix}{prefix}*:{kind}*", count=500):
+            found.append(key.decode()[len(self.prefix):])
+        return found
+
+    async def rejections(self, counter: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(self.prefix + "rejected:" + counter)
+        return {k.decode(): int(v) for k, v in raw.items()}

@@ -1,0 +1,98 @@
+"""The memory backend and the Redis backend (its Lua script, on a real Redis) held to the same cases, with
+the clock under the test's control (the script takes `now` from its caller when given)."""
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+
+from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
+from ngm.nodes.ratelimit.memory import MemoryBackend
+from ngm.nodes.ratelimit.redis_backend import RedisBackend
+from tests.support.processes import REDIS_URL
+
+pytestmark = pytest.mark.anyio
+
+
+class Driver:
+    """check(scopes, at_ms) on either backend."""
+
+    def __init__(self, kind: str, client=None):
+        self.kind, self.now = kind, 0.0
+        if kind == "memory":
+            self.backend = MemoryBackend(lambda: self.now / 1000)
+        else:
+            self.backend = RedisBackend(client, f"ngm-test-{uuid.uuid4().hex[:8]}")
+
+    async def check(self, scopes, at_ms, counter="gw", peek=False):
+        self.now = at_ms
+        if self.kind == "memory":
+            return await self.backend.check(scopes, counter, peek)
+        return await self.backend.check(scopes, counter, peek, now_ms=at_ms)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def driver(request):
+    if request.param == "memory":
+        yield Driver("memory")
+        return
+    client = aioredis.from_url(REDIS_URL)
+    d = Driver("redis", client)
+    yield d
+    async for key in client.scan_iter(match=d.backend.prefix + "*"):
+        await client.delete(key)
+    await client.aclose()
+
+
+async def test_sliding_window_edges(driver):
+    scope = [Scope("gateway", "g", 5, 1000)]
+    t0 = 1_700_000_000_000  # a window boundary
+    allowed = [(await driver.check(scope, t0 + i))[0].allowed for i in range(6)]
+    assert allowed == [True] * 5 + [False]
+    refused = (await driver.check(scope, t0 + 10))[0]
+    assert refused.retry_ms == 1000 - 10 + 1
+    assert not (await driver.check(scope, t0 + 1000))[0].allowed  # the full window still weighs 5
+    ok = (await driver.check(scope, t0 + 1001))[0]
+    assert ok.allowed and ok.remaining == 0
+    assert await driver.backend.rejections("gw") == {"gateway": 3}
+
+
+async def test_refused_requests_count_in_no_scope(driver):
+    wide, narrow = Scope("gateway", "g", 10, 1000), Scope("user", "u", 2, 1000)
+    t0 = 1_700_000_000_000
+    results = [await driver.check([wide, narrow], t0 + i) for i in range(5)]
+    assert [r[1].allowed for r in results] == [True, True, False, False, False]
+    assert all(r[0].allowed for r in results)  # the wide scope would have allowed them all...
+    peek = (await driver.check([wide], t0 + 6, peek=True))[0]
+    assert peek.used == 2 and peek.remaining == 8  # ...but counted only the two admitted
+    assert (await driver.check([wide], t0 + 7, peek=True))[0].used == 2  # peeking counts nothing either
+
+
+async def test_token_bucket_burst_then_steady_rate(driver):
+    scope = [Scope("agent", "a", 10, 1000, TOKEN_BUCKET, burst=3)]
+    t0 = 1_700_000_000_000
+    assert [(await driver.check(scope, t0))[0].allowed for _ in range(4)] == [True, True, True, False]
+    assert (await driver.check(scope, t0))[0].retry_ms == 100
+    assert not (await driver.check(scope, t0 + 99))[0].allowed
+    admitted = 0
+    for ms in range(100, 2100, 10):  # 200 attempts over 2 s at 10 per second: 20 more
+        admitted += (await driver.check(scope, t0 + ms))[0].allowed
+    assert admitted == 20
+
+
+async def test_redis_counts_are_exact_under_concurrent_callers():
+    """50 callers at once through one script: never more than the limit admitted in the window."""
+    client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=16))
+    backend = RedisBackend(client, f"ngm-test-{uuid.uuid4().hex[:8]}")
+    scopes = [Scope("gateway", "g", 100, 60_000), Scope("user", "u", 1000, 60_000)]
+    try:
+        t0 = 1_700_000_040_000  # all within one window
+        results = await asyncio.gather(*(backend.check(scopes, "gw", now_ms=t0 + i % 50) for i in range(300)))
+        assert sum(all(o.allowed for o in r) for r in results) == 100
+        user = (await backend.check([scopes[1]], "gw", peek=True, now_ms=t0 + 60))[0]
+        assert user.used == 100  # refused by the gateway scope: not counted for the user
+    finally:
+        async for key in client.scan_iter(match=backend.prefix + "*"):
+            await client.delete(key)
+        await client.aclose()
