@@ -1,7 +1,8 @@
 """Requests per second and p50/p99 latency with 16 concurrent clients (wrk) against a trivial upstream on
 127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured),
 (c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed,
-and (e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client.
+and (e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client. The router is
+measured with rate limits off, with the three limits on (in memory), and with them on through Redis.
 
     .venv/bin/python bench/router_throughput.py [--seconds 10] [--connections 16]
 """
@@ -54,12 +55,12 @@ def wrk(url: str, seconds: int, connections: int, headers: dict | None = None) -
     return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": int(errors.group(1)) if errors else 0}
 
 
-def setup_ngm(base: str, upstream_port: int, workdir: Path) -> str:
+def setup_ngm(base: str, upstream_port: int, data_dir: Path) -> tuple[str, str]:
     from ngm.models.database import open_database
     from ngm.nodes.auth.store import create_key
 
     async def key():
-        db = await open_database(f"sqlite:///{workdir / 'ngm.db'}")
+        db = await open_database(f"sqlite:///{data_dir / 'ngm.db'}")
         k, _ = await create_key(db, "bench", "org_owner", "bench", "bench")
         await db.close_async()
         return k
@@ -69,13 +70,21 @@ def setup_ngm(base: str, upstream_port: int, workdir: Path) -> str:
         gw = c.post("/api/v1/gateways", json={"name": "upstream", "environment": "production",
                                               "api_url": f"http://127.0.0.1:{upstream_port}", "api_key": "k"}).json()
         c.post("/api/v1/deployments", json={"gateway_id": gw["id"], "agent_id": "bench", "agent_version": "1"})
-    return api_key
+    return api_key, gw["id"]
+
+
+def limits_on(base: str, api_key: str, gateway_id: str) -> None:
+    """All three scopes limited, high enough that nothing is refused: the cost of checking, not refusing."""
+    httpx.put(f"{base}/api/v1/gateways/{gateway_id}/rate-limits", headers={"X-API-Key": api_key},
+              json={"global_rate_limit": 10**9, "per_agent_rate_limit": 10**9, "per_user_rate_limit": 10**9})
+    time.sleep(1.5)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk (Debian package wrk)")
@@ -92,16 +101,22 @@ def main() -> None:
             [label, wrk(url, args.seconds, args.connections, headers)])
         run("(a) upstream directly", f"http://127.0.0.1:{upstream_port}/health")
 
-        ngm_port = free_port()
-        env = clean_env(NGM_DATA_DIR=str(workdir / "data"), NGM_DATABASE_URL=f"sqlite:///{workdir / 'ngm.db'}",
-                        NGM_MONITOR="off")
-        ngm = start([NGM, "serve", "--port", str(ngm_port)], env, workdir / "ngm.log")
-        procs.append(ngm)
-        wait_ready(f"http://127.0.0.1:{ngm_port}", ngm)
-        api_key = setup_ngm(f"http://127.0.0.1:{ngm_port}", upstream_port, workdir)
-        invoke = f"http://127.0.0.1:{ngm_port}/api/v1/agents/bench/invoke/health"
-        wrk(invoke, 2, args.connections, {"X-API-Key": api_key})  # warm up
-        run("(b) ngm router (1 process)", invoke, {"X-API-Key": api_key})
+        for label, redis_url in (("", None), (" + Redis", args.redis)):
+            ngm_port, data = free_port(), workdir / f"data{bool(redis_url)}"
+            env = clean_env(NGM_DATA_DIR=str(data), NGM_DATABASE_URL=f"sqlite:///{data / 'ngm.db'}",
+                            NGM_MONITOR="off", NGM_API_RATE_LIMIT="0", **({"NGM_REDIS_URL": redis_url} if redis_url
+                                                                          else {}))
+            ngm = start([NGM, "serve", "--port", str(ngm_port)], env, workdir / f"ngm{bool(redis_url)}.log")
+            procs.append(ngm)
+            base = f"http://127.0.0.1:{ngm_port}"
+            wait_ready(base, ngm)
+            api_key, gateway_id = setup_ngm(base, upstream_port, data)
+            invoke = f"{base}/api/v1/agents/bench/invoke/health"
+            wrk(invoke, 2, args.connections, {"X-API-Key": api_key})  # warm up
+            run(f"(b) ngm router{label}, rate limits off", invoke, {"X-API-Key": api_key})
+            limits_on(base, api_key, gateway_id)
+            run(f"(b) ngm router{label}, 3 rate limits on", invoke, {"X-API-Key": api_key})
+            stop(ngm)
 
         for label, kind in (("(c) FastAPI + httpx forwarder", "fastapi-httpx"),
                             ("(e) uvicorn + aiohttp client forwarder", "asgi-aiohttp")):

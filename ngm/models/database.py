@@ -6,6 +6,8 @@ created_at/updated_at are `timestamp without time zone` filled with the session'
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -33,8 +35,8 @@ def ensure_postgres_database(url: str) -> None:
             with admin.cursor() as cur:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             log.info("created PostgreSQL database %s", name)
-        except psycopg2.errors.DuplicateDatabase:
-            pass
+        except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+            pass  # another instance starting at the same moment created it
         finally:
             admin.close()
         conn = psycopg2.connect(url)
@@ -58,12 +60,33 @@ def sqlite_path(url: str) -> Path | None:
 
 async def open_database(url: str):
     """Return a connected DataFlow with every model's table in place."""
-    from dataflow import DataFlow
-
     if url.startswith(("postgresql://", "postgres://")):
         ensure_postgres_database(url)
-    elif (path := sqlite_path(url)) is not None:
+        async with _schema_lock(url):  # instances starting together must not race each other's CREATE TABLEs
+            return await _open_dataflow(url)
+    if (path := sqlite_path(url)) is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    return await _open_dataflow(url)
+
+
+@contextlib.asynccontextmanager
+async def _schema_lock(url: str):
+    """A PostgreSQL advisory lock (session-scoped, on the database itself) held while tables are created."""
+    import psycopg2
+
+    conn = await asyncio.to_thread(psycopg2.connect, url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            await asyncio.to_thread(cur.execute, "SELECT pg_advisory_lock(7412093)")
+        yield
+    finally:
+        conn.close()  # releases the lock
+
+
+async def _open_dataflow(url: str):
+    from dataflow import DataFlow
+
     db = DataFlow(
         url,
         cache_enabled=False,  # the default cache serves stale reads across instances

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 SLIDING_WINDOW = "sliding_window"
 TOKEN_BUCKET = "token_bucket"
@@ -37,8 +38,7 @@ class Scope:
                      max(1, self.burst // max(1, parts)) if self.burst else 0)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):  # a tuple: made for every scope of every request
     allowed: bool
     used: int  # after this request when allowed; as it stands when refused (or when only peeking)
     remaining: int

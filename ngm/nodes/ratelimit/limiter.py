@@ -54,7 +54,11 @@ def request_scopes(limits: Limits, gateway_id: str, agent_id: str, key_id: str, 
             for name, key, limit in wanted if limit and limit > 0]
 
 
-def headers_for(scopes: list[Scope], outcomes: list[Outcome]) -> list[tuple[bytes, bytes]]:
+def policy_header(scopes: list[Scope]) -> bytes:
+    return ", ".join(f'"{x.name}";q={x.limit};w={max(1, x.window_ms // 1000)}' for x in scopes).encode()
+
+
+def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | None = None) -> list[tuple[bytes, bytes]]:
     """X-RateLimit-* of the tightest scope (the refusing one when refused) and the IETF draft's fields."""
     refused = [i for i, o in enumerate(outcomes) if not o.allowed]
     if refused:
@@ -64,9 +68,8 @@ def headers_for(scopes: list[Scope], outcomes: list[Outcome]) -> list[tuple[byte
         i = min(range(len(outcomes)), key=lambda j: (outcomes[j].remaining, -outcomes[j].reset_ms))
         reset = math.ceil(outcomes[i].reset_ms / 1000)
     s, o = scopes[i], outcomes[i]
-    policy = ", ".join(f'"{x.name}";q={x.limit};w={max(1, x.window_ms // 1000)}' for x in scopes)
     out = [(b"x-ratelimit-limit", str(s.limit).encode()), (b"x-ratelimit-remaining", str(o.remaining).encode()),
-           (b"x-ratelimit-reset", str(reset).encode()), (b"ratelimit-policy", policy.encode()),
+           (b"x-ratelimit-reset", str(reset).encode()), (b"ratelimit-policy", policy or policy_header(scopes)),
            (b"ratelimit", f'"{s.name}";r={o.remaining};t={reset}'.encode())]
     if refused:
         out.append((b"retry-after", str(reset).encode()))
@@ -85,6 +88,7 @@ class RateLimiter:
         self.counters = {"redis_failures": 0, "switched_to_local": 0, "recovered": 0, "decided_locally": 0,
                          "refused_unavailable": 0}
         self._task: asyncio.Task | None = None
+        self._scopes: dict[tuple, tuple[list[Scope], bytes]] = {}  # a request's scopes, built once per caller
 
     # ------------------------------------------------------------------ deciding
 
@@ -109,12 +113,19 @@ class RateLimiter:
     async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
                     fail_closed: bool) -> list:
         """The router's check before a request leaves: -> response headers, or raises RateLimited (429/503)."""
-        scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
-                                principal.rate_limit)
+        which = (limits, gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
+        cached = self._scopes.get(which)
+        if cached is None:
+            if len(self._scopes) >= 100_000:
+                self._scopes.clear()
+            scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
+                                    principal.rate_limit)
+            cached = self._scopes[which] = (scopes, policy_header(scopes))
+        scopes, policy = cached
         if not scopes:
             return []
         outcomes = await self.decide(scopes, gateway_id, fail_closed)
-        headers = headers_for(scopes, outcomes)
+        headers = headers_for(scopes, outcomes, policy)
         if not all(o.allowed for o in outcomes):
             names = [s.name for s, o in zip(scopes, outcomes) if not o.allowed]
             raise RateLimited(429, "rate_limited", f"rate limit exceeded ({', '.join(names)} scope)",

@@ -25,7 +25,7 @@ class RateLimitNode(ContextNode):
     async def async_run(self, **kw):
         scopes = [Scope(**s) for s in kw["scopes"]]
         outcomes = await self.ctx.limiter.decide(scopes, kw.get("counter", ""), peek=kw.get("peek", False))
-        return {"outcomes": [{"scope": s.name, **o.__dict__} for s, o in zip(scopes, outcomes)]}
+        return {"outcomes": [{"scope": s.name, **o._asdict()} for s, o in zip(scopes, outcomes)]}
 
 
 def limits_of(gateway: dict) -> Limits:
