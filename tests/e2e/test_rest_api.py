@@ -1,5 +1,6 @@
 """The REST API of a real `ngm serve` process, over real HTTP."""
 
+import time
 import uuid
 
 import pytest
@@ -223,6 +224,10 @@ def test_one_log_line_per_request_naming_the_key_id_not_the_key(deployment, owne
     marker = uuid.uuid4().hex
     r = owner.get("/api/v1/gateways", headers={"X-Request-ID": marker})
     assert r.headers["x-request-id"] == marker
+    deadline = time.monotonic() + 2  # access lines are written in batches, at most 50 ms late
+    while time.monotonic() < deadline and marker not in deployment.server.log():
+        time.sleep(0.02)
+    time.sleep(0.1)  # a second line, if one were written, would be in the same batch
     lines = [ln for ln in deployment.server.log().splitlines() if marker in ln]
     assert len(lines) == 1
     assert '"GET /api/v1/gateways" 200' in lines[0] and "key=key_" in lines[0]
