@@ -17,14 +17,21 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _OURS = ("ngm", "uvicorn")
 
 
-class _UTCFormatter(logging.Formatter):
-    _second, _stamp = -1, ""
+_last_stamp = (-1, "")
 
+
+def utc_stamp(created: float) -> str:
+    """2026-11-23T12:00:00.123Z; one strftime a second, not one a line (the access log is on the hot path)."""
+    global _last_stamp
+    second = int(created)
+    if second != _last_stamp[0]:
+        _last_stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_last_stamp[1]}.{int((created - second) * 1000):03d}Z"
+
+
+class _UTCFormatter(logging.Formatter):
     def formatTime(self, record, datefmt=None):  # noqa: N802 (logging API)
-        second = int(record.created)
-        if second != self._second:  # one strftime a second, not one a line: the access log is on the hot path
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._stamp}.{int(record.msecs):03d}Z"
+        return utc_stamp(record.created)
 
 
 class _OwnRecordsFilter(logging.Filter):
@@ -48,7 +55,6 @@ class AccessLog:
     def __init__(self):
         self.stream, self.enabled = None, False
         self._lines: list[str] = []
-        self._second, self._stamp = -1, ""
 
     def configure(self, stream, enabled: bool) -> None:
         self.flush()
@@ -57,11 +63,7 @@ class AccessLog:
     def write(self, text: str) -> None:
         if not self.enabled:
             return
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        self._lines.append(f"{self._stamp}.{int((now - second) * 1000):03d}Z INFO ngm.access {text}\n")
+        self._lines.append(f"{utc_stamp(time.time())} INFO ngm.access {text}\n")
         if len(self._lines) == 1:
             try:
                 asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)

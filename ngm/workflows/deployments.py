@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
+from ngm.workflows.schema import Strict, reject_null
 
 _NODES = ["ngm.nodes.deployments.nodes"]
 _AGENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -39,11 +40,8 @@ FailureMode = Annotated[Literal["open", "closed"], Field(description=(
     "when Redis is down: open = limit locally at limit / live instances, closed = answer 503"))]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class DeploymentCreate(_Strict):
+class DeploymentCreate(Strict):
     gateway_id: str = Field(max_length=128)
     agent_id: AgentId
     agent_version: Version
@@ -53,22 +51,17 @@ class DeploymentCreate(_Strict):
     rate_limit_failure_mode: FailureMode = "open"
 
 
-class DeploymentUpdate(_Strict):
+class DeploymentUpdate(Strict):
     agent_version: Optional[Version] = None
     workspace_id: Optional[str] = Field(None, min_length=1, max_length=128)
     weight: Optional[Weight] = None
     rate_limit: Optional[AgentLimit] = None
     rate_limit_failure_mode: Optional[FailureMode] = None
 
-    @field_validator("agent_version", "weight", "rate_limit_failure_mode", mode="before")
-    @classmethod
-    def _not_null(cls, value):
-        if value is None:
-            raise ValueError("must not be null")
-        return value
+    _not_null = reject_null("agent_version", "weight", "rate_limit_failure_mode")
 
 
-class DeploymentQuery(_Strict):
+class DeploymentQuery(Strict):
     gateway_id: Optional[str] = Field(None, max_length=128)
     agent_id: Optional[str] = Field(None, max_length=128)
     status: Optional[Literal["active", "draining", "inactive"]] = None
@@ -76,7 +69,7 @@ class DeploymentQuery(_Strict):
     offset: int = Field(0, ge=0)
 
 
-class DrainInput(_Strict):
+class DrainInput(Strict):
     timeout_seconds: float = Field(30.0, ge=0, le=3600,
                                    description="after this, inactive even if requests are still in flight")
 

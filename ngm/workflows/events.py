@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from ngm.nodes.events.store import WEBHOOK_EVENT_TYPES
 from ngm.nodes.gateways import validation as v
 from ngm.workflows.build import audited, chain
 from ngm.workflows.gateway_schemas import TransitionOut
 from ngm.workflows.registry import CliSpec, operation
+from ngm.workflows.schema import Strict
 
 _NODES = ["ngm.nodes.events.nodes", "ngm.nodes.audit.nodes"]
 EventType = Literal[WEBHOOK_EVENT_TYPES]
@@ -20,11 +21,8 @@ _HOOK_CLI = CliSpec(columns=("id", "url", "events", "active", "description", "cr
                     rename={"url": "webhook-url"})  # --url names the server to talk to
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class TransitionQuery(_Strict):
+class TransitionQuery(Strict):
     gateway_id: Optional[str] = Field(None, max_length=128)
     since: Optional[datetime] = Field(None, description="ISO 8601; only transitions at or after it")
     limit: int = Field(100, ge=1, le=1000)
@@ -34,7 +32,7 @@ class TransitionList(BaseModel):
     items: list[TransitionOut]
 
 
-class WebhookCreate(_Strict):
+class WebhookCreate(Strict):
     url: WebhookUrl
     description: Optional[str] = Field(None, max_length=1000)
     events: Annotated[list[EventType], AfterValidator(v.check_unique_items)] = Field(
@@ -42,7 +40,7 @@ class WebhookCreate(_Strict):
     active: bool = True
 
 
-class WebhookUpdate(_Strict):
+class WebhookUpdate(Strict):
     url: Optional[WebhookUrl] = None
     description: Optional[str] = Field(None, max_length=1000)
     events: Optional[Annotated[list[EventType], AfterValidator(v.check_unique_items)]] = Field(None, min_length=1)
@@ -70,7 +68,7 @@ class WebhookList(BaseModel):
     items: list[WebhookOut]
 
 
-class DeliveryQuery(_Strict):
+class DeliveryQuery(Strict):
     status: Optional[Literal["pending", "delivered", "failed"]] = None
     limit: int = Field(50, ge=1, le=1000)
 

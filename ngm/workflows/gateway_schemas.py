@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints, field_validator
 
 from ngm.nodes.gateways import validation as v
 from ngm.nodes.health.stats import parse_window
+from ngm.workflows.schema import Strict, reject_null
 
 Environment = Literal["development", "staging", "production"]
 GatewayType = Literal["shared", "dedicated", "private"]
@@ -67,11 +68,7 @@ _DESCRIPTIONS = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GatewayCreate(_Strict):
+class GatewayCreate(Strict):
     name: Name
     description: Optional[Text] = None
     environment: Environment
@@ -113,7 +110,7 @@ _NOT_NULL = (*_HEALTH_POLICY, "name", "environment", "gateway_type", "api_url", 
              "rate_limit_window", "rate_limit_algorithm", "rate_limit_burst", "auth_methods", "status")
 
 
-class GatewayUpdate(_Strict):
+class GatewayUpdate(Strict):
     """Partial update: only the fields sent change; null clears an optional field."""
 
     name: Optional[Name] = None
@@ -149,12 +146,7 @@ class GatewayUpdate(_Strict):
     health_grace_period: Optional[Grace] = None
     request_timeout: Optional[RequestTimeout] = None
 
-    @field_validator(*_NOT_NULL, mode="before")
-    @classmethod
-    def _not_null(cls, value):
-        if value is None:
-            raise ValueError("must not be null")
-        return value
+    _not_null = reject_null(*_NOT_NULL)
 
 
 for _model in (GatewayCreate, GatewayUpdate):
@@ -163,7 +155,7 @@ for _model in (GatewayCreate, GatewayUpdate):
     _model.model_rebuild(force=True)
 
 
-class GatewayListQuery(_Strict):
+class GatewayListQuery(Strict):
     environment: Optional[Environment] = None
     status: Optional[Status] = None
     health_status: Optional[HealthStatus] = None
@@ -171,11 +163,11 @@ class GatewayListQuery(_Strict):
     offset: int = Field(0, ge=0)
 
 
-class GatewayDeleteQuery(_Strict):
+class GatewayDeleteQuery(Strict):
     force: bool = Field(False, description="also delete the gateway's deployments, active ones included")
 
 
-class GatewayResolveQuery(_Strict):
+class GatewayResolveQuery(Strict):
     environment: Environment
 
 
@@ -258,7 +250,7 @@ class HealthCheckOut(BaseModel):
     transition: Optional[TransitionOut]
 
 
-class HistoryQuery(_Strict):
+class HistoryQuery(Strict):
     window: str = Field("24h", description="how far back: e.g. 30m, 1h, 24h, 7d (1m to 30d)")
     limit: int = Field(100, ge=1, le=5000, description="most recent probes to list")
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
+from ngm.workflows.schema import Strict, reject_null
 
 Role = Literal["org_owner", "org_admin", "org_member", "org_viewer"]
 _NODES = ["ngm.nodes.auth.nodes", "ngm.nodes.audit.nodes"]
@@ -19,32 +20,24 @@ _API_LIMIT = "management API requests per minute for this key, overriding NGM_AP
 Limit = Annotated[int, Field(ge=0, le=1_000_000_000)]
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyCreate(Strict):
     role: Role
     name: Optional[str] = Field(None, min_length=1, max_length=200, description="defaults to the role")
     rate_limit: Optional[Limit] = Field(None, description=_LIMIT)
     api_rate_limit: Optional[Limit] = Field(None, description=_API_LIMIT)
 
 
-class KeyUpdate(BaseModel):
+class KeyUpdate(Strict):
     """Partial update: only the fields sent change; null returns a limit to the default."""
 
-    model_config = ConfigDict(extra="forbid")
     name: Optional[str] = Field(None, min_length=1, max_length=200)
     rate_limit: Optional[Limit] = Field(None, description=_LIMIT)
     api_rate_limit: Optional[Limit] = Field(None, description=_API_LIMIT)
 
-    @field_validator("name", mode="before")
-    @classmethod
-    def _not_null(cls, value):
-        if value is None:
-            raise ValueError("must not be null")
-        return value
+    _not_null = reject_null("name")
 
 
-class KeyListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KeyListQuery(Strict):
     include_revoked: bool = False
 
 

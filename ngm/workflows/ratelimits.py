@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.gateway_schemas import GatewayOut, RateAlgorithm, RateLimit, RateWindow
 from ngm.workflows.registry import CliSpec, operation
+from ngm.workflows.schema import Strict, reject_null
 
 _GATEWAY_NODES = ["ngm.nodes.gateways.nodes"]
 _FIELDS = ("global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit", "rate_limit_window",
            "rate_limit_algorithm", "rate_limit_burst")
 
 
-class RateLimitSettings(BaseModel):
+class RateLimitSettings(Strict):
     """Partial: only the fields sent change. Limits are requests per window; 0 = unlimited."""
 
-    model_config = ConfigDict(extra="forbid")
     global_rate_limit: Optional[RateLimit] = None
     per_agent_rate_limit: Optional[RateLimit] = None
     per_user_rate_limit: Optional[RateLimit] = None
@@ -26,12 +26,7 @@ class RateLimitSettings(BaseModel):
     rate_limit_algorithm: Optional[RateAlgorithm] = None
     rate_limit_burst: Optional[RateLimit] = None
 
-    @field_validator(*_FIELDS, mode="before")
-    @classmethod
-    def _not_null(cls, value):
-        if value is None:
-            raise ValueError("must not be null")
-        return value
+    _not_null = reject_null(*_FIELDS)
 
 
 class Usage(BaseModel):

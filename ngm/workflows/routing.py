@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from ngm.nodes.gateways.validation import check_region
 from ngm.nodes.health.stats import parse_window
@@ -13,6 +13,7 @@ from ngm.workflows.build import audited, chain
 from ngm.workflows.deployments import AgentId
 from ngm.workflows.gateway_schemas import Environment
 from ngm.workflows.registry import CliSpec, operation
+from ngm.workflows.schema import Strict
 
 _NODES = ["ngm.nodes.routing.nodes"]
 Strategy = Literal["round_robin", "least_connections", "weighted", "geographic"]
@@ -28,11 +29,8 @@ def check_header(value: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class Scope(_Strict):
+class Scope(Strict):
     agent_id: AgentId
     environment: Environment
 
@@ -53,7 +51,7 @@ class PolicyInput(Scope):
         return self
 
 
-class PolicyListQuery(_Strict):
+class PolicyListQuery(Strict):
     agent_id: Optional[str] = Field(None, max_length=128)
 
 
@@ -113,7 +111,7 @@ class RouteOut(BaseModel):
     skipped: list[RouteCandidate]
 
 
-class TrafficQuery(_Strict):
+class TrafficQuery(Strict):
     environment: Environment = "production"
     window: str = Field("5m", description="1m to 15m")
 

@@ -18,11 +18,13 @@ import math
 import time
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
 from ngm.nodes.ratelimit.memory import MemoryBackend
 
 log = logging.getLogger("ngm.ratelimit")
-_REDIS_DOWN = (OSError, asyncio.TimeoutError, ConnectionError)
+_REDIS_DOWN = (OSError, asyncio.TimeoutError, ConnectionError, RedisError)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,13 @@ class Limits:
     window_ms: int = 60_000
     algorithm: str = SLIDING_WINDOW
     burst: int = 0
+
+    @classmethod
+    def of_gateway(cls, g: dict) -> "Limits":
+        """From a gateway row (the router's table) or view (the usage report)."""
+        return cls(int(g["global_rate_limit"] or 0), int(g["per_agent_rate_limit"] or 0),
+                   int(g["per_user_rate_limit"] or 0), int(float(g["rate_limit_window"] or 60) * 1000),
+                   g["rate_limit_algorithm"] or SLIDING_WINDOW, int(g["rate_limit_burst"] or 0))
 
 
 class RateLimited(Exception):
@@ -99,7 +108,7 @@ class RateLimiter:
         if self.redis_up:
             try:
                 return await self.shared.check(scopes, counter, peek)
-            except _REDIS_DOWN + _redis_errors() as exc:
+            except _REDIS_DOWN as exc:
                 self._went_down(exc)
         if fail_closed and not peek:
             self.counters["refused_unavailable"] += 1
@@ -154,7 +163,7 @@ class RateLimiter:
             return local
         try:
             shared = await self.shared.rejections(counter)
-        except _REDIS_DOWN + _redis_errors():
+        except _REDIS_DOWN:
             return local
         return {k: shared.get(k, 0) + local.get(k, 0) for k in set(shared) | set(local)}
 
@@ -166,7 +175,7 @@ class RateLimiter:
         if self.shared is not None and self.redis_up:
             try:
                 found |= {k[len(prefix):].split(":")[0] for k in await self.shared.keys(prefix, kind)}
-            except _REDIS_DOWN + _redis_errors():
+            except _REDIS_DOWN:
                 pass
         return sorted(found)
 
@@ -207,7 +216,7 @@ class RateLimiter:
                 self.redis_up = True
                 self.counters["recovered"] += 1
                 log.warning("rate limits: Redis answers again; limits are shared across instances again")
-        except _REDIS_DOWN + _redis_errors() as exc:
+        except _REDIS_DOWN as exc:
             self._went_down(exc)
 
     def status(self) -> dict:
@@ -215,11 +224,3 @@ class RateLimiter:
                 "mode": "shared" if self.shared is not None and self.redis_up else "local",
                 "live_instances": self.live_instances, **self.counters}
 
-
-def _redis_errors() -> tuple:
-    try:
-        from redis.exceptions import RedisError
-
-        return (RedisError,)
-    except ImportError:  # pragma: no cover - redis is a dependency
-        return ()

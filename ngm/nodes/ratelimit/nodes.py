@@ -1,8 +1,7 @@
-"""Kailash nodes for rate limits.
+"""Kailash node for GET /gateways/{id}/rate-limits: configured limits and current usage per scope.
 
-RateLimitNode decides (or only peeks at) a list of scopes with the process's limiter, the same object the
-router calls in process for every forwarded request (no workflow execution per request).
-RateLimitUsageNode answers GET /gateways/{id}/rate-limits: configured limits and current usage per scope.
+It reads the process's limiter, the object the router calls in process for every forwarded request (no
+workflow execution per request).
 """
 
 from __future__ import annotations
@@ -14,24 +13,7 @@ from kailash.nodes.base import register_node
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.deployments import store as deployments
 from ngm.nodes.gateways import store as gateways
-from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Scope
 from ngm.nodes.ratelimit.limiter import Limits, request_scopes
-
-
-@register_node()
-class RateLimitNode(ContextNode):
-    PARAMS = {"scopes": (list, REQUIRED), "counter": (str, ""), "peek": (bool, False)}
-
-    async def async_run(self, **kw):
-        scopes = [Scope(**s) for s in kw["scopes"]]
-        outcomes = await self.ctx.limiter.decide(scopes, kw.get("counter", ""), peek=kw.get("peek", False))
-        return {"outcomes": [{"scope": s.name, **o._asdict()} for s, o in zip(scopes, outcomes)]}
-
-
-def limits_of(gateway: dict) -> Limits:
-    return Limits(gateway["global_rate_limit"], gateway["per_agent_rate_limit"], gateway["per_user_rate_limit"],
-                  int(gateway["rate_limit_window"] * 1000), gateway["rate_limit_algorithm"] or SLIDING_WINDOW,
-                  gateway["rate_limit_burst"])
 
 
 @register_node()
@@ -41,7 +23,7 @@ class RateLimitUsageNode(ContextNode):
     async def async_run(self, **kw):
         ctx, org = self.ctx, kw["organization_id"]
         gateway = await gateways.fetch(ctx.db, org, kw["resource_id"])
-        limits, gid = limits_of(gateway), gateway["id"]
+        limits, gid = Limits.of_gateway(gateway), gateway["id"]
         limiter = ctx.limiter
         rows, _ = await deployments.list_page(ctx.db, org, {"gateway_id": gid}, 500, 0)
         agents: dict[str, int | None] = {}

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from ngm.models.sql import json_list
 from ngm.nodes.gateways.validation import base_url
-from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW
 from ngm.nodes.ratelimit.limiter import Limits
 from ngm.nodes.routing.strategies import Policy
 
@@ -86,9 +85,7 @@ class RoutingTable:
                 g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
                 g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode(),
                 self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
-                Limits(int(g["global_rate_limit"] or 0), int(g["per_agent_rate_limit"] or 0),
-                       int(g["per_user_rate_limit"] or 0), int(float(g["rate_limit_window"] or 60) * 1000),
-                       g["rate_limit_algorithm"] or SLIDING_WINDOW, int(g["rate_limit_burst"] or 0)))
+                Limits.of_gateway(g))
         targets: dict[tuple, list[Target]] = {}
         # inactive ones too: they are skipped with a reason, and an agent whose deployments are all
         # inactive answers 503 (temporarily nothing to serve it), not 404 (never deployed)
