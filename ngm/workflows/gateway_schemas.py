@@ -223,6 +223,14 @@ class GatewayPage(BaseModel):
     offset: int
 
 
+class AlertDelivery(BaseModel):
+    webhook_id: str
+    status: str
+    attempts: int
+    last_status_code: Optional[int]
+    delivered_at: Optional[str]
+
+
 class TransitionOut(BaseModel):
     id: str
     organization_id: str
@@ -234,6 +242,7 @@ class TransitionOut(BaseModel):
     from_status: Status
     to_status: Status
     reason: str
+    deliveries: list[AlertDelivery] = Field(default_factory=list, description="webhook alerts sent for it")
 
 
 class HealthCheckOut(BaseModel):

@@ -64,6 +64,15 @@ class KeyList(BaseModel):
     items: list[KeyOut]
 
 
+class WhoAmI(BaseModel):
+    organization_id: str
+    key_id: str
+    name: str
+    role: Role
+    can_change: bool = Field(description="the role may change gateways, deployments and routing (org_admin and up)")
+    can_check: bool = Field(description="the role may run health checks (org_member and up)")
+
+
 operation(
     resource="keys", action="create", summary="Create an API key",
     description="Create a key bound to the caller's organization, with a role no stronger than the caller's. "
@@ -99,4 +108,13 @@ operation(
     output_model=KeyOut, cli=_CLI,
     build_workflow=lambda: audited(_NODES, ("RevokeApiKeyNode", "revoke", {}), "api_key.revoke"),
     result=("revoke", "revoked"),
+)
+
+operation(
+    resource="keys", action="whoami", summary="Show the caller's organization and role",
+    description="What the presented key is: its organization, id, name and role (the dashboard's sign-in).",
+    role="org_viewer", method="GET", path="/keys/me", output_model=WhoAmI,
+    cli=CliSpec(columns=("organization_id", "key_id", "name", "role")),
+    build_workflow=lambda: chain(_NODES, [("WhoAmINode", "whoami", {})]),
+    result=("whoami", "caller"),
 )

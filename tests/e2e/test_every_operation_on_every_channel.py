@@ -209,6 +209,13 @@ async def _(ch, rest, env):
     assert listed[made["id"]]["rate_limit"] == 7
 
 
+@scenario("keys_whoami")
+async def _(ch, rest, env):
+    me = await ch.call("keys_whoami")
+    assert me["organization_id"] == env["org"] and me["role"] == "org_owner"
+    assert me["can_change"] is True and me["can_check"] is True
+
+
 @scenario("ratelimits_set")
 async def _(ch, rest, env):
     gw = await rest.call("gateways_create", gateway_body())
@@ -455,7 +462,7 @@ async def test_every_operation_works_on_the_channel(deployment, backend, kind):
     standin = StandIn("healthy")
     rest = RestChannel(deployment, key)
     channel = await open_channel(kind, deployment, key)
-    env = {"standin": standin, "url": deployment.url,
+    env = {"standin": standin, "url": deployment.url, "org": org,
            "in_process": kind in ("cli-local", "mcp-stdio") and "NGM_REDIS_URL" not in deployment.env}
     try:
         for op in REGISTRY:

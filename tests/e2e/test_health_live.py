@@ -131,12 +131,17 @@ async def test_webhooks_receive_signed_transitions_from_the_server(deployment):
                 await anyio.sleep(0.1)
             await anyio.sleep(1.5)  # nothing more arrives: each transition once
             deliveries = client.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+            transitions = client.get("/api/v1/events/transitions").json()["items"]
         posts = receiver.posts()
         assert len(posts) == 2
         bodies = [json.loads(p["body"]) for p in posts]
         assert [b["data"]["to_health"] for b in bodies] == ["healthy", "unhealthy"]
         assert all(verify(hook["secret"], p["headers"]["X-NGM-Signature"], p["body"], time.time()) for p in posts)
         assert [d["status"] for d in deliveries] == ["delivered", "delivered"]
+        # each transition names the alerts it sent (the dashboard's health view shows them)
+        assert [t["to_health"] for t in transitions] == ["unhealthy", "healthy"]
+        assert [[(d["webhook_id"], d["status"]) for d in t["deliveries"]] for t in transitions] == \
+            [[(hook["id"], "delivered")]] * 2
     finally:
         receiver.stop()
         server.stop()

@@ -36,6 +36,17 @@ class ListApiKeysNode(ContextNode):
 
 
 @register_node()
+class WhoAmINode(ContextNode):
+    PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        a = kw["actor"]
+        return {"caller": {"organization_id": kw["organization_id"], "key_id": a["id"], "name": a.get("name") or "",
+                           "role": a["role"], "can_change": role_at_least(a["role"], "org_admin"),
+                           "can_check": role_at_least(a["role"], "org_member")}}
+
+
+@register_node()
 class UpdateApiKeyNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "resource_id": (str, REQUIRED),
               "params": (dict, {})}

@@ -80,7 +80,16 @@ async def list_transitions(db, organization_id: str, gateway_id: str | None, sin
     if since:
         where["occurred_at"] = {"$gte": since}
     rows = await db.express.list("HealthEvent", filter=where, order_by=["-occurred_at", "-id"], limit=limit)
-    return [transition_view(r) for r in rows]
+    items = [transition_view(r) | {"deliveries": []} for r in rows]
+    by_event = {item["id"]: item for item in items}
+    for part in chunks(list(by_event)):  # the alerts each transition sent (a transition's id is its event id)
+        sent = await db.express.list("WebhookDelivery", filter={"organization_id": organization_id,
+                                                                "event_id": {"$in": part}}, order_by=["id"])
+        for row in sent:
+            view = delivery_view(row)
+            by_event[row["event_id"]]["deliveries"].append(
+                {k: view[k] for k in ("webhook_id", "status", "attempts", "last_status_code", "delivered_at")})
+    return items
 
 
 # ---------------------------------------------------------------- webhooks
