@@ -40,6 +40,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     from ngm.channels.mcp import build_mcp_server, principal_of_request
     from ngm.channels.rest import install_error_handlers, mount_operations
     from ngm.channels.sse import mount_event_stream
+    from ngm.dashboard import mount_dashboard
     from ngm.workflows import load_operations
     from ngm.workflows.executor import Executor
 
@@ -108,6 +109,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     fa.router.routes.append(Route("/mcp", endpoint=StreamableHTTPASGIApp(mcp.session_manager),
                                   methods=["GET", "POST", "DELETE"]))
     _run_during_lifespan(fa, mcp.session_manager.run)
+    mount_dashboard(fa)
 
     # Outermost, in front of FastAPI's own middleware: agent traffic pays for none of it.
     fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, router=routing.router,

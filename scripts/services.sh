@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL (127.0.0.1:5432, user postgres without password) and Redis (127.0.0.1:6379) answer.
-# Starts them when they are installed but down; installs them from Debian's packages when missing (root).
+# Make sure PostgreSQL (127.0.0.1:5432, user postgres without password) and Redis (127.0.0.1:6379) answer,
+# and that Chromium is there for the dashboard's browser tests. Starts the services when they are installed
+# but down; installs what is missing from Debian's packages (root). Never downloads a browser elsewhere.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -39,5 +40,11 @@ ensure_redis() {
   echo "Redis did not start on 127.0.0.1:6379" >&2; return 1
 }
 
+ensure_chromium() {
+  [ -n "${NGM_TEST_CHROMIUM:-}" ] && return 0
+  command -v chromium >/dev/null || apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
+ensure_chromium

@@ -1,0 +1,59 @@
+// The organization's gateways, filtered by environment and status, and the form that registers one.
+import { all, api, session } from '../api.js';
+import { badge, h, ms, replace, table, toast, when } from '../dom.js';
+import { form, values } from '../forms.js';
+import { CREATE_FIELDS, ENVIRONMENTS, HEALTH, STATUSES } from './gateway_fields.js';
+
+const filters = { environment: '', status: '', health_status: '' };
+
+export async function gatewaysView({ creating }, main) {
+  const list = h('div', { id: 'gateway-list', 'aria-live': 'polite' });
+  const filterBar = h('form', { class: 'filters', 'aria-label': 'Filter gateways', onsubmit: e => e.preventDefault() },
+    select('environment', 'Environment', ENVIRONMENTS), select('status', 'Status', STATUSES),
+    select('health_status', 'Health', HEALTH));
+  filterBar.addEventListener('change', () => load(list));
+  const canChange = session.me.can_change;
+  replace(main,
+    h('div', { class: 'title-row' }, h('h1', {}, 'Gateways'),
+      canChange && !creating ? h('a', { href: '#/gateways/new', class: 'button primary' }, 'New gateway') : null),
+    creating && canChange ? createForm() : null,
+    filterBar, list);
+  await load(list);
+}
+
+function select(name, label, options) {
+  const id = `filter-${name}`;
+  return h('div', { class: 'field' }, h('label', { for: id }, label),
+    h('select', { id, name, onchange: e => { filters[name] = e.target.value; } },
+      h('option', { value: '' }, 'all'),
+      options.map(o => h('option', { value: o, selected: filters[name] === o }, o))));
+}
+
+async function load(list) {
+  const gateways = await all('/gateways', filters);
+  replace(list, table([
+    ['Name', g => h('a', { href: `#/gateways/${encodeURIComponent(g.id)}` }, g.name)],
+    ['Environment', g => g.environment],
+    ['Type', g => g.gateway_type],
+    ['Region', g => g.region || '—'],
+    ['Status', g => badge(g.status)],
+    ['Health', g => badge(g.health_status)],
+    ['Last check', g => when(g.last_health_check)],
+    ['Response', g => ms(g.last_response_time_ms)],
+  ], gateways, { caption: `${gateways.length} gateway${gateways.length === 1 ? '' : 's'}`,
+    empty: 'No gateways match.', rowAttrs: g => ({ dataset: { gatewayId: g.id } }) }));
+}
+
+function createForm() {
+  const el = form({
+    label: 'New gateway', fields: CREATE_FIELDS, values: { environment: 'development', gateway_type: 'shared' },
+    submit: 'Register gateway',
+    onSubmit: async (f) => {
+      const made = await api('POST', '/gateways', { body: values(f) });
+      toast(`Gateway ${made.name} registered.`);
+      location.hash = '#/gateways';
+    },
+    extra: [h('a', { href: '#/gateways', class: 'button' }, 'Cancel')],
+  });
+  return h('section', { class: 'panel', 'aria-labelledby': 'new-gw' }, h('h2', { id: 'new-gw' }, 'New gateway'), el);
+}
