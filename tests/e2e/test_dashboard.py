@@ -209,7 +209,7 @@ def test_edit_rotate_deactivate_set_limits_and_delete_with_the_409_explained(ope
     assert rotate.get_by_label("New gateway API key").input_value() == ""
 
     page.get_by_role("button", name="Deactivate").click()
-    page.get_by_role("button", name="Activate").wait_for()
+    page.get_by_role("button", name="Activate", exact=True).wait_for()  # not "Deactivate"
     assert client.get(f"/api/v1/gateways/{gw['id']}").json()["status"] == "inactive"
     operator.shot("gateway-configuration")
 
@@ -396,3 +396,67 @@ def test_the_dashboard_needs_nothing_from_another_origin(operator, server):
     headers = httpx.get(server.url + "/").headers
     assert "default-src 'self'" in headers["content-security-policy"]
     assert httpx.get(server.url + "/static/js/app.js").status_code == 200
+
+
+# WCAG 2 contrast of every visible text element against the first opaque background behind it.
+CONTRAST = """() => {
+  const rgb = c => c.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map(v => v / 255)
+    .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = el => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length < 4 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const worst = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length || el.closest('svg')) continue;
+    const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) worst.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+  return worst;
+}"""
+
+UNLABELLED = """() => [...document.querySelectorAll('input, select, textarea, button, output')]
+  .filter(el => el.getClientRects().length)
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+  .map(el => el.outerHTML.slice(0, 80))"""
+
+
+def test_every_page_has_labelled_controls_and_readable_contrast(operator, server):
+    _, key, client = org_with(server)
+    gw = client.post("/api/v1/gateways", json={"name": "a11y", "environment": "production",
+                                               "api_url": "https://a11y.example.com"}).json()
+    client.post("/api/v1/deployments", json={"gateway_id": gw["id"], "agent_id": "bot", "agent_version": "v1"})
+    page = operator.open()
+    assert page.evaluate(UNLABELLED) == [] and page.evaluate(CONTRAST) == []
+    operator.sign_in(key)
+    for fragment, heading in (("#/gateways", "Gateways"), ("#/gateways/new", "New gateway"),
+                              (f"#/gateways/{gw['id']}", "Configuration"), ("#/health", "Live transitions"),
+                              ("#/agents", "Open an agent"), ("#/agents/bot/production", "Why this gateway")):
+        operator.go(fragment)
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
+        page.locator(".loading").wait_for(state="detached")
+        assert page.evaluate(UNLABELLED) == [], fragment
+        assert page.evaluate(CONTRAST) == [], fragment
+    # After each navigation focus is on the content: Tab reaches its first control, Shift+Tab the navigation.
+    operator.go("#/gateways")
+    page.get_by_role("heading", name="Gateways", exact=True).wait_for()
+    page.wait_for_function("() => document.activeElement.id === 'main'")  # the view has finished rendering
+    active = "() => document.activeElement.textContent.trim()"
+    page.keyboard.press("Tab")
+    assert page.evaluate(active) == "New gateway"
+    backwards = []
+    for _ in range(4):
+        page.keyboard.press("Shift+Tab")
+        backwards.append(page.evaluate(active))
+    assert backwards == ["Sign out", "Agents & traffic", "Health", "Gateways"], backwards
+    page.keyboard.press("Enter")  # on "Gateways"; then to Health by keyboard
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Live transitions").wait_for()
