@@ -73,11 +73,17 @@ def setup_ngm(base: str, upstream_port: int, data_dir: Path) -> tuple[str, str]:
     return api_key, gw["id"]
 
 
-def limits_on(base: str, api_key: str, gateway_id: str) -> None:
-    """All three scopes limited, high enough that nothing is refused: the cost of checking, not refusing."""
+def set_limits(base: str, api_key: str, gateway_id: str, on: bool) -> None:
+    """On: all three scopes limited, high enough that nothing is refused (the cost of checking, not refusing)."""
+    limit = 10**9 if on else 0
     httpx.put(f"{base}/api/v1/gateways/{gateway_id}/rate-limits", headers={"X-API-Key": api_key},
-              json={"global_rate_limit": 10**9, "per_agent_rate_limit": 10**9, "per_user_rate_limit": 10**9})
+              json={"global_rate_limit": limit, "per_agent_rate_limit": limit, "per_user_rate_limit": limit})
     time.sleep(1.5)
+
+
+def median_run(runs: list[dict]) -> dict:
+    ordered = sorted(runs, key=lambda r: r["rps"])
+    return ordered[len(ordered) // 2] | {"runs": [r["rps"] for r in runs]}
 
 
 def main() -> None:
@@ -85,12 +91,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating off/on runs of the router")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("needs wrk (Debian package wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="ngm-router-bench-"))
     procs = []
     rows = []
+    costs = []
     try:
         upstream_port = free_port()
         farm = subprocess.Popen([sys.executable, str(ROOT / "bench" / "standin_farm.py"), "1", "0", "0"],
@@ -113,9 +121,16 @@ def main() -> None:
             api_key, gateway_id = setup_ngm(base, upstream_port, data)
             invoke = f"{base}/api/v1/agents/bench/invoke/health"
             wrk(invoke, 2, args.connections, {"X-API-Key": api_key})  # warm up
-            run(f"(b) ngm router{label}, rate limits off", invoke, {"X-API-Key": api_key})
-            limits_on(base, api_key, gateway_id)
-            run(f"(b) ngm router{label}, 3 rate limits on", invoke, {"X-API-Key": api_key})
+            # Off and on alternate, --rounds times each, and the medians are compared: on this shared
+            # machine a drift over a minute would otherwise show up as the cost of the limits.
+            runs = {False: [], True: []}
+            for _ in range(args.rounds):
+                for on in (False, True):
+                    set_limits(base, api_key, gateway_id, on)
+                    runs[on].append(wrk(invoke, args.seconds, args.connections, {"X-API-Key": api_key}))
+            rows.append([f"(b) ngm router{label}, rate limits off", median_run(runs[False])])
+            rows.append([f"(b) ngm router{label}, 3 rate limits on", median_run(runs[True])])
+            costs.append((label or " in memory", 1 - rows[-1][1]["rps"] / rows[-2][1]["rps"]))
             stop(ngm)
 
         for label, kind in (("(c) FastAPI + httpx forwarder", "fastapi-httpx"),
@@ -145,8 +160,14 @@ def main() -> None:
     for label, r in rows:
         table.append([label, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"]),
                       f"{r['rps'] / nginx:.2f}x" if nginx else "-"])
-    print_table(f"wrk, {args.connections} connections, {args.seconds} s each, trivial upstream on 127.0.0.1",
+    print_table(f"wrk, {args.connections} connections, {args.seconds} s each, trivial upstream on 127.0.0.1 "
+                f"(router: median of {args.rounds} alternating runs)",
                 ["", "requests/s", "p50 ms", "p99 ms", "non-2xx", "vs nginx"], table)
+    for label, r in rows:
+        if "runs" in r:
+            print(f"  {label}: runs {', '.join(f'{x:,.0f}' for x in r['runs'])}")
+    for where, cost in costs:
+        print(f"  cost of three rate limits{where}: {cost:.1%} of the router's throughput")
 
 
 if __name__ == "__main__":

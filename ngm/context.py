@@ -206,6 +206,7 @@ class AppContext:
         if self.redis is not None:
             await self.redis.aclose()
         if self._limiter is not None and self._limiter.redis is not None:
+            self._limiter.shared.close()
             await self._limiter.redis.aclose()
         if self._runtime is not None:
             self._runtime.close()

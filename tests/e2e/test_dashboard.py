@@ -417,7 +417,8 @@ CONTRAST = """() => {
     if (!own || !el.getClientRects().length || el.closest('svg')) continue;
     const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(background(el))];
     const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-    if (ratio < 4.5) worst.push(`${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+    const what = `${el.tagName.toLowerCase()}.${el.className} "${el.textContent.trim().slice(0, 30)}"`;
+    if (ratio < 4.5) worst.push(`${what} ${ratio.toFixed(2)}`);
   }
   return worst;
 }"""

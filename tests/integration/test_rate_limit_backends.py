@@ -2,6 +2,7 @@
 the clock under the test's control (the script takes `now` from its caller when given)."""
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -9,8 +10,10 @@ import redis.asyncio as aioredis
 
 from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
 from ngm.nodes.ratelimit.memory import MemoryBackend
+from ngm.nodes.ratelimit.pipe import Pipe
 from ngm.nodes.ratelimit.redis_backend import RedisBackend
 from tests.support.processes import REDIS_URL
+from tests.support.standin import closed_port
 
 pytestmark = pytest.mark.anyio
 
@@ -98,32 +101,66 @@ async def test_redis_counts_are_exact_under_concurrent_callers():
         await client.aclose()
 
 
-async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own():
-    """Requests queued while a call is out go together in the next one; each is still all-or-nothing."""
+@pytest.mark.parametrize("path", ["pipe", "redis-py"])
+async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(path):
+    """Requests of one loop turn go as one script call; each is still all-or-nothing. Both ways to Redis:
+    the pipelined connection (TCP) and redis-py (what TLS and unix sockets use)."""
     client = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(REDIS_URL, max_connections=4))
     backend = RedisBackend(client, f"ngm-test-{uuid.uuid4().hex[:8]}")
+    assert backend._pipe is not None  # a TCP URL gets the pipe
     hour = 3_600_000  # a boundary mid-test changes nothing: the previous hour's count still weighs in full
     gateway = Scope("gateway", "g", 100, hour)
     users = [Scope("user", f"u{i % 3}", 40, hour) for i in range(300)]
     calls = 0
-    original = backend._call
+    if path == "pipe":
+        original = backend._pipe.call
 
-    async def counting(keys, args):
-        nonlocal calls
-        calls += 1
-        return await original(keys, args)
+        def counting(*args):
+            nonlocal calls
+            calls += 1
+            return original(*args)
 
-    backend._call = counting
+        backend._pipe.call = counting
+    else:
+        backend._pipe = None
+        original = backend._call
+
+        async def counting(keys, args):
+            nonlocal calls
+            calls += 1
+            return await original(keys, args)
+
+        backend._call = counting
     try:
         results = await asyncio.gather(*(backend.check([gateway, users[i]], "gw") for i in range(300)))
         admitted = [i for i, r in enumerate(results) if all(o.allowed for o in r)]
         assert len(admitted) == 100
         per_user = [sum(1 for i in admitted if i % 3 == u) for u in range(3)]
         assert max(per_user) <= 40
-        assert calls < 300 / 4  # batched: far fewer round trips than requests
+        assert 0 < calls < 300 / 4  # batched: far fewer calls than requests
         rejected = await backend.rejections("gw")
         assert rejected["gateway"] == 200
     finally:
+        backend.close()
         async for key in client.scan_iter(match=backend.prefix + "*"):
             await client.delete(key)
         await client.aclose()
+
+
+async def test_the_pipe_fails_fast_on_a_silent_or_missing_redis_and_connects_again():
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+    port = silent.sockets[0].getsockname()[1]
+    pipe = Pipe("127.0.0.1", port, timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(asyncio.TimeoutError):
+        await pipe.call("PING")
+    assert 0.15 < time.monotonic() - started < 1.0
+    silent.close()
+    await silent.wait_closed()
+    pipe.port = closed_port()
+    with pytest.raises(ConnectionError):
+        await pipe.call("PING")
+    pipe.host, pipe.port = REDIS_URL.split("//")[1].split("/")[0].split(":")
+    pipe.port = int(pipe.port)
+    assert await asyncio.gather(pipe.call("PING"), pipe.call("ECHO", "x")) == [b"PONG", b"x"]  # in order
+    pipe.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from dataclasses import dataclass
 
@@ -69,19 +68,21 @@ def policy_header(scopes: list[Scope]) -> bytes:
 
 def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | None = None) -> list[tuple[bytes, bytes]]:
     """X-RateLimit-* of the tightest scope (the refusing one when refused) and the IETF draft's fields."""
-    refused = [i for i, o in enumerate(outcomes) if not o.allowed]
-    if refused:
-        i = max(refused, key=lambda j: outcomes[j].retry_ms)
-        reset = math.ceil(outcomes[i].retry_ms / 1000)
-    else:
-        i = min(range(len(outcomes)), key=lambda j: (outcomes[j].remaining, -outcomes[j].reset_ms))
-        reset = math.ceil(outcomes[i].reset_ms / 1000)
-    s, o = scopes[i], outcomes[i]
-    out = [(b"x-ratelimit-limit", str(s.limit).encode()), (b"x-ratelimit-remaining", str(o.remaining).encode()),
-           (b"x-ratelimit-reset", str(reset).encode()), (b"ratelimit-policy", policy or policy_header(scopes)),
-           (b"ratelimit", f'"{s.name}";r={o.remaining};t={reset}'.encode())]
-    if refused:
-        out.append((b"retry-after", str(reset).encode()))
+    i, o = 0, outcomes[0]  # the tightest: the refusal with the longest wait, else the least remaining
+    for j in range(1, len(outcomes)):
+        c = outcomes[j]
+        if o.allowed:
+            if not c.allowed or c.remaining < o.remaining or (c.remaining == o.remaining and c.reset_ms > o.reset_ms):
+                i, o = j, c
+        elif not c.allowed and c.retry_ms > o.retry_ms:
+            i, o = j, c
+    reset = -(-(o.reset_ms if o.allowed else o.retry_ms) // 1000)  # whole seconds, rounded up
+    s = scopes[i]
+    out = [(b"x-ratelimit-limit", b"%d" % s.limit), (b"x-ratelimit-remaining", b"%d" % o.remaining),
+           (b"x-ratelimit-reset", b"%d" % reset), (b"ratelimit-policy", policy or policy_header(scopes)),
+           (b"ratelimit", b'"%s";r=%d;t=%d' % (s.name.encode(), o.remaining, reset))]
+    if not o.allowed:
+        out.append((b"retry-after", b"%d" % reset))
     return out
 
 
@@ -97,7 +98,7 @@ class RateLimiter:
         self.counters = {"redis_failures": 0, "switched_to_local": 0, "recovered": 0, "decided_locally": 0,
                          "refused_unavailable": 0}
         self._task: asyncio.Task | None = None
-        self._scopes: dict[tuple, tuple[list[Scope], bytes]] = {}  # a request's scopes, built once per caller
+        self._scopes: dict[tuple, tuple] = {}  # a request's scopes and policy header, built once per caller
 
     # ------------------------------------------------------------------ deciding
 
@@ -122,15 +123,17 @@ class RateLimiter:
     async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
                     fail_closed: bool) -> list:
         """The router's check before a request leaves: -> response headers, or raises RateLimited (429/503)."""
-        which = (limits, gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
+        # keyed by the Limits object's identity (the routing table makes one per refresh; hashing its
+        # fields per request cost more than the check), guarded against a reused id by `is`
+        which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
         cached = self._scopes.get(which)
-        if cached is None:
+        if cached is None or cached[2] is not limits:
             if len(self._scopes) >= 100_000:
                 self._scopes.clear()
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
-            cached = self._scopes[which] = (scopes, policy_header(scopes))
-        scopes, policy = cached
+            cached = self._scopes[which] = (scopes, policy_header(scopes), limits)
+        scopes, policy, _ = cached
         if not scopes:
             return []
         outcomes = await self.decide(scopes, gateway_id, fail_closed)

@@ -23,29 +23,32 @@ class MemoryBackend:
 
     def check_now(self, scopes: list[Scope], counter: str = "", peek: bool = False) -> list[Outcome]:
         now_ms = self.clock() * 1000
+        now_int = int(now_ms)
         outcomes, commits = [], []
+        allowed = True
         for s in scopes:
             if s.algorithm == SLIDING_WINDOW:
-                current, previous = self._counts(s, int(now_ms))
-                outcome, index = sliding_window(s.limit, s.window_ms, int(now_ms), current, previous)
-                commits.append(("w", (s.key, s.window_ms, index, current + 1, previous)))
+                current, previous = self._counts(s, now_int)
+                outcome, index = sliding_window(s.limit, s.window_ms, now_int, current, previous)
+                commits.append((True, s.key, (s.window_ms, index, current + 1, previous)))
             else:
                 outcome, tat = token_bucket(s.limit, s.window_ms, s.burst, now_ms, self._tats.get(s.key))
-                commits.append(("t", (s.key, tat)))
+                commits.append((False, s.key, tat))
             outcomes.append(outcome)
+            allowed = allowed and outcome.allowed
         if peek:
             return [o.before() for o in outcomes]
-        if all(o.allowed for o in outcomes):
-            for kind, what in commits:
-                if kind == "w":
-                    self._windows[what[0]] = what[1:]
+        if allowed:
+            for window, key, value in commits:
+                if window:
+                    self._windows[key] = value
                 else:
-                    self._tats[what[0]] = what[1]
+                    self._tats[key] = value
         else:
             for s, o in zip(scopes, outcomes):
                 if not o.allowed:
                     self.rejected[(counter, s.name)] = self.rejected.get((counter, s.name), 0) + 1
-        if now_ms / 1000 >= self._next_prune:
+        if now_ms >= self._next_prune:
             self._prune(now_ms)
         return outcomes
 
@@ -59,7 +62,7 @@ class MemoryBackend:
 
     def _prune(self, now_ms: float) -> None:
         """Forget keys whose counts no longer weigh, and buckets that are full again."""
-        self._next_prune = now_ms / 1000 + 10
+        self._next_prune = now_ms + 10_000
         self._windows = {k: w for k, w in self._windows.items() if (w[1] + 2) * w[0] > now_ms}
         self._tats = {k: t for k, t in self._tats.items() if t > now_ms}
 

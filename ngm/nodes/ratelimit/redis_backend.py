@@ -2,9 +2,9 @@
 clock (TIME), so instances with skewed clocks share the same windows. The script mirrors `algorithms.py`;
 nothing is counted unless every scope of the request allows, and refusals are counted per scope.
 
-Requests that arrive while a call is on its way are sent together in the next call (each still decided on
-its own, in arrival order): under load one round trip serves many requests, which is what keeps the
-limiter's cost on the router small. A lone request goes at once.
+The requests of one event-loop turn go as one script call (each still decided on its own, in arrival
+order), written at once on a pipelined connection (pipe.py) without waiting for earlier calls' replies:
+under load one call serves many requests and no request queues behind another's round trip.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 from redis.exceptions import NoScriptError
 
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
+from ngm.nodes.ratelimit.pipe import Pipe
 
 MAX_BATCH = 128
 
@@ -110,8 +111,9 @@ class RedisBackend:
     def __init__(self, redis, namespace: str):
         self.redis, self.prefix = redis, f"{namespace}:rl:"
         self._script = redis.register_script(_SCRIPT)
-        self._queue: list[tuple] = []  # (keys, args, number of scopes, peek, future) waiting for the next call
-        self._sending = False
+        self._pipe = Pipe.for_client(redis)
+        self._queue: list[tuple] = []  # (keys, args, number of scopes, peek, future) for this loop turn
+        self._flush_soon = False
 
     async def check(self, scopes: list[Scope], counter: str = "", peek: bool = False,
                     now_ms: float | None = None) -> list[Outcome]:
@@ -120,46 +122,56 @@ class RedisBackend:
         for s in scopes:
             args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
         if now_ms is not None:  # a test's own clock: sent alone
-            flat = await self._call(keys, ["" if now_ms is None else repr(float(now_ms)), *args])
+            flat = await self._call(keys, [repr(float(now_ms)), *args])
             return self._outcomes(flat, peek)
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._queue.append((keys, args, len(scopes), peek, future))
-        if not self._sending:
-            self._sending = True
-            asyncio.get_running_loop().create_task(self._send())
+        if not self._flush_soon:
+            self._flush_soon = True
+            loop.call_soon(self._flush)
         return await future
 
-    async def _send(self) -> None:
-        """One call after another while requests wait: whatever queued meanwhile goes in the next."""
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                keys, args = [], [""]
-                for k, a, _, _, _ in batch:
-                    keys += k
-                    args += a
-                try:
-                    flat = await self._call(keys, args)
-                except BaseException as exc:  # every waiting request learns that Redis failed
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                at = 0
-                for _, _, n, peek, future in batch:
-                    if not future.done():
-                        future.set_result(self._outcomes(flat[at:at + n * 5], peek))
-                    at += n * 5
-        finally:
-            self._sending = False
+    def _flush(self) -> None:
+        """The requests of one loop turn go as one script call, without waiting for earlier calls' replies."""
+        self._flush_soon = False
+        queue, self._queue = self._queue, []
+        for start in range(0, len(queue), MAX_BATCH):
+            batch = queue[start:start + MAX_BATCH]
+            keys, args = [], [""]
+            for k, a, _, _, _ in batch:
+                keys += k
+                args += a
+            if self._pipe is not None:
+                reply = self._pipe.call("EVALSHA", self._script.sha, len(keys), *keys, *args)
+            else:
+                reply = asyncio.ensure_future(self._call(keys, args))
+            reply.add_done_callback(lambda r, batch=batch, keys=keys, args=args: self._answer(r, batch, keys, args))
+
+    def _answer(self, reply: asyncio.Future, batch: list, keys: list, args: list) -> None:
+        exc = ConnectionError("cancelled") if reply.cancelled() else reply.exception()
+        if isinstance(exc, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
+            retry = asyncio.ensure_future(self._script(keys=keys, args=args))
+            retry.add_done_callback(lambda r: self._answer(r, batch, keys, args))
+            return
+        at = 0
+        for _, _, n, peek, future in batch:
+            if not future.done():
+                if exc is not None:  # every waiting request learns that Redis failed
+                    future.set_exception(exc)
+                else:
+                    future.set_result(self._outcomes(reply.result()[at:at + n * 5], peek))
+            at += n * 5
 
     async def _call(self, keys: list, args: list) -> list:
         try:  # EVALSHA straight away: redis-py's Script wrapper costs a tenth of a check
             return await self.redis.evalsha(self._script.sha, len(keys), *keys, *args)
-        except NoScriptError:  # Redis restarted (or flushed its scripts): load it again
+        except NoScriptError:
             return await self._script(keys=keys, args=args)
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
 
     @staticmethod
     def _outcomes(flat: list, peek: bool) -> list[Outcome]:

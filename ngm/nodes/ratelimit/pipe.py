@@ -1,0 +1,166 @@
+"""One pipelined Redis connection for the rate limiter's hot path: commands are written as they come
+(coalesced into one write per event-loop turn) and replies are matched to callers in order, so a check
+never waits for another's round trip and no connection is checked out of a pool per call.
+
+Why not redis-py here: its asyncio client sends one command per connection at a time and spends most of a
+check packing the command in Python (bench/rate_limit_checks.py, py-spy on the router). Replies are parsed
+by hiredis, the C parser redis-py itself uses. Everything else (script loading, scans, pub/sub, leases)
+stays on redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+import hiredis
+from redis.exceptions import NoScriptError, ResponseError
+
+
+def pack(args: list) -> bytes:
+    """A command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, pipe: "Pipe"):
+        self.pipe = pipe
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.pipe._transport is self.transport:
+            self.pipe._received(data)
+
+    def connection_lost(self, exc) -> None:
+        if self.pipe._transport is self.transport:  # not one the pipe already gave up on
+            self.pipe._lost(exc or ConnectionError("Redis closed the connection"))
+
+
+class Pipe:
+    def __init__(self, host: str, port: int, db: int = 0, username: str | None = None,
+                 password: str | None = None, timeout: float = 0.25):
+        self.host, self.port, self.db = host, port, db
+        self.username, self.password, self.timeout = username, password, timeout
+        self._transport: asyncio.Transport | None = None
+        self._connecting: asyncio.Task | None = None
+        self._waiting: deque[tuple[asyncio.Future, float]] = deque()  # sent (or to be sent), in order
+        self._out: list[bytes] = []
+        self._flush_soon = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._reader = hiredis.Reader()
+
+    @classmethod
+    def for_client(cls, client, timeout: float = 0.25) -> "Pipe | None":
+        """A pipe to the server of a redis-py client; None for TLS or unix sockets (redis-py serves those)."""
+        from redis.asyncio.connection import Connection
+
+        pool = client.connection_pool
+        if pool.connection_class is not Connection:
+            return None
+        kw = pool.connection_kwargs
+        return cls(kw.get("host", "localhost"), int(kw.get("port", 6379)), int(kw.get("db") or 0),
+                   kw.get("username"), kw.get("password"), timeout)
+
+    def call(self, *args) -> asyncio.Future:
+        """Send a command; the future gets its reply (or the error, or TimeoutError after `timeout`)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((future, time.monotonic()))
+        self._out.append(pack(list(args)))
+        if self._transport is None:
+            if self._connecting is None:
+                self._connecting = loop.create_task(self._connect())
+        elif not self._flush_soon:
+            self._flush_soon = True
+            loop.call_soon(self._flush)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.timeout, self._check_overdue)
+        return future
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        if self._transport is not None and self._out:
+            self._transport.write(b"".join(self._out))
+            self._out.clear()
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.timeout)
+            hello = []
+            if self.password:
+                hello.append(pack(["AUTH", *([self.username] if self.username else []), self.password]))
+            if self.db:
+                hello.append(pack(["SELECT", self.db]))
+            for _ in hello:  # their replies come first; a failure shows in the commands behind them
+                answered = loop.create_future()
+                answered.add_done_callback(lambda f: f.cancelled() or f.exception())
+                self._waiting.appendleft((answered, time.monotonic()))
+            self._reader = hiredis.Reader()
+            self._transport = transport
+            transport.write(b"".join(hello + self._out))
+            self._out.clear()
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._fail(ConnectionError(f"cannot reach Redis at {self.host}:{self.port}: {type(exc).__name__}"))
+        finally:
+            self._connecting = None
+
+    def _received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while True:
+            reply = self._reader.gets()
+            if reply is False:
+                break
+            if not self._waiting:
+                continue
+            future, _ = self._waiting.popleft()
+            if future.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                message = str(reply)
+                error = NoScriptError if message.startswith("NOSCRIPT") else ResponseError
+                future.set_exception(error(message))
+            else:
+                future.set_result(reply)
+
+    def _check_overdue(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        oldest = self._waiting[0][1]
+        if time.monotonic() - oldest >= self.timeout:  # replies come in order: nothing behind it can arrive
+            self._fail(asyncio.TimeoutError(f"Redis did not answer within {self.timeout} s"))
+        else:
+            self._watchdog = asyncio.get_running_loop().call_later(oldest + self.timeout - time.monotonic(),
+                                                                  self._check_overdue)
+
+    def _lost(self, exc: BaseException) -> None:
+        self._transport = None
+        self._fail(exc if isinstance(exc, Exception) else ConnectionError(str(exc)))
+
+    def _fail(self, exc: Exception) -> None:
+        """Every caller still waiting learns it; the next call connects afresh."""
+        transport, self._transport = self._transport, None
+        waiting, self._waiting = self._waiting, deque()
+        self._out.clear()
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(exc)
+        if transport is not None:
+            transport.abort()
+
+    def close(self) -> None:
+        self._fail(ConnectionError("closed"))
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
