@@ -113,14 +113,14 @@ async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(pat
     users = [Scope("user", f"u{i % 3}", 40, hour) for i in range(300)]
     calls = 0
     if path == "pipe":
-        original = backend._pipe.call
+        original = backend._pipe.send
 
-        def counting(*args):
+        def counting(command):
             nonlocal calls
             calls += 1
-            return original(*args)
+            return original(command)
 
-        backend._pipe.call = counting
+        backend._pipe.send = counting
     else:
         backend._pipe = None
         original = backend._call

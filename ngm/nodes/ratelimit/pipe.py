@@ -18,14 +18,19 @@ import hiredis
 from redis.exceptions import NoScriptError, ResponseError
 
 
-def pack(args: list) -> bytes:
-    """A command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
+def pack_items(args: list) -> bytes:
+    """Arguments as RESP bulk strings (the body of a command's array)."""
+    parts = []
     for arg in args:
         if not isinstance(arg, bytes):
             arg = str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(parts)
+
+
+def pack(args: list) -> bytes:
+    """A command in RESP: an array of bulk strings."""
+    return b"*%d\r\n" % len(args) + pack_items(args)
 
 
 class _Protocol(asyncio.Protocol):
@@ -72,10 +77,14 @@ class Pipe:
 
     def call(self, *args) -> asyncio.Future:
         """Send a command; the future gets its reply (or the error, or TimeoutError after `timeout`)."""
+        return self.send(pack(list(args)))
+
+    def send(self, command: bytes) -> asyncio.Future:
+        """Send a command already in RESP (see pack)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._waiting.append((future, time.monotonic()))
-        self._out.append(pack(list(args)))
+        self._out.append(command)
         if self._transport is None:
             if self._connecting is None:
                 self._connecting = loop.create_task(self._connect())

@@ -10,11 +10,12 @@ under load one call serves many requests and no request queues behind another's 
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 from redis.exceptions import NoScriptError
 
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
-from ngm.nodes.ratelimit.pipe import Pipe
+from ngm.nodes.ratelimit.pipe import Pipe, pack_items
 
 MAX_BATCH = 128
 
@@ -107,26 +108,48 @@ return out
 """
 
 
+class _Request(NamedTuple):
+    """What one check sends: its keys and arguments, and the same already in RESP (pipe.pack) for the pipe."""
+
+    keys: list
+    args: list
+    packed_keys: bytes
+    packed_args: bytes
+    scopes: list  # the list these were built from (the cache's guard)
+
+
 class RedisBackend:
     def __init__(self, redis, namespace: str):
         self.redis, self.prefix = redis, f"{namespace}:rl:"
         self._script = redis.register_script(_SCRIPT)
         self._pipe = Pipe.for_client(redis)
-        self._queue: list[tuple] = []  # (keys, args, number of scopes, peek, future) for this loop turn
+        self._queue: list[tuple] = []  # (request, number of scopes, peek, future) for this loop turn
         self._flush_soon = False
+        self._requests: dict[tuple, _Request] = {}
+
+    def _request(self, scopes: list[Scope], counter: str, peek: bool) -> _Request:
+        """Built once per list of scopes (the limiter keeps one per caller): a check then packs nothing."""
+        which = (id(scopes), counter, peek)
+        made = self._requests.get(which)
+        if made is None or made.scopes is not scopes:
+            if len(self._requests) >= 100_000:
+                self._requests.clear()
+            keys = [self.prefix + s.key for s in scopes] + [self.prefix + "rejected:" + counter]
+            args: list = ["1" if peek else "0", len(scopes)]
+            for s in scopes:
+                args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
+            made = self._requests[which] = _Request(keys, args, pack_items(keys), pack_items(args), scopes)
+        return made
 
     async def check(self, scopes: list[Scope], counter: str = "", peek: bool = False,
                     now_ms: float | None = None) -> list[Outcome]:
-        keys = [self.prefix + s.key for s in scopes] + [self.prefix + "rejected:" + counter]
-        args: list = ["1" if peek else "0", len(scopes)]
-        for s in scopes:
-            args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
+        request = self._request(scopes, counter, peek)
         if now_ms is not None:  # a test's own clock: sent alone
-            flat = await self._call(keys, [repr(float(now_ms)), *args])
+            flat = await self._call(request.keys, [repr(float(now_ms)), *request.args])
             return self._outcomes(flat, peek)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((keys, args, len(scopes), peek, future))
+        self._queue.append((request, len(scopes), peek, future))
         if not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)
@@ -138,24 +161,32 @@ class RedisBackend:
         queue, self._queue = self._queue, []
         for start in range(0, len(queue), MAX_BATCH):
             batch = queue[start:start + MAX_BATCH]
-            keys, args = [], [""]
-            for k, a, _, _, _ in batch:
-                keys += k
-                args += a
             if self._pipe is not None:
-                reply = self._pipe.call("EVALSHA", self._script.sha, len(keys), *keys, *args)
+                nkeys = sum(len(r.keys) for r, *_ in batch)
+                nargs = 1 + sum(len(r.args) for r, *_ in batch)
+                head = b"*%d\r\n" % (3 + nkeys + nargs) + pack_items(["EVALSHA", self._script.sha, nkeys])
+                reply = self._pipe.send(b"".join([head, *(r.packed_keys for r, *_ in batch), b"$0\r\n\r\n",
+                                                  *(r.packed_args for r, *_ in batch)]))
             else:
+                keys, args = [], [""]
+                for r, *_ in batch:
+                    keys += r.keys
+                    args += r.args
                 reply = asyncio.ensure_future(self._call(keys, args))
-            reply.add_done_callback(lambda r, batch=batch, keys=keys, args=args: self._answer(r, batch, keys, args))
+            reply.add_done_callback(lambda r, batch=batch: self._answer(r, batch))
 
-    def _answer(self, reply: asyncio.Future, batch: list, keys: list, args: list) -> None:
+    def _answer(self, reply: asyncio.Future, batch: list) -> None:
         exc = ConnectionError("cancelled") if reply.cancelled() else reply.exception()
         if isinstance(exc, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
+            keys, args = [], [""]
+            for r, *_ in batch:
+                keys += r.keys
+                args += r.args
             retry = asyncio.ensure_future(self._script(keys=keys, args=args))
-            retry.add_done_callback(lambda r: self._answer(r, batch, keys, args))
+            retry.add_done_callback(lambda r: self._answer(r, batch))
             return
         at = 0
-        for _, _, n, peek, future in batch:
+        for _, n, peek, future in batch:
             if not future.done():
                 if exc is not None:  # every waiting request learns that Redis failed
                     future.set_exception(exc)
