@@ -2,6 +2,7 @@
 
     python bench/forwarders.py fastapi-httpx PORT UPSTREAM_PORT   # the common Python gateway design
     python bench/forwarders.py asgi-aiohttp PORT UPSTREAM_PORT    # uvicorn + raw ASGI + aiohttp's client
+    python bench/forwarders.py asgi-bare PORT UPSTREAM_PORT       # uvicorn + raw ASGI, answers itself
 """
 
 import sys
@@ -25,6 +26,18 @@ if kind == "fastapi-httpx":
         response = await client.send(upstream_request, stream=True)
         return StreamingResponse(response.aiter_raw(), status_code=response.status_code,
                                  headers={"content-type": response.headers.get("content-type", "")})
+
+elif kind == "asgi-bare":  # what uvicorn alone costs: no upstream at all
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"status": "healthy"}'})
 
 else:
     import aiohttp

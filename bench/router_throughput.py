@@ -1,7 +1,9 @@
 """Requests per second and p50/p99 latency with 16 concurrent clients (wrk) against a trivial upstream on
 127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured),
 (c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed,
-and (e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client. The router is
+(e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client, and (f) uvicorn
+serving a bare ASGI app without forwarding: the ceiling of any Python ASGI gateway on this server stack.
+CPU time per request of the Python processes comes from /proc. The router is
 measured with rate limits off, with the three limits on (in memory), and with them on through Redis.
 
     .venv/bin/python bench/router_throughput.py [--seconds 10] [--connections 16]
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -39,11 +42,22 @@ http {{
 """
 
 
-def wrk(url: str, seconds: int, connections: int, headers: dict | None = None) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: int, connections: int, headers: dict | None = None, pid: int | None = None) -> dict:
+    """pid: also report that process's CPU time per request (robust to other load on a shared machine,
+    unlike requests per second)."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(args, capture_output=True, text=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid else None
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 
@@ -52,7 +66,8 @@ def wrk(url: str, seconds: int, connections: int, headers: dict | None = None) -
         value, unit = float(m.group(1)), m.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": int(errors.group(1)) if errors else 0}
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "errors": int(errors.group(1)) if errors else 0,
+            "cpu_us": cpu / requests * 1e6 if cpu is not None and requests else None}
 
 
 def setup_ngm(base: str, upstream_port: int, data_dir: Path) -> tuple[str, str]:
@@ -83,7 +98,9 @@ def set_limits(base: str, api_key: str, gateway_id: str, on: bool) -> None:
 
 def median_run(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda r: r["rps"])
-    return ordered[len(ordered) // 2] | {"runs": [r["rps"] for r in runs]}
+    cpu = sorted(r["cpu_us"] for r in runs)
+    return ordered[len(ordered) // 2] | {"runs": [r["rps"] for r in runs], "cpu_us": cpu[len(cpu) // 2],
+                                         "cpu_runs": [r["cpu_us"] for r in runs]}
 
 
 def main() -> None:
@@ -127,20 +144,23 @@ def main() -> None:
             for _ in range(args.rounds):
                 for on in (False, True):
                     set_limits(base, api_key, gateway_id, on)
-                    runs[on].append(wrk(invoke, args.seconds, args.connections, {"X-API-Key": api_key}))
+                    runs[on].append(wrk(invoke, args.seconds, args.connections, {"X-API-Key": api_key}, ngm.pid))
             rows.append([f"(b) ngm router{label}, rate limits off", median_run(runs[False])])
             rows.append([f"(b) ngm router{label}, 3 rate limits on", median_run(runs[True])])
-            costs.append((label or " in memory", 1 - rows[-1][1]["rps"] / rows[-2][1]["rps"]))
+            off, on = rows[-2][1], rows[-1][1]
+            costs.append((label or " in memory", 1 - on["rps"] / off["rps"], on["cpu_us"] / off["cpu_us"] - 1))
             stop(ngm)
 
         for label, kind in (("(c) FastAPI + httpx forwarder", "fastapi-httpx"),
-                            ("(e) uvicorn + aiohttp client forwarder", "asgi-aiohttp")):
+                            ("(e) uvicorn + aiohttp client forwarder", "asgi-aiohttp"),
+                            ("(f) uvicorn, bare ASGI app, no forwarding", "asgi-bare")):
             port = free_port()
             proc = start([sys.executable, str(ROOT / "bench" / "forwarders.py"), kind, str(port), str(upstream_port)],
                          clean_env(), workdir / f"{kind}.log")
             procs.append(proc)
             wait_ready(f"http://127.0.0.1:{port}", proc, path="/health")
-            run(label, f"http://127.0.0.1:{port}/health")
+            rows.append([label, wrk(f"http://127.0.0.1:{port}/health", args.seconds, args.connections, None,
+                                    proc.pid)])
 
         if shutil.which("nginx"):
             port = free_port()
@@ -159,15 +179,18 @@ def main() -> None:
     table = []
     for label, r in rows:
         table.append([label, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"]),
-                      f"{r['rps'] / nginx:.2f}x" if nginx else "-"])
+                      f"{r['rps'] / nginx:.2f}x" if nginx else "-",
+                      f"{r['cpu_us']:.0f}" if r.get("cpu_us") else "-"])
     print_table(f"wrk, {args.connections} connections, {args.seconds} s each, trivial upstream on 127.0.0.1 "
                 f"(router: median of {args.rounds} alternating runs)",
-                ["", "requests/s", "p50 ms", "p99 ms", "non-2xx", "vs nginx"], table)
+                ["", "requests/s", "p50 ms", "p99 ms", "non-2xx", "vs nginx", "CPU us/req"], table)
     for label, r in rows:
         if "runs" in r:
-            print(f"  {label}: runs {', '.join(f'{x:,.0f}' for x in r['runs'])}")
-    for where, cost in costs:
-        print(f"  cost of three rate limits{where}: {cost:.1%} of the router's throughput")
+            print(f"  {label}: req/s {', '.join(f'{x:,.0f}' for x in r['runs'])}; "
+                  f"CPU us/req {', '.join(f'{x:.0f}' for x in r['cpu_runs'])}")
+    for where, cost, cpu in costs:
+        print(f"  cost of three rate limits{where}: {cost:.1%} of the router's throughput (medians), "
+              f"{cpu:+.1%} CPU per request in the ngm process")
 
 
 if __name__ == "__main__":
