@@ -88,8 +88,12 @@ async def test_events_tail_prints_transitions(deployment):
     server = StandIn("healthy")
     try:
         with deployment.client(key) as client:
-            client.post("/api/v1/gateways", json={"name": "tailed", "environment": "staging", "api_url": server.url,
-                                                  **LIVE, "health_grace_period": 0})
+            gw = client.post("/api/v1/gateways", json={"name": "tailed", "environment": "staging",
+                                                       "api_url": server.url, **LIVE}).json()
+            deadline = time.monotonic() + 10
+            while client.get(f"/api/v1/gateways/{gw['id']}").json()["health_status"] != "healthy":
+                assert time.monotonic() < deadline, "the monitor never probed the gateway"
+                await anyio.sleep(0.1)
 
         def tail():
             return deployment.cli(["events", "tail", "--types", "health.transition", "--count", "2", "--json"], key)
@@ -101,13 +105,18 @@ async def test_events_tail_prints_transitions(deployment):
                 out["result"] = await anyio.to_thread.run_sync(tail)
 
             tg.start_soon(run)
-            await anyio.sleep(2.5)  # the CLI starts and subscribes; the gateway comes up meanwhile or after
-            server.mode = "error"
+            # Flap until the CLI has printed two transitions: however long it takes to start and
+            # subscribe, the transitions after that reach it (no fixed sleep to race).
+            while "result" not in out:
+                server.mode = "error" if server.mode == "healthy" else "healthy"
+                await anyio.sleep(1.5)
         result = out["result"]
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in result.stdout.splitlines()]
-        assert [e["data"]["to_health"] for e in events][-1] == "unhealthy"
-        assert all(e["type"] == "health.transition" for e in events)
+        assert len(events) == 2 and all(e["type"] == "health.transition" for e in events)
+        assert all(e["data"]["gateway_id"] == gw["id"] and e["organization_id"] == org for e in events)
+        first, second = (e["data"] for e in events)
+        assert first["to_health"] == second["from_health"] and first["to_health"] != second["to_health"]
     finally:
         server.stop()
 

@@ -160,6 +160,18 @@ async def test_the_pipe_fails_fast_on_a_silent_or_missing_redis_and_connects_aga
     pipe.port = closed_port()
     with pytest.raises(ConnectionError):
         await pipe.call("PING")
+
+
+    async def garbage(reader, writer):
+        await reader.read(100)
+        writer.write(b"!not RESP\r\n")
+        await writer.drain()
+
+    babbler = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    pipe.port = babbler.sockets[0].getsockname()[1]
+    with pytest.raises(ConnectionError, match="protocol error"):
+        await pipe.call("PING")
+    babbler.close()
     pipe.host, pipe.port = REDIS_URL.split("//")[1].split("/")[0].split(":")
     pipe.port = int(pipe.port)
     assert await asyncio.gather(pipe.call("PING"), pipe.call("ECHO", "x")) == [b"PONG", b"x"]  # in order

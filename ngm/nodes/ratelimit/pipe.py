@@ -127,7 +127,11 @@ class Pipe:
     def _received(self, data: bytes) -> None:
         self._reader.feed(data)
         while True:
-            reply = self._reader.gets()
+            try:
+                reply = self._reader.gets()
+            except hiredis.ProtocolError as exc:  # not Redis speaking: start over on a new connection
+                self._fail(ConnectionError(f"Redis protocol error: {exc}"))
+                return
             if reply is False:
                 break
             if not self._waiting:
