@@ -309,6 +309,15 @@ def test_the_health_view_follows_a_gateway_going_down_without_a_reload(operator,
         assert not [u for u in operator.requested[mark:] if "/api/v1/gateways" in u]  # the event stream carried it
         operator.shot("health-unhealthy")
 
+        operator.go("#/gateways")  # the list follows too
+        row = page.locator(f"tr[data-gateway-id='{gw['id']}']")
+        row.locator(".badge-unhealthy").wait_for()
+        page.evaluate("() => { window.stillTheList = true; }")
+        standin.mode = "healthy"
+        row.locator(".badge-healthy").wait_for(timeout=10_000)
+        assert page.evaluate("() => window.stillTheList") is True
+
+        operator.go("#/health")
         tile.get_by_role("link", name="flaky").click()
         page.locator("svg.timeline rect.strip.fail").first.wait_for()
         page.locator("svg.timeline rect.strip.ok").first.wait_for()

@@ -1,5 +1,5 @@
 // The organization's gateways, filtered by environment and status, and the form that registers one.
-import { all, api, session } from '../api.js';
+import { all, api, events, session } from '../api.js';
 import { badge, h, ms, replace, table, toast, when } from '../dom.js';
 import { form, values } from '../forms.js';
 import { CREATE_FIELDS, ENVIRONMENTS, HEALTH, STATUSES } from './gateway_fields.js';
@@ -19,6 +19,22 @@ export async function gatewaysView({ creating }, main) {
     creating && canChange ? createForm() : null,
     filterBar, list);
   await load(list);
+  // Health and status cells follow the event stream; the rest changes only by someone's edit.
+  return events((event) => {
+    const d = event.data || {};
+    const row = list.querySelector(`tr[data-gateway-id="${CSS.escape(d.gateway_id || '')}"]`);
+    if (!row) return;
+    const cells = row.children;
+    if (event.type === 'health.probe') {
+      replace(cells[4], badge(d.gateway_status));
+      replace(cells[5], badge(d.status));
+      replace(cells[6], when(d.last_check));
+      replace(cells[7], ms(d.response_time_ms));
+    } else if (event.type === 'health.transition') {
+      replace(cells[4], badge(d.to_status));
+      replace(cells[5], badge(d.to_health));
+    }
+  });
 }
 
 function select(name, label, options) {
