@@ -6,7 +6,6 @@ limit, and both Redis failure policies with a Redis of the test's own that it ki
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,8 @@ from cryptography.fernet import Fernet
 
 from tests.e2e.conftest import make_key
 from tests.support.processes import REDIS_URL, ServerProcess, ngm_env
-from tests.support.standin import StandIn, closed_port
+from tests.support.redis_server import PrivateRedis
+from tests.support.standin import StandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 ENV = {"X-NGM-Environment": "production"}
@@ -183,31 +183,6 @@ def test_management_api_has_a_per_key_limit(cluster):
 
 
 # ---------------------------------------------------------------- Redis failures
-
-class PrivateRedis:
-    """A redis-server of this test's own, to kill and bring back on the same port."""
-
-    def __init__(self):
-        self.port = closed_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True)
-            if ping.stdout.strip() == b"PONG":
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
 
 def limiter_status(server) -> dict:
     return httpx.get(server.url + "/readyz", timeout=5).json()["checks"]["rate_limits"]

@@ -2,17 +2,20 @@
 the clock under the test's control (the script takes `now` from its caller when given)."""
 
 import asyncio
+import shutil
 import time
 import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
 from ngm.nodes.ratelimit.memory import MemoryBackend
 from ngm.nodes.ratelimit.pipe import Pipe
 from ngm.nodes.ratelimit.redis_backend import RedisBackend
 from tests.support.processes import REDIS_URL
+from tests.support.redis_server import PrivateRedis
 from tests.support.standin import closed_port
 
 pytestmark = pytest.mark.anyio
@@ -176,3 +179,29 @@ async def test_the_pipe_fails_fast_on_a_silent_or_missing_redis_and_connects_aga
     pipe.port = int(pipe.port)
     assert await asyncio.gather(pipe.call("PING"), pipe.call("ECHO", "x")) == [b"PONG", b"x"]  # in order
     pipe.close()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+async def test_the_pipe_signs_in_and_selects_the_database_of_the_url():
+    redis = PrivateRedis(password="s3cret-pw", db=3)
+    client = aioredis.from_url(redis.url)
+    backend = RedisBackend(client, "ngm-test-auth")
+    try:
+        assert backend._pipe is not None and (backend._pipe.db, backend._pipe.password) == (3, "s3cret-pw")
+        scope = [Scope("gateway", "g", 2, 60_000)]
+        assert [(await backend.check(scope, "gw"))[0].allowed for _ in range(3)] == [True, True, False]
+        assert await client.keys("ngm-test-auth:rl:g:*") != []  # in database 3, where the URL says
+        db0 = aioredis.from_url(redis.url.rsplit("/", 1)[0] + "/0")
+        assert await db0.keys("ngm-test-auth:rl:*") == []
+        await db0.aclose()
+
+        wrong = aioredis.from_url(redis.url.replace("s3cret-pw", "wrong"))
+        refused = RedisBackend(wrong, "ngm-test-auth")
+        with pytest.raises(RedisError):  # the limiter takes it for Redis down: its failure policy applies
+            await refused.check(scope, "gw")
+        refused.close()
+        await wrong.aclose()
+    finally:
+        backend.close()
+        await client.aclose()
+        redis.kill()
