@@ -31,18 +31,24 @@ async def sse_events(url: str, key: str, stop_after: int, timeout: float, **para
     return events
 
 
+async def healthy_gateway(deployment, key: str, name: str, server: StandIn) -> dict:
+    """A gateway on the stand-in, once the running monitor has found it healthy."""
+    with deployment.client(key) as client:
+        gw = client.post("/api/v1/gateways", json={"name": name, "environment": "production",
+                                                   "api_url": server.url, **LIVE}).json()
+        deadline = time.monotonic() + 10
+        while client.get(f"/api/v1/gateways/{gw['id']}").json()["health_status"] != "healthy":
+            assert time.monotonic() < deadline, "the monitor never probed the gateway"
+            await anyio.sleep(0.1)
+    return gw
+
+
 async def test_the_stream_delivers_a_transition_within_one_interval(deployment):
     org, key = deployment.new_org()
     _, other_key = deployment.new_org()
     server = StandIn("healthy")
     try:
-        with deployment.client(key) as client:
-            gw = client.post("/api/v1/gateways", json={"name": "live", "environment": "production",
-                                                       "api_url": server.url, **LIVE}).json()
-            deadline = time.monotonic() + 10
-            while client.get(f"/api/v1/gateways/{gw['id']}").json()["health_status"] != "healthy":
-                assert time.monotonic() < deadline, "the monitor never probed the gateway"
-                await anyio.sleep(0.1)
+        gw = await healthy_gateway(deployment, key, "live", server)
         async with anyio.create_task_group() as tg:
             results = {}
 
@@ -87,13 +93,7 @@ async def test_events_tail_prints_transitions(deployment):
     org, key = deployment.new_org()
     server = StandIn("healthy")
     try:
-        with deployment.client(key) as client:
-            gw = client.post("/api/v1/gateways", json={"name": "tailed", "environment": "staging",
-                                                       "api_url": server.url, **LIVE}).json()
-            deadline = time.monotonic() + 10
-            while client.get(f"/api/v1/gateways/{gw['id']}").json()["health_status"] != "healthy":
-                assert time.monotonic() < deadline, "the monitor never probed the gateway"
-                await anyio.sleep(0.1)
+        gw = await healthy_gateway(deployment, key, "tailed", server)
 
         def tail():
             return deployment.cli(["events", "tail", "--types", "health.transition", "--count", "2", "--json"], key)
