@@ -106,11 +106,25 @@ class GatewayCreate(Strict):
 _HEALTH_POLICY = ("health_check_interval", "health_check_timeout", "healthy_threshold", "unhealthy_threshold",
                   "degraded_latency_ms", "health_grace_period", "request_timeout")
 _NOT_NULL = (*_HEALTH_POLICY, "name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances",
-             "max_instances", "current_instances", "global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit",
-             "rate_limit_window", "rate_limit_algorithm", "rate_limit_burst", "auth_methods", "status")
+             "max_instances", "current_instances", "auth_methods", "status")
+RATE_LIMIT_FIELDS = ("global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit", "rate_limit_window",
+                     "rate_limit_algorithm", "rate_limit_burst")
 
 
-class GatewayUpdate(Strict):
+class RateLimitSettings(Strict):
+    """Partial: only the fields sent change. Limits are requests per window; 0 = unlimited."""
+
+    global_rate_limit: Optional[RateLimit] = None
+    per_agent_rate_limit: Optional[RateLimit] = None
+    per_user_rate_limit: Optional[RateLimit] = None
+    rate_limit_window: Optional[RateWindow] = None
+    rate_limit_algorithm: Optional[RateAlgorithm] = None
+    rate_limit_burst: Optional[RateLimit] = None
+
+    _rate_limits_not_null = reject_null(*RATE_LIMIT_FIELDS)
+
+
+class GatewayUpdate(RateLimitSettings):
     """Partial update: only the fields sent change; null clears an optional field."""
 
     name: Optional[Name] = None
@@ -129,12 +143,6 @@ class GatewayUpdate(Strict):
     min_instances: Optional[Instances] = None
     max_instances: Optional[Instances] = None
     current_instances: Optional[Instances] = None
-    global_rate_limit: Optional[RateLimit] = None
-    per_agent_rate_limit: Optional[RateLimit] = None
-    per_user_rate_limit: Optional[RateLimit] = None
-    rate_limit_window: Optional[RateWindow] = None
-    rate_limit_algorithm: Optional[RateAlgorithm] = None
-    rate_limit_burst: Optional[RateLimit] = None
     auth_methods: Optional[AuthMethods] = None
     jwt_issuer: Optional[ShortText] = None
     status: Optional[SettableStatus] = None
@@ -149,9 +157,10 @@ class GatewayUpdate(Strict):
     _not_null = reject_null(*_NOT_NULL)
 
 
-for _model in (GatewayCreate, GatewayUpdate):
+for _model in (GatewayCreate, RateLimitSettings, GatewayUpdate):
     for _field, _text in _DESCRIPTIONS.items():
-        _model.model_fields[_field].description = _text
+        if _field in _model.model_fields:
+            _model.model_fields[_field].description = _text
     _model.model_rebuild(force=True)
 
 

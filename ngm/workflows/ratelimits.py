@@ -7,26 +7,10 @@ from typing import Literal, Optional
 from pydantic import BaseModel
 
 from ngm.workflows.build import audited, chain
-from ngm.workflows.gateway_schemas import GatewayOut, RateAlgorithm, RateLimit, RateWindow
+from ngm.workflows.gateway_schemas import RATE_LIMIT_FIELDS, GatewayOut, RateLimitSettings
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import Strict, reject_null
 
 _GATEWAY_NODES = ["ngm.nodes.gateways.nodes"]
-_FIELDS = ("global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit", "rate_limit_window",
-           "rate_limit_algorithm", "rate_limit_burst")
-
-
-class RateLimitSettings(Strict):
-    """Partial: only the fields sent change. Limits are requests per window; 0 = unlimited."""
-
-    global_rate_limit: Optional[RateLimit] = None
-    per_agent_rate_limit: Optional[RateLimit] = None
-    per_user_rate_limit: Optional[RateLimit] = None
-    rate_limit_window: Optional[RateWindow] = None
-    rate_limit_algorithm: Optional[RateAlgorithm] = None
-    rate_limit_burst: Optional[RateLimit] = None
-
-    _not_null = reject_null(*_FIELDS)
 
 
 class Usage(BaseModel):
@@ -77,7 +61,7 @@ operation(
     description="Takes effect on every instance within a second. 0 = unlimited.",
     role="org_admin", method="PUT", path="/gateways/{gateway_id}/rate-limits", id_param="gateway_id", partial=True,
     input_model=RateLimitSettings, output_model=GatewayOut,
-    cli=CliSpec(columns=("id", "name", *_FIELDS)),
+    cli=CliSpec(columns=("id", "name", *RATE_LIMIT_FIELDS)),
     build_workflow=lambda: audited(_GATEWAY_NODES, ("PatchGatewayNode", "patch", {}), "gateway.update", sealed=True),
     result=("patch", "gateway"),
 )

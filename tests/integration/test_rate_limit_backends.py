@@ -143,6 +143,9 @@ async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(pat
         assert 0 < calls < 300 / 4  # batched: far fewer calls than requests
         rejected = await backend.rejections("gw")
         assert rejected["gateway"] == 200
+        await client.script_flush()  # as after a Redis restart: NOSCRIPT, then the script is loaded again
+        [refused, _] = await backend.check([gateway, users[0]], "gw")
+        assert not refused.allowed and refused.used == 100
     finally:
         backend.close()
         async for key in client.scan_iter(match=backend.prefix + "*"):

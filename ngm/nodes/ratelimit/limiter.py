@@ -99,6 +99,7 @@ class RateLimiter:
                          "refused_unavailable": 0}
         self._task: asyncio.Task | None = None
         self._scopes: dict[tuple, tuple] = {}  # a request's scopes and policy header, built once per caller
+        # (router keys are 6-tuples starting with an int, management API keys 3-tuples starting with "api")
 
     # ------------------------------------------------------------------ deciding
 
@@ -151,9 +152,16 @@ class RateLimiter:
         limit = principal.api_rate_limit if principal.api_rate_limit is not None else self.api_limit
         if not limit:
             return []
-        scope = Scope("api", f"api:{principal.key_id}:w{self.api_window_ms}", limit, self.api_window_ms)
-        outcomes = await self.decide([scope], "api")
-        headers = headers_for([scope], outcomes)
+        which = ("api", principal.key_id, limit)
+        cached = self._scopes.get(which)
+        if cached is None:  # the same list every call: the Redis backend packs a caller's request once per list
+            if len(self._scopes) >= 100_000:
+                self._scopes.clear()
+            scopes = [Scope("api", f"api:{principal.key_id}:w{self.api_window_ms}", limit, self.api_window_ms)]
+            cached = self._scopes[which] = (scopes, policy_header(scopes), None)
+        scopes, policy, _ = cached
+        outcomes = await self.decide(scopes, "api")
+        headers = headers_for(scopes, outcomes, policy)
         if not outcomes[0].allowed:
             raise RateLimited(429, "rate_limited", "too many management API requests for this key",
                               [{"scope": "api", "limit": limit, "window_seconds": self.api_window_ms / 1000,

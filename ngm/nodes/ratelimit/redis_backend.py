@@ -118,6 +118,15 @@ class _Request(NamedTuple):
     scopes: list  # the list these were built from (the cache's guard)
 
 
+def _joined(batch: list) -> tuple[list, list]:
+    """One script call's KEYS and ARGV for a batch ('' first: Redis's own clock)."""
+    keys, args = [], [""]
+    for request, *_ in batch:
+        keys += request.keys
+        args += request.args
+    return keys, args
+
+
 class RedisBackend:
     def __init__(self, redis, namespace: str):
         self.redis, self.prefix = redis, f"{namespace}:rl:"
@@ -168,20 +177,13 @@ class RedisBackend:
                 reply = self._pipe.send(b"".join([head, *(r.packed_keys for r, *_ in batch), b"$0\r\n\r\n",
                                                   *(r.packed_args for r, *_ in batch)]))
             else:
-                keys, args = [], [""]
-                for r, *_ in batch:
-                    keys += r.keys
-                    args += r.args
-                reply = asyncio.ensure_future(self._call(keys, args))
+                reply = asyncio.ensure_future(self._call(*_joined(batch)))
             reply.add_done_callback(lambda r, batch=batch: self._answer(r, batch))
 
     def _answer(self, reply: asyncio.Future, batch: list) -> None:
         exc = ConnectionError("cancelled") if reply.cancelled() else reply.exception()
         if isinstance(exc, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
-            keys, args = [], [""]
-            for r, *_ in batch:
-                keys += r.keys
-                args += r.args
+            keys, args = _joined(batch)
             retry = asyncio.ensure_future(self._script(keys=keys, args=args))
             retry.add_done_callback(lambda r: self._answer(r, batch))
             return
