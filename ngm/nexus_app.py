@@ -36,6 +36,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     from starlette.middleware.cors import CORSMiddleware
     from starlette.routing import Route
 
+    from ngm.channels.agent_http import AgentTraffic
     from ngm.channels.http_middleware import RequestMiddleware
     from ngm.channels.mcp import build_mcp_server, principal_of_request
     from ngm.channels.rest import install_error_handlers, mount_operations
@@ -111,9 +112,10 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     _run_during_lifespan(fa, mcp.session_manager.run)
     mount_dashboard(fa)
 
-    # Outermost, in front of FastAPI's own middleware: agent traffic pays for none of it.
-    fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, router=routing.router,
-                                      limiter=ctx.limiter)
+    # Outermost, in front of FastAPI's own middleware.
+    fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, limiter=ctx.limiter)
+    # Agent traffic never reaches the ASGI app: the server's protocol hands it to the router (agent_http.py).
+    fa.state.agent_traffic = AgentTraffic(ctx.auth.authenticate, routing.router)
     return app
 
 

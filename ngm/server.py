@@ -15,14 +15,16 @@ from ngm.config.logging import access_log, setup_logging
 log = logging.getLogger("ngm.server")
 
 
-def _uvicorn_server(app, host: str, port: int, stopping=None):
+def _uvicorn_server(app, host: str, port: int, stopping, agent_traffic):
     import uvicorn
+
+    from ngm.channels.agent_http import agent_traffic_protocol
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
             super().handle_exit(sig, frame)
-            if stopping is not None:  # end open event streams: uvicorn waits for them before shutting down
-                asyncio.get_event_loop().call_soon_threadsafe(stopping.set)
+            # end open event streams: uvicorn waits for them before shutting down
+            asyncio.get_event_loop().call_soon_threadsafe(stopping.set)
 
         @contextlib.contextmanager
         def capture_signals(self):
@@ -36,7 +38,8 @@ def _uvicorn_server(app, host: str, port: int, stopping=None):
                     signal.signal(sig, handler)
 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                            server_header=False, timeout_graceful_shutdown=10)
+                            server_header=False, timeout_graceful_shutdown=10,
+                            http=agent_traffic_protocol(agent_traffic))
     return Server(config)
 
 
@@ -58,7 +61,8 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         # which otherwise stall the event loop for tens of milliseconds (seen as the router's p99).
         gc.collect()
         gc.freeze()
-        server = _uvicorn_server(app.fastapi_app.state.asgi, host, port, app.fastapi_app.state.stopping)
+        state = app.fastapi_app.state
+        server = _uvicorn_server(state.asgi, host, port, state.stopping, state.agent_traffic)
         log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
         await server.serve()
         return 0 if server.started else 1

@@ -1,7 +1,8 @@
 """One ASGI middleware for every HTTP request: request id, API-key authentication, access log.
 
-Pure ASGI (not BaseHTTPMiddleware) so streamed responses (SSE, forwarded agent traffic) pass through
-unbuffered. The access line names the key id, never the key, and logs the path without the query.
+Pure ASGI (not BaseHTTPMiddleware) so streamed responses (SSE) pass through unbuffered. The access line
+names the key id, never the key, and logs the path without the query. Agent traffic (the forwarding
+router) never gets here: ngm/channels/agent_http.py serves it on the connection.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import uuid
 from ngm.config.logging import access_log
 from ngm.errors import NgmError, RateLimitExceeded
 from ngm.nodes.ratelimit.limiter import RateLimited
-from ngm.nodes.routing.router import parse_invoke_path
 
 PROTECTED_PREFIXES = ("/api/", "/mcp")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
@@ -39,11 +39,10 @@ async def send_error(send, exc: NgmError, request_id: str, extra_headers: list |
 
 
 class RequestMiddleware:
-    def __init__(self, app, authenticator, router=None, limiter=None):
+    def __init__(self, app, authenticator, limiter=None):
         self.app = app
         self.limiter = limiter  # the management API's per-key limit
         self.authenticate = authenticator  # async (presented key) -> Principal, raises Unauthorized
-        self.router = router  # agent traffic goes straight to it, past FastAPI's routing
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -72,8 +71,6 @@ class RequestMiddleware:
                     status["code"] = exc.status
                     return await send_error(send, exc, request_id, [(b"www-authenticate", b'Bearer realm="ngm"')])
                 scope["state"]["principal"] = principal
-                if self.router is not None and parse_invoke_path(scope["path"]) is not None:
-                    return await self.router.forward(scope, receive, send_with_id, principal, request_id)
                 if self.limiter is not None:
                     try:
                         await self.limiter.check_api(principal)

@@ -36,9 +36,14 @@ def servers():
 
 async def fetch(pool, port, head=HEAD, body=b"", **kw):
     response = await pool.request("http", "127.0.0.1", port, head, body, **kw)
-    data = b"".join([chunk async for chunk in response.body()])
+    data = b"".join([chunk async for chunk in read_all(response)])
     response.release()
     return response, data
+
+
+async def read_all(response):
+    while chunk := await response.read():
+        yield chunk
 
 
 async def test_keep_alive_connections_are_reused(pool, servers):
@@ -76,6 +81,21 @@ async def test_head_and_204_have_no_body(pool, servers):
     assert (await fetch(pool, s204.port))[0].status == 204 and s204.connections == 1
 
 
+async def test_a_head_answer_does_not_spoil_the_next_answer_on_the_same_connection(pool, servers):
+    s = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + (b"" if head.startswith(b"HEAD")
+                                                                                else b"hello")])
+    assert (await fetch(pool, s.port, b"HEAD /x HTTP/1.1\r\nhost: t\r\n\r\n", head_only=True))[1] == b""
+    assert (await fetch(pool, s.port))[1] == b"hello"
+    assert (await fetch(pool, s.port))[1] == b"hello" and s.connections == 1
+
+
+async def test_interim_answers_are_skipped(pool, servers):
+    s = servers(lambda head, n: [b"HTTP/1.1 100 Continue\r\n\r\n", 0.02, ok(b"final")])
+    response, data = await fetch(pool, s.port)
+    assert (response.status, data) == (200, b"final")
+    assert (await fetch(pool, s.port))[1] == b"final" and s.connections == 1
+
+
 async def test_a_stale_keep_alive_connection_is_replaced_transparently(pool, servers):
     s = servers(lambda head, n: [ok(b"first"), "close"] if n == 1 else [ok(b"fresh")])
     assert (await fetch(pool, s.port))[1] == b"first"
@@ -95,7 +115,7 @@ async def test_a_break_during_the_answer_is_broken_not_unreachable(pool, servers
     s = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", 0.05, "close"])
     response = await pool.request("http", "127.0.0.1", s.port, HEAD, b"")
     with pytest.raises(UpstreamBroken):
-        async for _ in response.body():
+        async for _ in read_all(response):
             pass
     response.release()
 
@@ -114,7 +134,7 @@ async def test_large_answers_stream_with_back_pressure(pool, servers):
                 + [chunk] * 200)
     response = await pool.request("http", "127.0.0.1", s.port, HEAD, b"")
     received, peak = 0, 0
-    async for part in response.body():
+    async for part in read_all(response):
         received += len(part)
         peak = max(peak, len(response.chunks))
         await asyncio.sleep(0)  # a slow reader

@@ -9,7 +9,6 @@ failures open the gateway's circuit; in-flight counts feed least-connections and
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -24,9 +23,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                          b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
 # never forwarded upstream: the caller's credentials, our own routing headers, what we set ourselves
-_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"authorization", b"x-api-key", b"content-length", b"x-request-id",
+_NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"expect", b"authorization", b"x-api-key", b"content-length", b"x-request-id",
                                 b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-_NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server"}  # our server sends its own Date
+_NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server", b"x-request-id"}  # we send our own Date and id
 MAX_BODY = 10 * 1024 * 1024
 
 
@@ -40,10 +39,9 @@ def parse_invoke_path(path: str) -> tuple[str, str] | None:
     return agent, rest or "/"
 
 
-def raw_target(scope) -> bytes:
+def raw_target(raw_path: bytes) -> bytes:
     """The path after /invoke exactly as the caller sent it (percent-encoding intact)."""
-    raw = scope.get("raw_path") or scope["path"].encode()
-    rest = raw[len(PREFIX):].partition(b"/invoke")[2]
+    rest = raw_path[len(PREFIX):].partition(b"/invoke")[2]
     return rest or b"/"
 
 
@@ -87,19 +85,20 @@ class Router:
 
     # ------------------------------------------------------------ forwarding
 
-    async def forward(self, scope, receive, send, principal, request_id: str) -> None:
+    async def forward(self, request, principal, request_id: str) -> None:
+        """Serve one invoke request; `request` is the connection's AgentRequest (ngm/channels/agent_http.py)."""
         try:
-            await self._forward(scope, receive, send, principal, request_id)
+            await self._forward(request, principal, request_id)
         except Refusal as refusal:
-            await send_json(send, refusal.status, {"error": {"code": refusal.code, "message": refusal.message,
-                                                             "details": refusal.details}}, refusal.headers or [])
+            await request.send_json(refusal.status, {"error": {"code": refusal.code, "message": refusal.message,
+                                                               "details": refusal.details}},
+                                    [(b"x-request-id", request_id.encode()), *(refusal.headers or ())])
 
-    async def _forward(self, scope, receive, send, principal, request_id: str) -> None:
-        agent_id, _ = parse_invoke_path(scope["path"])
-        path = raw_target(scope)
-        headers = scope["headers"]
+    async def _forward(self, request, principal, request_id: str) -> None:
+        agent_id, _ = parse_invoke_path(request.path)
+        path = raw_target(request.raw_path)
+        headers = request.headers
         environment, region, sticky_value = "production", None, None
-        policy_scope = None
         for name, value in headers:
             if name == b"x-ngm-environment":
                 environment = value.decode("latin-1")
@@ -117,8 +116,8 @@ class Router:
             wanted = policy.sticky_header.lower().encode()
             sticky_value = next((v.decode("latin-1") for n, v in headers if n == wanted), None)
         key, key_source = (sticky_value, "header") if sticky_value else (principal.key_id, "api_key")
-        body = await read_body(receive)
-        method = scope["method"]
+        body = await request.read_body()
+        method = request.method
         exclude: set[str] = set()
         for attempt in (1, 2):
             decision, targets = self.decide(*policy_scope, region=region, routing_key=key, key_source=key_source,
@@ -139,7 +138,7 @@ class Router:
                     raise Refusal(refused.status, refused.code, refused.message, refused.details,
                                   refused.headers) from None
             try:
-                await self._exchange(scope, send, method, path, body, target, request_id, agent_id, limit_headers)
+                await self._exchange(request, method, path, body, target, request_id, agent_id, limit_headers)
                 return
             except UpstreamUnreachable as exc:
                 if method in IDEMPOTENT and attempt == 1:
@@ -150,21 +149,22 @@ class Router:
             except UpstreamTimeout as exc:
                 raise Refusal(504, "gateway_timeout", str(exc)) from None
 
-    async def _exchange(self, scope, send, method: str, path: bytes, body: bytes, target, request_id: str,
+    async def _exchange(self, request, method: str, path: bytes, body: bytes, target, request_id: str,
                         agent_id: str, limit_headers: list) -> None:
         g = target.gateway
         dep = target.deployment_id
-        query = scope.get("query_string") or b""
+        query = request.query
         head = [method.encode(), b" ", g.base_path, path, b"?" + query if query else b"",
                 b" HTTP/1.1\r\nhost: ", g.host_header, b"\r\n"]
-        for name, value in scope["headers"]:
+        for name, value in request.headers:
             if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-"):
                 head += [name, b": ", value, b"\r\n"]
         if g.api_key:
             head += [b"x-api-key: ", g.api_key.encode(), b"\r\n"]
-        client = scope.get("client")
-        head += [b"x-request-id: ", request_id.encode(),
-                 b"\r\nx-forwarded-proto: ", scope.get("scheme", "http").encode(),
+        client = request.client
+        rid = request_id.encode()
+        head += [b"x-request-id: ", rid,
+                 b"\r\nx-forwarded-proto: ", request.scheme.encode(),
                  b"\r\nx-forwarded-for: ", (client[0] if client else "").encode(),
                  b"\r\nx-ngm-agent: ", agent_id.encode(), b"\r\nx-ngm-agent-version: ", target.agent_version.encode(),
                  b"\r\nx-ngm-deployment: ", dep.encode(), b"\r\ncontent-length: ", str(len(body)).encode(),
@@ -186,41 +186,29 @@ class Router:
                 self.breakers.failure(g.id)
             else:
                 self.breakers.success(g.id)
-            out = [(n, v) for n, v in response.headers if n.lower() not in _NOT_RETURNED]
-            out += [(b"x-ngm-deployment", dep.encode()), (b"x-ngm-gateway", g.id.encode())] + limit_headers
-            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            out = [(b"x-ngm-deployment", dep.encode()), (b"x-ngm-gateway", g.id.encode()), (b"x-request-id", rid),
+                   *limit_headers]
+            has_length = False
+            for name, value in response.headers:
+                lower = name.lower()
+                if lower not in _NOT_RETURNED:
+                    out.append((name, value))
+                    has_length = has_length or lower == b"content-length"
+            request.start(response.status, out, has_length)
             try:
-                async for chunk in response.body():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except UpstreamBroken:
+                while chunk := await response.read():
+                    await request.write(chunk)
+                    if request.disconnected:
+                        return  # the caller left: the upstream connection is closed, not reused
+            except UpstreamBroken as exc:
                 failed = True
                 self.breakers.failure(g.id)
-                raise  # the client sees a cut connection rather than a truncated body that looks complete
-            await send({"type": "http.response.body", "body": b""})
+                log.warning("gateway %s broke off its answer to %s: %s", g.id, request_id, exc)
+                request.abort()
+                return
+            request.end()
         finally:
             if response is not None:
                 response.release()
             self.inflight.finish(dep)
             self.stats.record(dep, (time.perf_counter() - start) * 1000, failed)
-
-
-async def read_body(receive) -> bytes:
-    parts, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise Refusal(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
-            parts.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(parts)
-
-
-async def send_json(send, status: int, payload: dict, headers: list) -> None:
-    body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})

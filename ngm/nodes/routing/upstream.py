@@ -40,41 +40,51 @@ class UpstreamBroken(UpstreamError):
 
 
 class _Connection(asyncio.Protocol):
+    """One keep-alive connection to a gateway; its parser lives as long as it does."""
+
     def __init__(self, pool: "UpstreamPool", key):
         self.pool, self.key = pool, key
         self.transport = None
+        self.parser = httptools.HttpResponseParser(self)
         self.response: "UpstreamResponse | None" = None
-        self.reused = False
-        self.closed = False
+        self.reused = self.closed = self.fresh_parser_needed = False
         self.idle_since = time.monotonic()
+
+    def begin(self, head_only: bool) -> "UpstreamResponse":
+        if head_only or self.fresh_parser_needed:
+            # A HEAD answer announces a body that never comes: llhttp would wait for it on the next answer.
+            self.parser = httptools.HttpResponseParser(self)
+            self.fresh_parser_needed = head_only
+        self.response = UpstreamResponse(self, head_only)
+        return self.response
 
     # -- asyncio.Protocol
     def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data):
-        response = self.response
-        if response is None:  # bytes nobody asked for: the connection is not usable
+        if self.response is None:  # bytes nobody asked for: the connection is not usable
             self.transport.close()
             return
         try:
-            response.parser.feed_data(data)
+            self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            response.fail(UpstreamBroken("upgrade not supported"))
+            self.response.fail(UpstreamBroken("upgrade not supported"))
         except httptools.HttpParserError as exc:
-            response.fail(UpstreamBroken(f"bad response: {exc}"))
+            self.response.fail(UpstreamBroken(f"bad response: {exc}"))
 
     def connection_lost(self, exc):
         self.closed = True
-        if self.response is not None:
-            if not self.response.head_done:
-                self.response.fail(UpstreamUnreachable("connection closed before an answer"))
-            elif not self.response.complete:
-                if self.response.delimited_by_close():
-                    self.response.on_message_complete()
-                    self.response.keep_alive = False
+        response = self.response
+        if response is not None:
+            if not response.head_done:
+                response.fail(UpstreamUnreachable("connection closed before an answer"))
+            elif not response.complete:
+                if response.delimited_by_close():
+                    response.keep_alive = False
+                    response.finish()
                 else:
-                    self.response.fail(UpstreamBroken("connection closed during the answer"))
+                    response.fail(UpstreamBroken("connection closed during the answer"))
         self.pool._forget(self)
 
     def pause_writing(self):  # request bodies are written in one go; nothing to pause
@@ -83,83 +93,101 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self):
         pass
 
-
-class UpstreamResponse:
-    def __init__(self, conn: _Connection, head_only: bool):
-        self.conn = conn
-        self.parser = httptools.HttpResponseParser(self)
-        self.head_only = head_only
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_done = self.complete = self.keep_alive = False
-        self.error: Exception | None = None
-        self.chunks: collections.deque = collections.deque()
-        self._head = asyncio.get_running_loop().create_future()
-        self._more = asyncio.Event()
-        self._paused = False
-
-    # -- parser callbacks
+    # -- parser callbacks, passed to the exchange under way
     def on_header(self, name: bytes, value: bytes):
-        self.headers.append((name, value))
+        self.response.headers.append((name, value))
 
     def on_headers_complete(self):
-        self.status = self.parser.get_status_code()
-        self.head_done = True
-        if not self._head.done():
-            self._head.set_result(None)
-        if self.head_only or self.status in (204, 304) or 100 <= self.status < 200:
+        response = self.response
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            response.headers = []
+            return
+        response.status = status
+        response.head_done = True
+        if response.head_only or status in (204, 304):
             self.on_message_complete()
+        response.wake()
 
     def on_body(self, body: bytes):
-        self.chunks.append(body)
-        self._more.set()
-        if len(self.chunks) > _QUEUE_HIGH and not self._paused:
-            self._paused = True
-            self.conn.transport.pause_reading()
+        response = self.response
+        response.chunks.append(body)
+        if len(response.chunks) > _QUEUE_HIGH and not response.paused:
+            response.paused = True
+            self.transport.pause_reading()
+        response.wake()
 
     def on_message_complete(self):
-        if self.complete:
+        response = self.response
+        if response.complete or not response.head_done:
             return
+        response.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
+        response.finish()
+
+
+class UpstreamResponse:
+    """One exchange. The head is in once request() returns; read() hands over the body as it comes."""
+
+    __slots__ = ("conn", "head_only", "status", "headers", "chunks", "head_done", "complete", "keep_alive", "error",
+                 "paused", "waiter")
+
+    def __init__(self, conn: _Connection, head_only: bool):
+        self.conn, self.head_only = conn, head_only
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.head_done = self.complete = self.keep_alive = self.paused = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future | None = None  # made only when the reader has to wait
+
+    def wake(self):
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def finish(self):
         self.complete = True
-        self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
-        self._more.set()
+        self.wake()
 
     def fail(self, exc: Exception):
-        self.error = exc
-        if not self._head.done():
-            self._head.set_exception(exc)
-        self._more.set()
+        if self.error is None:
+            self.error = exc
+        self.wake()
 
     def delimited_by_close(self) -> bool:
         """No Content-Length and not chunked: the body ends when the connection does."""
         names = {n.lower(): v.lower() for n, v in self.headers}
         return b"content-length" not in names and b"chunked" not in names.get(b"transfer-encoding", b"")
 
-    # -- consumer side
-    async def wait_head(self):
-        await self._head
+    async def wait(self):
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
-    async def body(self):
-        """The body in chunks as they arrive; raises UpstreamBroken if it breaks off."""
+    async def read(self) -> bytes:
+        """The body received since the last call (waiting for some if none); b"" once it is complete.
+        Raises UpstreamBroken if the answer breaks off."""
         while True:
-            while self.chunks:
-                yield self.chunks.popleft()
-                if self._paused and len(self.chunks) < _QUEUE_HIGH // 2:
-                    self._paused = False
+            if self.chunks:
+                chunks, self.chunks = self.chunks, []
+                if self.paused:
+                    self.paused = False
                     self.conn.transport.resume_reading()
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self.complete:
-                return
+                return b""
             if self.error is not None:
                 raise self.error
-            self._more.clear()
-            await self._more.wait()
+            await self.wait()
 
     def release(self):
         """Give the connection back when the exchange finished cleanly, else close it."""
         conn = self.conn
         conn.response = None
         if self.complete and self.error is None and self.keep_alive and not conn.closed:
-            self.conn.pool._idle_push(conn)
+            conn.pool._idle_push(conn)
         else:
             conn.transport.close()
 
@@ -189,16 +217,22 @@ class UpstreamPool:
         self._dns[(host, port)] = (now + self.dns_ttl, addresses[0])
         return addresses[0]
 
-    async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
-        address = await self._address(host, port)
+    async def _connect(self, scheme: str, host: str, port: int, deadline: float, timeout: float) -> _Connection:
         key = (scheme, host, port)
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout)):
+                address = await self._address(host, port)
                 _, conn = await loop.create_connection(
                     lambda: _Connection(self, key), address, port,
                     ssl=self._tls if scheme == "https" else None, server_hostname=host if scheme == "https" else None)
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except TimeoutError:
+            if loop.time() >= deadline:
+                raise UpstreamTimeout(f"no answer from {host}:{port} within {timeout:g} s") from None
+            raise UpstreamUnreachable(f"cannot connect to {host}:{port}: TimeoutError") from None
+        except OutboundRefused as exc:  # an OSError too: first
+            raise UpstreamUnreachable(exc.message) from exc
+        except (OSError, ssl.SSLError) as exc:
             raise UpstreamUnreachable(f"cannot connect to {host}:{port}: {type(exc).__name__}") from exc
         conn.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._open.add(conn)
@@ -233,24 +267,33 @@ class UpstreamPool:
         """Send a request (head already serialised) and wait for the response head, within `timeout`.
         A reused keep-alive connection that turns out closed is replaced once, transparently."""
         key = (scheme, host, port)
-        try:
-            async with asyncio.timeout(timeout):
-                for _ in range(2):
-                    conn = self._idle_pop(key) or await self._connect(scheme, host, port)
-                    response = conn.response = UpstreamResponse(conn, head_only)
-                    conn.transport.write(head + body if body else head)
-                    try:
-                        await response.wait_head()
-                        return response
-                    except UpstreamUnreachable:
-                        conn.transport.close()
-                        if not conn.reused:
-                            raise
-                raise UpstreamUnreachable(f"{host}:{port} closed the connection twice")
-        except TimeoutError:
-            raise UpstreamTimeout(f"no answer from {host}:{port} within {timeout:g} s") from None
-        except OutboundRefused as exc:
-            raise UpstreamUnreachable(exc.message) from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(2):
+            conn = self._idle_pop(key)
+            if conn is None:
+                conn = await self._connect(scheme, host, port, deadline, timeout)
+            response = conn.begin(head_only)
+            conn.transport.write(head + body if body else head)
+            # One timer, not asyncio.timeout(): this runs for every forwarded request.
+            timer = loop.call_at(deadline, self._expire, conn, response, host, port, timeout)
+            try:
+                while not response.head_done and response.error is None:
+                    await response.wait()
+            finally:
+                timer.cancel()
+            if response.error is None:
+                return response
+            conn.response = None
+            conn.transport.close()
+            if not (isinstance(response.error, UpstreamUnreachable) and conn.reused):
+                raise response.error
+        raise UpstreamUnreachable(f"{host}:{port} closed the connection twice")
+
+    @staticmethod
+    def _expire(conn: _Connection, response: UpstreamResponse, host: str, port: int, timeout: float) -> None:
+        response.fail(UpstreamTimeout(f"no answer from {host}:{port} within {timeout:g} s"))
+        conn.transport.close()
 
     async def close(self) -> None:
         for conn in list(self._open):

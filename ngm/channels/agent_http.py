@@ -1,0 +1,230 @@
+"""Agent traffic off the ASGI path: uvicorn's httptools protocol, with /api/v1/agents/{id}/invoke/... served
+by the forwarding router directly on the connection.
+
+Why: per forwarded request, uvicorn's ASGI cycle (scope, task-driven receive/send, header checks) and
+the middleware cost more CPU than the whole proxy exchange (bench/router_throughput.py). Everything
+else (REST, MCP, dashboard, events) still goes through the ASGI app unchanged.
+
+AgentRequest stands in for uvicorn's RequestResponseCycle on the protocol: it has the attributes the
+protocol reads and writes on its cycle (body, more_body, message_event, response_complete,
+disconnected, keep_alive), so keep-alive, pipelining, flow control and graceful shutdown stay uvicorn's.
+That couples this module to uvicorn's HttpToolsProtocol, which is why the version is pinned and
+tests/e2e/test_agent_http.py exercises each of those paths through a real socket.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import os
+import re
+import time
+import urllib.parse
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ngm.channels.http_middleware import presented_key
+from ngm.config.logging import access_log
+from ngm.errors import NgmError
+from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path
+
+log = logging.getLogger("ngm.routing")
+_PREFIX = PREFIX.encode()
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
+_STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
+_NO_BODY_STATUS = frozenset({204, 304})
+_ID_PREFIX = os.urandom(8).hex()
+
+
+class _RequestIds:
+    """32 hex digits like uuid4().hex, unique per process by a random prefix, at a counter's cost."""
+
+    def __init__(self):
+        self.n = 0
+
+    def next(self) -> str:
+        self.n += 1
+        return f"{_ID_PREFIX}{self.n:016x}"
+
+
+_ids = _RequestIds()
+
+
+class AgentRequest:
+    __slots__ = ("protocol", "transport", "flow", "method", "path", "raw_path", "query", "headers", "client",
+                 "scheme", "expect_100", "body", "more_body", "message_event", "response_complete",
+                 "disconnected", "keep_alive", "waiter", "started", "chunked", "head_only", "status")
+
+    def __init__(self, protocol: HttpToolsProtocol, method: str, path: str, raw_path: bytes, query: bytes,
+                 keep_alive: bool):
+        self.protocol, self.transport, self.flow = protocol, protocol.transport, protocol.flow
+        self.method, self.path, self.raw_path, self.query = method, path, raw_path, query
+        self.headers: list[tuple[bytes, bytes]] = protocol.headers
+        self.client, self.scheme = protocol.client, protocol.scheme
+        self.expect_100 = protocol.expect_100_continue
+        # what HttpToolsProtocol reads and writes on its cycle
+        self.body = bytearray()
+        self.more_body = True
+        self.message_event = self  # .set() on body, end of body, disconnect
+        self.response_complete = self.disconnected = False
+        self.keep_alive = keep_alive
+        # ours
+        self.waiter = None
+        self.started = self.chunked = False
+        self.head_only = method == "HEAD"
+        self.status = 500
+
+    def set(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self.waiter = self.protocol.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    async def read_body(self) -> bytes:
+        if self.more_body and self.expect_100 and not self.disconnected:
+            self.expect_100 = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while self.more_body and not self.disconnected:
+            if len(self.body) > MAX_BODY:
+                break
+            self.flow.resume_reading()
+            await self._wait()
+        if len(self.body) > MAX_BODY:
+            self.keep_alive = False  # the rest of the body is never read: this connection cannot go on
+            raise Refusal(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+        return bytes(self.body)
+
+    # -- the response
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], has_length: bool) -> None:
+        """Write the status line and headers; without a Content-Length the body goes chunked (or, to an
+        HTTP/1.0 client, until the connection closes)."""
+        self.started, self.status = True, status
+        out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        for name, value in self.protocol.server_state.default_headers:  # Date, kept current by uvicorn
+            out += [name, b": ", value, b"\r\n"]
+        for name, value in headers:
+            out += [name, b": ", value, b"\r\n"]
+        if not (has_length or self.head_only or status in _NO_BODY_STATUS):
+            if self.protocol.parser.get_http_version() == "1.0":
+                self.keep_alive = False
+            else:
+                self.chunked = True
+                out.append(b"transfer-encoding: chunked\r\n")
+        if not self.keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        if not self.disconnected:
+            self.transport.write(b"".join(out))
+
+    async def write(self, data: bytes) -> None:
+        if self.disconnected or self.head_only or not data:
+            return
+        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        if self.flow.write_paused:
+            await self.flow.drain()
+
+    def abort(self) -> None:
+        """End a started answer by closing the connection: the caller sees a cut answer, not a truncated
+        one that looks complete."""
+        self.chunked = self.keep_alive = False
+        self.end()
+
+    def end(self) -> None:
+        if self.response_complete:
+            return
+        if self.chunked and not self.disconnected:
+            self.transport.write(b"0\r\n\r\n")
+        self.response_complete = True
+        if not self.keep_alive:
+            self.transport.close()
+        self.protocol.on_response_complete()
+
+    async def send_json(self, status: int, payload: dict, headers: list) -> None:
+        body = json.dumps(payload).encode()
+        self.start(status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers], True)
+        await self.write(body)
+        self.end()
+
+    # -- the whole exchange, as the protocol's task
+    async def run(self, traffic: "AgentTraffic") -> None:
+        try:
+            await traffic.handle(self)
+        except Exception:
+            log.exception("agent request failed")
+            if not self.started:
+                await self.send_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, [])
+            else:
+                self.abort()
+        finally:
+            self.end()
+
+
+class AgentTraffic:
+    """Authenticate, forward, log: what RequestMiddleware does for the ASGI app, for agent traffic."""
+
+    def __init__(self, authenticate, router):
+        self.authenticate, self.router = authenticate, router
+
+    async def handle(self, request: AgentRequest) -> None:
+        start = time.perf_counter()
+        headers = dict(request.headers)
+        supplied = headers.get(b"x-request-id")
+        request_id = supplied.decode("latin-1") if supplied and _REQUEST_ID.match(supplied) else _ids.next()
+        principal = None
+        try:
+            try:
+                principal = await self.authenticate(presented_key(headers))
+            except NgmError as exc:
+                await request.send_json(exc.status, exc.to_body(), [(b"x-request-id", request_id.encode()),
+                                                                    (b"www-authenticate", b'Bearer realm="ngm"')])
+                return
+            await self.router.forward(request, principal, request_id)
+        finally:
+            client = request.client
+            access_log.write(f'{client[0] if client else "-"} "{request.method} {request.raw_path.decode("latin-1")}" '
+                             f'{request.status} {(time.perf_counter() - start) * 1000:.1f}ms '
+                             f'key={principal.key_id if principal else "-"} rid={request_id}')
+
+
+def agent_traffic_protocol(traffic: AgentTraffic) -> type:
+    """The protocol class for uvicorn.Config(http=...), serving agent traffic with `traffic`."""
+
+    class AgentTrafficProtocol(HttpToolsProtocol):
+        def on_headers_complete(self) -> None:
+            url = self.url
+            if not url.startswith(_PREFIX) or self.parser.should_upgrade():
+                return super().on_headers_complete()
+            parsed = httptools.parse_url(url)
+            raw_path = parsed.path
+            path = raw_path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            if parse_invoke_path(path) is None:
+                return super().on_headers_complete()
+            version = self.parser.get_http_version()
+            request = AgentRequest(self, self.parser.get_method().decode("ascii"), path, raw_path,
+                                   parsed.query or b"", version != "1.0" and self.parser.should_keep_alive())
+            existing, self.cycle = self.cycle, request
+            if existing is None or existing.response_complete:
+                self._start_asgi_task(request, None)
+            else:  # pipelined: uvicorn starts it when the one before has answered
+                self.flow.pause_reading()
+                self.pipeline.appendleft((request, None))
+
+        def _start_asgi_task(self, cycle, app) -> None:
+            if type(cycle) is not AgentRequest:
+                return super()._start_asgi_task(cycle, app)
+            task = self.loop.create_task(cycle.run(traffic))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+    return AgentTrafficProtocol

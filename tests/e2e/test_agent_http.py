@@ -1,0 +1,182 @@
+"""Agent traffic is served on the connection by ngm's own protocol (ngm/channels/agent_http.py), past the
+ASGI app: HTTP/1.1 framing, keep-alive, pipelining, 100-continue, HEAD, HTTP/1.0 and cut answers, byte by
+byte over a real socket to `ngm serve`, with a scripted gateway behind it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+
+import pytest
+
+from tests.support.scripted import ScriptedServer, ok
+
+pytestmark = pytest.mark.e2e
+HEALTH = ok(b'{"status": "healthy", "workflows": {}}', b"Content-Type: application/json\r\n")
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+
+
+def answer(script):
+    """A gateway answering /health itself and everything else by `script(head)`."""
+    return ScriptedServer(lambda head, n: [HEALTH] if b" /health" in head.split(b"\r\n")[0] else script(head))
+
+
+@pytest.fixture
+def agent(deployment):
+    """Deploy an agent on a scripted gateway: yields (set_script, path, key, gateway)."""
+    org, key = deployment.new_org()
+    scripts = {"now": lambda head: [ok(b"hello")]}
+    gateway = answer(lambda head: scripts["now"](head))
+    name = f"bot-{uuid.uuid4().hex[:6]}"
+    with deployment.client(key) as c:
+        gw = c.post("/api/v1/gateways", json={"name": name, "environment": "production",
+                                              "api_url": f"http://127.0.0.1:{gateway.port}", "api_key": "gw-secret"})
+        assert gw.status_code == 201, gw.text
+        assert c.post("/api/v1/deployments", json={"gateway_id": gw.json()["id"], "agent_id": name,
+                                                   "agent_version": "1"}).status_code == 201
+        deadline = time.monotonic() + 5  # the routing table follows within a second
+        while c.get(f"/api/v1/agents/{name}/invoke/x").status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def set_script(fn):
+        scripts["now"] = fn
+
+    yield set_script, f"/api/v1/agents/{name}/invoke", key, gateway
+    gateway.stop()
+
+
+def connect(deployment) -> socket.socket:
+    host, port = deployment.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def read_response(stream, head_only: bool = False) -> tuple[int, dict, bytes]:
+    status = int(stream.readline().split()[1])
+    headers = {}
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if head_only or status in (100, 204, 304):
+        return status, headers, b""
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while size := int(stream.readline().strip(), 16):
+            body += stream.read(size)
+            stream.readline()
+        stream.readline()
+        return status, headers, body
+    if "content-length" in headers:
+        return status, headers, stream.read(int(headers["content-length"]))
+    return status, headers, stream.read()
+
+
+def request(path: str, key: str, method: str = "GET", extra: str = "", body: bytes = b"",
+            version: str = "1.1") -> bytes:
+    length = f"Content-Length: {len(body)}\r\n" if body or method == "POST" else ""
+    return (f"{method} {path} HTTP/{version}\r\nHost: t\r\nX-API-Key: {key}\r\n{length}{extra}\r\n").encode() + body
+
+
+def test_keep_alive_and_pipelining_mixed_with_the_management_api(deployment, agent):
+    set_script, path, key, gateway = agent
+    set_script(lambda head: [ok(head.split(b" ")[1])])  # echoes the path it was asked for
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(f"{path}/one", key) + request("/api/v1/keys/me", key) + request(f"{path}/two", key))
+        first, me, second = read_response(stream), read_response(stream), read_response(stream)
+        assert (first[0], first[2]) == (200, b"/one") and (second[0], second[2]) == (200, b"/two")
+        assert me[0] == 200 and json.loads(me[2])["role"] == "org_owner"
+        assert first[1]["x-request-id"] != second[1]["x-request-id"] and "date" in first[1]
+        s.sendall(request(f"{path}/three", key))  # the same connection, still open
+        assert read_response(stream)[2] == b"/three"
+
+
+def test_expect_100_continue_then_the_body(deployment, agent):
+    _, path, key, gateway = agent
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(f"{path}/post", key, "POST", "Expect: 100-continue\r\nContent-Length: 5\r\n")
+                  .replace(b"Content-Length: 0\r\n", b""))
+        assert read_response(stream)[0] == 100
+        s.sendall(b"hello")
+        assert read_response(stream)[:3:2] == (200, b"hello")
+    sent = [r for r in gateway.requests if b"/post" in r][0]
+    assert sent.endswith(b"\r\n\r\nhello") and b"expect" not in sent.lower()  # the body went in one go
+
+
+def test_chunked_answers_and_an_http_1_0_caller(deployment, agent):
+    set_script, path, key, _ = agent
+    set_script(lambda head: [CHUNKED])
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(path + "/c", key))
+        status, headers, body = read_response(stream)
+        assert (status, headers["transfer-encoding"], body) == (200, "chunked", b"hello world")
+    with connect(deployment) as s, s.makefile("rb") as stream:  # HTTP/1.0 knows no chunks: ends with the connection
+        s.sendall(request(path + "/c", key, version="1.0"))
+        status, headers, body = read_response(stream)
+        assert (status, body, headers.get("connection")) == (200, b"hello world", "close")
+        assert "transfer-encoding" not in headers and stream.read() == b""
+
+
+def test_head_answers_carry_no_body_and_the_connection_goes_on(deployment, agent):
+    set_script, path, key, _ = agent
+    set_script(lambda head: [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+                             + (b"" if head.startswith(b"HEAD") else b"hello")])
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(path, key, "HEAD"))
+        status, headers, _ = read_response(stream, head_only=True)
+        assert (status, headers["content-length"]) == (200, "5")
+        s.sendall(request(path, key))
+        assert read_response(stream)[2] == b"hello"
+
+
+def test_an_answer_cut_by_the_gateway_is_cut_for_the_caller(deployment, agent):
+    set_script, path, key, _ = agent
+    for cut in ([b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", 0.05, "close"],
+                [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n", 0.05, "close"]):
+        set_script(lambda head, cut=cut: cut)
+        with connect(deployment) as s:
+            s.sendall(request(path, key))
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+            assert b"partial" in received and not received.endswith(b"0\r\n\r\n")  # never looks complete
+            assert len(received.partition(b"\r\n\r\n")[2]) < 100
+
+
+def test_a_body_over_the_limit_is_refused_and_the_connection_closed(deployment, agent):
+    _, path, key, gateway = agent
+    size = 10 * 1024 * 1024 + 1
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(path + "/big", key, "POST", f"Content-Length: {size}\r\n").replace(b"Content-Length: 0\r\n",
+                                                                                              b""))
+        try:
+            s.sendall(b"x" * size)
+        except OSError:
+            pass  # the server may close before the whole body is in
+        status, headers, body = read_response(stream)
+        assert status == 413 and json.loads(body)["error"]["code"] == "body_too_large"
+        assert headers["connection"] == "close"
+    assert not any(b"/big" in r for r in gateway.requests)
+
+
+def test_a_caller_leaving_mid_answer_frees_the_deployment(deployment, agent):
+    set_script, path, key, _ = agent
+    chunk = b"x" * 65536
+    set_script(lambda head: [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1000 * len(chunk))]
+               + [chunk] * 1000)
+    with connect(deployment) as s:
+        s.sendall(request(path, key))
+        s.recv(1000)
+    set_script(lambda head: [ok(b"after")])
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(path, key))
+        assert read_response(stream)[2] == b"after"
+    agent_id = path.split("/")[4]
+    with deployment.client(key) as c:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            [row] = c.get(f"/api/v1/agents/{agent_id}/traffic").json()["deployments"]
+            if row["in_flight"] == 0:
+                break
+            time.sleep(0.1)
+        assert row["in_flight"] == 0
