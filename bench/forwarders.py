@@ -3,6 +3,7 @@
     python bench/forwarders.py fastapi-httpx PORT UPSTREAM_PORT   # the common Python gateway design
     python bench/forwarders.py asgi-aiohttp PORT UPSTREAM_PORT    # uvicorn + raw ASGI + aiohttp's client
     python bench/forwarders.py asgi-bare PORT UPSTREAM_PORT       # uvicorn + raw ASGI, answers itself
+    python bench/forwarders.py protocol-proxy PORT UPSTREAM_PORT  # asyncio protocols + httptools, nothing else
 """
 
 import sys
@@ -38,6 +39,78 @@ elif kind == "asgi-bare":  # what uvicorn alone costs: no upstream at all
         await receive()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"status": "healthy"}'})
+
+elif kind == "protocol-proxy":  # the floor of a Python proxy: parse, forward, answer; no auth, routing, logs
+    import asyncio
+    import socket
+
+    import httptools
+    import uvloop
+
+    idle = []
+
+    class Upstream(asyncio.Protocol):
+        def __init__(self):
+            self.parser, self.caller = httptools.HttpResponseParser(self), None
+
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def send(self, caller, head):
+            self.caller, self.headers, self.body = caller, [], []
+            self.transport.write(head)
+
+        def data_received(self, data):
+            self.parser.feed_data(data)
+
+        def on_header(self, name, value):
+            if name.lower() == b"content-type":
+                self.headers.append(b"content-type: " + value + b"\r\n")
+
+        def on_body(self, body):
+            self.body.append(body)
+
+        def on_message_complete(self):
+            body = b"".join(self.body)
+            head = b"HTTP/1.1 %d OK\r\ncontent-length: %d\r\n" % (self.parser.get_status_code(), len(body))
+            caller, self.caller = self.caller, None
+            idle.append(self)
+            caller.transport.write(head + b"".join(self.headers) + b"\r\n" + body)
+
+    class Server(asyncio.Protocol):
+        def __init__(self):
+            self.parser, self.url = httptools.HttpRequestParser(self), b""
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.parser.feed_data(data)
+
+        def on_url(self, url):
+            self.url += url
+
+        def on_message_complete(self):
+            head = (self.parser.get_method() + b" " + self.url + b" HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: k\r\n"
+                    b"content-length: 0\r\n\r\n")
+            self.url = b""
+            if idle:
+                idle.pop().send(self, head)
+            else:
+                asyncio.get_running_loop().create_task(self.connect(head))
+
+        async def connect(self, head):
+            _, upstream_conn = await asyncio.get_running_loop().create_connection(Upstream, "127.0.0.1",
+                                                                                  int(sys.argv[3]))
+            upstream_conn.send(self, head)
+
+    async def serve():
+        server = await asyncio.get_running_loop().create_server(Server, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
+    sys.exit(0)
 
 else:
     import aiohttp

@@ -1,8 +1,10 @@
 """Requests per second and p50/p99 latency with 16 concurrent clients (wrk) against a trivial upstream on
 127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured),
 (c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed,
-(e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client, and (f) uvicorn
-serving a bare ASGI app without forwarding: the ceiling of any Python ASGI gateway on this server stack.
+(e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client, (f) uvicorn
+serving a bare ASGI app without forwarding: the ceiling of any Python ASGI gateway on this server stack,
+and (g) a bare proxy on asyncio protocols and httptools (parse, forward, answer, nothing else): the floor
+of a Python proxy, with none of the router's work (auth, routing, limits, figures, logs).
 CPU time per request of the Python processes comes from /proc. The router is
 measured with rate limits off, with the three limits on (in memory), and with them on through Redis.
 
@@ -153,7 +155,8 @@ def main() -> None:
 
         for label, kind in (("(c) FastAPI + httpx forwarder", "fastapi-httpx"),
                             ("(e) uvicorn + aiohttp client forwarder", "asgi-aiohttp"),
-                            ("(f) uvicorn, bare ASGI app, no forwarding", "asgi-bare")):
+                            ("(f) uvicorn, bare ASGI app, no forwarding", "asgi-bare"),
+                            ("(g) bare proxy on asyncio protocols + httptools", "protocol-proxy")):
             port = free_port()
             proc = start([sys.executable, str(ROOT / "bench" / "forwarders.py"), kind, str(port), str(upstream_port)],
                          clean_env(), workdir / f"{kind}.log")
