@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 
 from ngm.config import Settings
 from ngm.config.logging import access_log, setup_logging
@@ -78,9 +81,30 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
     try:
         import uvloop
 
-        return uvloop.run(_serve(settings, host, port))
+        code = uvloop.run(_serve(settings, host, port))
     except ImportError:
-        return asyncio.run(_serve(settings, host, port))
+        code = asyncio.run(_serve(settings, host, port))
+    return _exit_past_stray_threads(code)
+
+
+def _exit_past_stray_threads(code: int, grace: float = 3.0) -> int:
+    """aiosqlite runs every connection on a non-daemon thread: one a library leaves open (seen once in a
+    test run under load, after a clean shutdown) would keep the process alive forever. Cleanup is done by
+    now, so give such threads a moment, then exit regardless and name them."""
+    def stray() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+
+    deadline = time.monotonic() + grace
+    for thread in stray():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in stray()]
+    if not left:
+        return code
+    log.warning("exiting past %d thread(s) a library left running: %s", len(left), ", ".join(left))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 with keys that cannot read the stored data, and no replayed POSTs."""
 
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -126,3 +128,17 @@ def test_access_log_has_one_line_per_request_naming_the_key_id_never_the_key(tmp
     assert forged.status_code == 404
     assert not any(x.startswith("2026-01-01") for x in server.log().splitlines())  # an encoded newline stays encoded
     assert key not in server.log()
+
+
+def test_a_thread_left_running_does_not_keep_a_stopped_server_alive():
+    """A library's non-daemon thread (aiosqlite runs one per connection) must not hang the exit."""
+    script = ("import threading, sys; from ngm.config.logging import setup_logging; setup_logging('INFO'); "
+              "from ngm.server import _exit_past_stray_threads as leave; "
+              "threading.Thread(target=threading.Event().wait, name='leaked-worker').start(); "
+              "assert leave(3, grace=0.2) is None")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 3 and "leaked-worker" in done.stderr and time.monotonic() - start < 20
+    clean = subprocess.run([sys.executable, "-c", "from ngm.server import _exit_past_stray_threads as leave; "
+                            "import sys; sys.exit(leave(4, grace=0.2) + 1)"], capture_output=True, timeout=30)
+    assert clean.returncode == 5  # nothing stray: the code comes back to the caller

@@ -57,8 +57,16 @@ class ScriptedServer:
             writer.close()
 
     def stop(self):
-        self._loop.call_soon_threadsafe(self._server.close)
+        async def shutdown():  # end the connections' handlers while their loop still runs
+            self._server.close()
+            handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
 
 def ok(body: bytes = b"hello", extra: bytes = b"") -> bytes:
