@@ -86,3 +86,7 @@ def test_unflushed_buckets_are_handed_over_once():
     taken = stats.take_unflushed()
     assert [(k[0], b.requests, b.rejected) for k, b in taken.items()] == [("d1", 1, 1)]
     assert stats.take_unflushed() == {}
+    stats.record("d1", 5.0, True)  # after a hand-over, counts go to the new unflushed buckets
+    [(key, bucket)] = stats.take_unflushed().items()
+    assert key[0] == "d1" and (bucket.requests, bucket.errors) == (1, 1)
+    assert stats.window(["d1"], 60)["d1"].requests == 2

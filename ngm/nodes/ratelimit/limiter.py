@@ -86,6 +86,13 @@ def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | No
     return out
 
 
+def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list) -> RateLimited:
+    names = [s.name for s, o in zip(scopes, outcomes) if not o.allowed]
+    return RateLimited(429, "rate_limited", f"rate limit exceeded ({', '.join(names)} scope)",
+                       [{"scope": s.name, "limit": s.limit, "window_seconds": s.window_ms / 1000,
+                         "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed], headers)
+
+
 class RateLimiter:
     def __init__(self, redis_backend=None, api_limit: int = 0, api_window_ms: int = 60_000, instance: str = "local",
                  redis=None, namespace: str = "ngm", clock=time.time):
@@ -139,12 +146,9 @@ class RateLimiter:
             return []
         outcomes = await self.decide(scopes, gateway_id, fail_closed)
         headers = headers_for(scopes, outcomes, policy)
-        if not all(o.allowed for o in outcomes):
-            names = [s.name for s, o in zip(scopes, outcomes) if not o.allowed]
-            raise RateLimited(429, "rate_limited", f"rate limit exceeded ({', '.join(names)} scope)",
-                              [{"scope": s.name, "limit": s.limit, "window_seconds": s.window_ms / 1000,
-                                "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed],
-                              headers)
+        for o in outcomes:  # a loop, not all(<generator>): this runs for every forwarded request
+            if not o.allowed:
+                raise _refused(scopes, outcomes, headers)
         return headers
 
     async def check_api(self, principal) -> list:

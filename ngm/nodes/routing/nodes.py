@@ -69,8 +69,7 @@ class ExplainRouteNode(ContextNode):
             key, source = p["routing_key"], "routing_key"
         else:
             key, source = kw["actor"].get("id"), "api_key"
-        decision, _ = router.decide(*scope, region=p.get("region"), routing_key=key, key_source=source,
-                                    commit=False)
+        decision = router.decide(*scope, region=p.get("region"), routing_key=key, key_source=source, commit=False)
         policy = router.table.policy(scope)
         out = decision.view() | {"agent_id": p["agent_id"], "environment": p["environment"], "policy": policy.view(),
                                  "known": scope in router.table.targets}

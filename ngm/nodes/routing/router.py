@@ -60,28 +60,28 @@ class Router:
 
     # ------------------------------------------------------------ decisions
 
-    def candidates(self, scope: tuple) -> list[tuple[Candidate, object]]:
+    def candidates(self, scope: tuple) -> list[Candidate]:
+        inflight, breakers = self.inflight.counts, self.breakers
         out = []
         for t in self.table.targets.get(scope, ()):
             g = t.gateway
-            out.append((Candidate(t.deployment_id, g.id, g.name, t.agent_version, t.weight, g.region, t.status,
-                                  g.status, g.health_status, self.inflight.counts.get(t.deployment_id, 0),
-                                  self.breakers.state(g.id)), t))
+            out.append(Candidate(t.deployment_id, g.id, g.name, t.agent_version, t.weight, g.region, t.status,
+                                 g.status, g.health_status, inflight.get(t.deployment_id, 0), breakers.state(g.id),
+                                 target=t))
         return out
 
     def decide(self, organization_id: str, agent_id: str, environment: str, *, region: str | None = None,
                routing_key: str | None = None, key_source: str | None = None, exclude: frozenset = frozenset(),
-               commit: bool = True) -> tuple[Decision, dict]:
+               commit: bool = True) -> Decision:
+        """The decision; its chosen candidate's `target` is the table's Target to forward to."""
         scope = (organization_id, agent_id, environment)
-        pairs = self.candidates(scope)
         policy = self.table.policy(scope)
         state = self.states.get(scope)
         if state is None:
             state = self.states[scope] = RoutingState()
-        decision = self.selectors[policy.strategy].select(
-            policy, [c for c, _ in pairs], state, region=region, routing_key=routing_key, key_source=key_source,
+        return self.selectors[policy.strategy].select(
+            policy, self.candidates(scope), state, region=region, routing_key=routing_key, key_source=key_source,
             exclude=exclude, commit=commit)
-        return decision, {c.deployment_id: t for c, t in pairs}
 
     # ------------------------------------------------------------ forwarding
 
@@ -118,16 +118,16 @@ class Router:
         key, key_source = (sticky_value, "header") if sticky_value else (principal.key_id, "api_key")
         body = await request.read_body()
         method = request.method
-        exclude: set[str] = set()
+        exclude = frozenset()
         for attempt in (1, 2):
-            decision, targets = self.decide(*policy_scope, region=region, routing_key=key, key_source=key_source,
-                                            exclude=frozenset(exclude))
+            decision = self.decide(*policy_scope, region=region, routing_key=key, key_source=key_source,
+                                   exclude=exclude)
             if decision.chosen is None:
                 raise Refusal(503, "no_healthy_deployment",
                               f"no healthy deployment of {agent_id} in {environment}: {decision.reason}",
                               [{"deployment_id": c.deployment_id, "reason": why} for c, why in decision.skipped],
                               [(b"retry-after", b"5")])
-            target = targets[decision.chosen.deployment_id]
+            target = decision.chosen.target
             limit_headers = []
             if self.limiter is not None:
                 try:
@@ -138,11 +138,11 @@ class Router:
                     raise Refusal(refused.status, refused.code, refused.message, refused.details,
                                   refused.headers) from None
             try:
-                await self._exchange(request, method, path, body, target, request_id, agent_id, limit_headers)
+                await self._exchange(request, method, path, body, target, request_id, limit_headers)
                 return
             except UpstreamUnreachable as exc:
                 if method in IDEMPOTENT and attempt == 1:
-                    exclude.add(target.deployment_id)
+                    exclude = frozenset({target.deployment_id})
                     log.info("retrying %s %s elsewhere: %s", method, path, exc)
                     continue
                 raise Refusal(502, "gateway_unreachable", f"the gateway could not be reached: {exc}") from None
@@ -150,7 +150,7 @@ class Router:
                 raise Refusal(504, "gateway_timeout", str(exc)) from None
 
     async def _exchange(self, request, method: str, path: bytes, body: bytes, target, request_id: str,
-                        agent_id: str, limit_headers: list) -> None:
+                        limit_headers: list) -> None:
         g = target.gateway
         dep = target.deployment_id
         query = request.query
@@ -159,16 +159,12 @@ class Router:
         for name, value in request.headers:
             if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-"):
                 head += [name, b": ", value, b"\r\n"]
-        if g.api_key:
-            head += [b"x-api-key: ", g.api_key.encode(), b"\r\n"]
         client = request.client
         rid = request_id.encode()
-        head += [b"x-request-id: ", rid,
+        head += [target.upstream_headers, b"x-request-id: ", rid,
                  b"\r\nx-forwarded-proto: ", request.scheme.encode(),
                  b"\r\nx-forwarded-for: ", (client[0] if client else "").encode(),
-                 b"\r\nx-ngm-agent: ", agent_id.encode(), b"\r\nx-ngm-agent-version: ", target.agent_version.encode(),
-                 b"\r\nx-ngm-deployment: ", dep.encode(), b"\r\ncontent-length: ", str(len(body)).encode(),
-                 b"\r\n\r\n"]
+                 b"\r\ncontent-length: %d\r\n\r\n" % len(body)]
         self.inflight.start(dep)
         self.breakers.admit(g.id)
         start = time.perf_counter()
@@ -186,8 +182,7 @@ class Router:
                 self.breakers.failure(g.id)
             else:
                 self.breakers.success(g.id)
-            out = [(b"x-ngm-deployment", dep.encode()), (b"x-ngm-gateway", g.id.encode()), (b"x-request-id", rid),
-                   *limit_headers]
+            out = [*target.answer_headers, (b"x-request-id", rid), *limit_headers]
             has_length = False
             for name, value in response.headers:
                 lower = name.lower()

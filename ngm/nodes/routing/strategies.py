@@ -34,6 +34,7 @@ class Candidate:
     health_status: str = "unknown"
     in_flight: int = 0
     circuit: str = "closed"  # closed | open | half_open
+    target: object = field(default=None, repr=False, compare=False)  # the router's Target (not in views)
 
     def view(self) -> dict:
         return {"deployment_id": self.deployment_id, "gateway_id": self.gateway_id, "gateway_name": self.gateway_name,
@@ -60,19 +61,27 @@ class SmoothWeighted:
 
     def __init__(self):
         self.current: dict[str, int] = {}
+        self._reduced: dict[tuple, tuple] = {}  # weights -> (weights / their gcd, their sum): once per weight set
 
     def pick(self, candidates: list[Candidate], commit: bool = True) -> Candidate:
-        divisor = reduce(math.gcd, (c.weight for c in candidates))
-        weights = {c.deployment_id: c.weight // divisor for c in candidates}
+        key = tuple(c.weight for c in candidates)
+        reduced = self._reduced.get(key)
+        if reduced is None:
+            if len(self._reduced) > 1000:
+                self._reduced.clear()
+            divisor = reduce(math.gcd, key)
+            weights = tuple(w // divisor for w in key)
+            reduced = self._reduced[key] = (weights, sum(weights))
+        weights, total = reduced
         current = self.current if commit else dict(self.current)
-        best = None
-        for c in candidates:
-            current[c.deployment_id] = current.get(c.deployment_id, 0) + weights[c.deployment_id]
-            if best is None or current[c.deployment_id] > current[best.deployment_id]:
-                best = c
-        current[best.deployment_id] -= sum(weights.values())
+        best, best_value = None, 0
+        for c, weight in zip(candidates, weights):
+            value = current[c.deployment_id] = current.get(c.deployment_id, 0) + weight
+            if best is None or value > best_value:
+                best, best_value = c, value
+        current[best.deployment_id] = best_value - total
         if commit and len(current) > len(candidates):  # forget deployments that left
-            for gone in set(current) - set(weights):
+            for gone in set(current) - {c.deployment_id for c in candidates}:
                 del current[gone]
         return best
 

@@ -46,6 +46,17 @@ class Target:
     gateway: GatewayRoute
     rate_limit: int | None = None  # the deployment's override of the gateway's per-agent limit
     fail_closed: bool = False  # Redis down: refuse (503) rather than limit locally
+    agent_id: str = ""
+    # what every forwarded request to this target carries, serialised once per table snapshot
+    upstream_headers: bytes = b""  # to the gateway: its key, the agent, version and deployment
+    answer_headers: tuple = ()  # back to the caller: which deployment and gateway answered
+
+    def __post_init__(self):
+        g = self.gateway
+        self.upstream_headers = ((b"x-api-key: " + g.api_key.encode() + b"\r\n" if g.api_key else b"")
+                                 + b"x-ngm-agent: %b\r\nx-ngm-agent-version: %b\r\nx-ngm-deployment: %b\r\n"
+                                 % (self.agent_id.encode(), self.agent_version.encode(), self.deployment_id.encode()))
+        self.answer_headers = ((b"x-ngm-deployment", self.deployment_id.encode()), (b"x-ngm-gateway", g.id.encode()))
 
 
 class RoutingTable:
@@ -97,7 +108,7 @@ class RoutingTable:
                 targets.setdefault((d["organization_id"], d["agent_id"], gateway.environment), []).append(
                     Target(d["id"], d["agent_version"], int(d["weight"]), d["status"], gateway,
                            None if d["rate_limit"] is None else int(d["rate_limit"]),
-                           d["rate_limit_failure_mode"] == "closed"))
+                           d["rate_limit_failure_mode"] == "closed", d["agent_id"]))
         policies = {}
         for p in await self.sql.rows("SELECT organization_id, agent_id, environment, strategy, sticky, sticky_header, "
                                      "fallback, fallback_regions FROM routing_policies"):

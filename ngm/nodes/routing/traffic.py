@@ -60,6 +60,9 @@ class TrafficStats:
         self.clock = clock
         self.buckets: dict[str, dict[int, Bucket]] = defaultdict(dict)  # deployment -> bucket start -> Bucket
         self.unflushed: dict[tuple[str, int], Bucket] = {}  # what has not reached Redis yet
+        # deployment -> (bucket start, the unflushed dict it belongs to, its two current buckets): the
+        # router records every request, and finding both buckets by key each time cost more than counting
+        self._current: dict[str, tuple] = {}
 
     def _bucket(self, store: dict, key) -> Bucket:
         b = store.get(key)
@@ -69,11 +72,16 @@ class TrafficStats:
 
     def record(self, deployment_id: str, latency_ms: float, error: bool) -> None:
         start = int(self.clock()) // BUCKET_SECONDS * BUCKET_SECONDS
-        for b in (self._bucket(self.buckets[deployment_id], start),
-                  self._bucket(self.unflushed, (deployment_id, start))):
+        current = self._current.get(deployment_id)
+        if current is None or current[0] != start or current[1] is not self.unflushed:
+            current = self._current[deployment_id] = (
+                start, self.unflushed, self._bucket(self.buckets[deployment_id], start),
+                self._bucket(self.unflushed, (deployment_id, start)))
+        index = histogram_index(latency_ms)
+        for b in current[2:]:
             b.requests += 1
             b.errors += error
-            b.hist[histogram_index(latency_ms)] += 1
+            b.hist[index] += 1
 
     def record_rejected(self, deployment_id: str) -> None:
         start = int(self.clock()) // BUCKET_SECONDS * BUCKET_SECONDS
