@@ -52,6 +52,44 @@ async def test_revocation_reaches_other_instances_within_the_cache_ttl(ctx, exec
         await other_instance.authenticate(made["key"])
 
 
+async def test_concurrent_requests_of_one_key_share_one_load(ctx, executor, owner):
+    import asyncio
+
+    from ngm.nodes.auth.store import KeyAuthenticator
+
+    auth = KeyAuthenticator(ctx.db, ttl=5)
+    loads = []
+    real_load = auth._load
+    auth._load = lambda digest: loads.append(digest) or real_load(digest)
+    made = await executor.run("keys_create", owner, {"role": "org_viewer"})
+    principals = await asyncio.gather(*(auth.authenticate(made["key"]) for _ in range(20)))
+    assert {p.key_id for p in principals} == {made["id"]} and len(loads) == 1
+
+
+async def test_a_key_in_use_is_re_read_before_it_expires(ctx, executor, owner):
+    import time
+
+    import anyio
+
+    from ngm.nodes.auth.store import KeyAuthenticator, revoke_key
+
+    auth = KeyAuthenticator(ctx.db, ttl=1.0)
+    made = await executor.run("keys_create", owner, {"role": "org_viewer"})
+    await auth.authenticate(made["key"])
+    cached_at = time.monotonic()  # the answer is kept until cached_at + 1 s at the earliest
+    await revoke_key(ctx.db, owner.organization_id, made["id"])
+    await anyio.sleep(0.6)  # second half of the ttl: still answered from the cache, and re-read behind it
+    assert (await auth.authenticate(made["key"])).key_id == made["id"]
+    refused_after = None
+    while refused_after is None and time.monotonic() - cached_at < 0.95:
+        await anyio.sleep(0.01)
+        try:
+            await auth.authenticate(made["key"])
+        except Unauthorized:
+            refused_after = time.monotonic() - cached_at
+    assert refused_after is not None and refused_after < 0.95  # before the entry itself would have expired
+
+
 @pytest.mark.parametrize("presented", [None, "", "garbage", "ngm_" + "x" * 43])
 async def test_bad_keys_are_refused(ctx, presented):
     with pytest.raises(Unauthorized):
