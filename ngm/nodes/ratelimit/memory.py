@@ -22,28 +22,40 @@ class MemoryBackend:
         return self.check_now(scopes, counter, peek)
 
     def check_now(self, scopes: list[Scope], counter: str = "", peek: bool = False) -> list[Outcome]:
+        # Runs for every forwarded request: locals instead of attribute and method lookups, the window
+        # counts read inline.
         now_ms = self.clock() * 1000
         now_int = int(now_ms)
-        outcomes, commits = [], []
+        windows, tats = self._windows, self._tats
+        outcomes, states = [], []
         allowed = True
         for s in scopes:
             if s.algorithm == SLIDING_WINDOW:
-                current, previous = self._counts(s, now_int)
-                outcome, index = sliding_window(s.limit, s.window_ms, now_int, current, previous)
-                commits.append((True, s.key, (s.window_ms, index, current + 1, previous)))
+                window = s.window_ms
+                index = now_int // window
+                stored = windows.get(s.key)  # (window ms, index, current, previous)
+                if stored is None or stored[0] != window or stored[1] < index - 1:
+                    current = previous = 0
+                elif stored[1] == index:
+                    current, previous = stored[2], stored[3]
+                else:
+                    current, previous = 0, stored[2]
+                outcome = sliding_window(s.limit, window, now_int, current, previous)[0]
+                states.append((window, index, current + 1, previous))
             else:
-                outcome, tat = token_bucket(s.limit, s.window_ms, s.burst, now_ms, self._tats.get(s.key))
-                commits.append((False, s.key, tat))
+                outcome, tat = token_bucket(s.limit, s.window_ms, s.burst, now_ms, tats.get(s.key))
+                states.append(tat)
             outcomes.append(outcome)
-            allowed = allowed and outcome.allowed
+            if not outcome.allowed:
+                allowed = False
         if peek:
             return [o.before() for o in outcomes]
         if allowed:
-            for window, key, value in commits:
-                if window:
-                    self._windows[key] = value
+            for s, state in zip(scopes, states):
+                if type(state) is tuple:
+                    windows[s.key] = state
                 else:
-                    self._tats[key] = value
+                    tats[s.key] = state
         else:
             for s, o in zip(scopes, outcomes):
                 if not o.allowed:
@@ -51,14 +63,6 @@ class MemoryBackend:
         if now_ms >= self._next_prune:
             self._prune(now_ms)
         return outcomes
-
-    def _counts(self, s: Scope, now_ms: int) -> tuple[int, int]:
-        """(this window's count, the previous window's) for the scope's key."""
-        index = now_ms // s.window_ms
-        window_ms, stored, current, previous = self._windows.get(s.key, (s.window_ms, index, 0, 0))
-        if window_ms != s.window_ms or stored < index - 1:
-            return 0, 0
-        return (current, previous) if stored == index else (0, current)
 
     def _prune(self, now_ms: float) -> None:
         """Forget keys whose counts no longer weigh, and buckets that are full again."""
