@@ -52,15 +52,19 @@ class _RequestIds:
 _ids = _RequestIds()
 
 
+class CallerGone(Exception):
+    pass
+
+
 class AgentRequest:
-    __slots__ = ("protocol", "transport", "flow", "method", "path", "raw_path", "query", "headers", "client",
+    __slots__ = ("protocol", "transport", "flow", "method", "agent_id", "raw_path", "query", "headers", "client",
                  "scheme", "expect_100", "body", "more_body", "message_event", "response_complete",
                  "disconnected", "keep_alive", "waiter", "started", "chunked", "head_only", "status")
 
-    def __init__(self, protocol: HttpToolsProtocol, method: str, path: str, raw_path: bytes, query: bytes,
+    def __init__(self, protocol: HttpToolsProtocol, method: str, agent_id: str, raw_path: bytes, query: bytes,
                  keep_alive: bool):
         self.protocol, self.transport, self.flow = protocol, protocol.transport, protocol.flow
-        self.method, self.path, self.raw_path, self.query = method, path, raw_path, query
+        self.method, self.agent_id, self.raw_path, self.query = method, agent_id, raw_path, query
         self.headers: list[tuple[bytes, bytes]] = protocol.headers
         self.client, self.scheme = protocol.client, protocol.scheme
         self.expect_100 = protocol.expect_100_continue
@@ -100,6 +104,8 @@ class AgentRequest:
         if len(self.body) > MAX_BODY:
             self.keep_alive = False  # the rest of the body is never read: this connection cannot go on
             raise Refusal(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
+        if self.more_body:  # the caller left mid-body: nothing may go upstream, nobody to answer
+            raise CallerGone
         return bytes(self.body)
 
     # -- the response
@@ -158,6 +164,8 @@ class AgentRequest:
     async def run(self, traffic: "AgentTraffic") -> None:
         try:
             await traffic.handle(self)
+        except CallerGone:
+            pass
         except Exception:
             log.exception("agent request failed")
             if not self.started:
@@ -208,10 +216,11 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             path = raw_path.decode("ascii")
             if "%" in path:
                 path = urllib.parse.unquote(path)
-            if parse_invoke_path(path) is None:
+            invoke = parse_invoke_path(path)
+            if invoke is None:
                 return super().on_headers_complete()
             version = self.parser.get_http_version()
-            request = AgentRequest(self, self.parser.get_method().decode("ascii"), path, raw_path,
+            request = AgentRequest(self, self.parser.get_method().decode("ascii"), invoke[0], raw_path,
                                    parsed.query or b"", version != "1.0" and self.parser.should_keep_alive())
             existing, self.cycle = self.cycle, request
             if existing is None or existing.response_complete:

@@ -180,3 +180,16 @@ def test_a_caller_leaving_mid_answer_frees_the_deployment(deployment, agent):
                 break
             time.sleep(0.1)
         assert row["in_flight"] == 0
+
+
+def test_a_caller_leaving_mid_body_sends_nothing_upstream(deployment, agent):
+    _, path, key, gateway = agent
+    with connect(deployment) as s:
+        s.sendall(request(path + "/half", key, "POST", "Content-Length: 100\r\n").replace(b"Content-Length: 0\r\n",
+                                                                                           b"") + b"x" * 10)
+        time.sleep(0.2)
+    time.sleep(0.5)
+    assert not any(b"/half" in r for r in gateway.requests)
+    with connect(deployment) as s, s.makefile("rb") as stream:  # and the server goes on
+        s.sendall(request(path, key))
+        assert read_response(stream)[0] == 200

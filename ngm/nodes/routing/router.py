@@ -95,7 +95,7 @@ class Router:
                                     [(b"x-request-id", request_id.encode()), *(refusal.headers or ())])
 
     async def _forward(self, request, principal, request_id: str) -> None:
-        agent_id, _ = parse_invoke_path(request.path)
+        agent_id = request.agent_id
         path = raw_target(request.raw_path)
         headers = request.headers
         environment, region, sticky_value = "production", None, None
