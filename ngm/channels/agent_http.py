@@ -59,7 +59,8 @@ class CallerGone(Exception):
 class AgentRequest:
     __slots__ = ("protocol", "transport", "flow", "method", "agent_id", "raw_path", "query", "headers", "client",
                  "scheme", "expect_100", "body", "more_body", "message_event", "response_complete",
-                 "disconnected", "keep_alive", "waiter", "started", "chunked", "head_only", "status")
+                 "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated", "head_only", "status",
+                 "pending")
 
     def __init__(self, protocol: HttpToolsProtocol, method: str, agent_id: str, raw_path: bytes, query: bytes,
                  keep_alive: bool):
@@ -76,7 +77,8 @@ class AgentRequest:
         self.keep_alive = keep_alive
         # ours
         self.waiter = None
-        self.started = self.chunked = False
+        self.started = self.chunked = self.terminated = False
+        self.pending: bytes | None = None  # the response head, written with the first body bytes
         self.head_only = method == "HEAD"
         self.status = 500
 
@@ -110,8 +112,9 @@ class AgentRequest:
 
     # -- the response
     def start(self, status: int, headers: list[tuple[bytes, bytes]], has_length: bool) -> None:
-        """Write the status line and headers; without a Content-Length the body goes chunked (or, to an
-        HTTP/1.0 client, until the connection closes)."""
+        """The status line and headers, held until the first body bytes (or flush(), or end()) so a small
+        answer leaves in one write; without a Content-Length the body goes chunked (or, to an HTTP/1.0
+        client, until the connection closes)."""
         self.started, self.status = True, status
         out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in self.protocol.server_state.default_headers:  # Date, kept current by uvicorn
@@ -127,13 +130,25 @@ class AgentRequest:
         if not self.keep_alive:
             out.append(b"connection: close\r\n")
         out.append(b"\r\n")
-        if not self.disconnected:
-            self.transport.write(b"".join(out))
+        self.pending = b"".join(out)
 
-    async def write(self, data: bytes) -> None:
+    def flush(self) -> None:
+        """Send the held head now (the body is not here yet: the caller should not wait for it)."""
+        if self.pending is not None:
+            if not self.disconnected:
+                self.transport.write(self.pending)
+            self.pending = None
+
+    async def write(self, data: bytes, last: bool = False) -> None:
+        """A part of the body; `last`: the final one (a chunked body's terminator goes with it)."""
         if self.disconnected or self.head_only or not data:
             return
-        self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+        if self.chunked:
+            data = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if last else b"%x\r\n%b\r\n" % (len(data), data)
+            self.terminated = last
+        if self.pending is not None:
+            data, self.pending = self.pending + data, None
+        self.transport.write(data)
         if self.flow.write_paused:
             await self.flow.drain()
 
@@ -146,8 +161,11 @@ class AgentRequest:
     def end(self) -> None:
         if self.response_complete:
             return
-        if self.chunked and not self.disconnected:
-            self.transport.write(b"0\r\n\r\n")
+        out, self.pending = self.pending or b"", None
+        if self.chunked and not self.terminated:
+            out += b"0\r\n\r\n"
+        if out and not self.disconnected:
+            self.transport.write(out)
         self.response_complete = True
         if not self.keep_alive:
             self.transport.close()
@@ -157,7 +175,7 @@ class AgentRequest:
         body = json.dumps(payload).encode()
         self.start(status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers], True)
-        await self.write(body)
+        await self.write(body, last=True)
         self.end()
 
     # -- the whole exchange, as the protocol's task

@@ -190,9 +190,11 @@ class Router:
                     out.append((name, value))
                     has_length = has_length or lower == b"content-length"
             request.start(response.status, out, has_length)
+            if not response.chunks and not response.complete:
+                request.flush()  # the body is not here yet: the caller gets the head at once
             try:
                 while chunk := await response.read():
-                    await request.write(chunk)
+                    await request.write(chunk, last=response.complete)
                     if request.disconnected:
                         return  # the caller left: the upstream connection is closed, not reused
             except UpstreamBroken as exc:
