@@ -59,6 +59,29 @@ def test_binds_loopback_by_default_and_stops_cleanly_on_sigterm(tmp_path, instal
     assert "stopped" in server.log()
 
 
+def test_agent_requests_in_flight_finish_before_a_sigterm_stops_the_server(tmp_path, install):
+    url, env = install
+    key = make_key(url, "sig-agent-org")
+    server = ServerProcess(env, tmp_path / "server.log").wait_ready()
+    slow = StandIn("slow", delay=1.5)
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=30) as client:
+        gw = client.post("/api/v1/gateways", json={"name": "slow", "environment": "production", "api_url": slow.url,
+                                                   "degraded_latency_ms": 5000}).json()
+        assert client.post("/api/v1/deployments", json={"gateway_id": gw["id"], "agent_id": "bot",
+                                                        "agent_version": "1"}).status_code == 201
+        answers = []
+        in_flight = [threading.Thread(target=lambda: answers.append(
+            client.post("/api/v1/agents/bot/invoke/workflows/chat/execute", json={"n": 1}))) for _ in range(3)]
+        for thread in in_flight:
+            thread.start()
+        time.sleep(0.5)
+        code = server.stop()
+        for thread in in_flight:
+            thread.join()
+    slow.stop()
+    assert code == 0 and [a.status_code for a in answers] == [200, 200, 200]  # finished, not cut off
+
+
 def test_key_file_is_created_once_and_reused(tmp_path, install):
     url, env = install
     first = ServerProcess(env, tmp_path / "a.log").wait_ready()
