@@ -107,6 +107,7 @@ class AgentRequest:
             self.keep_alive = False  # the rest of the body is never read: this connection cannot go on
             raise Refusal(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
         if self.more_body:  # the caller left mid-body: nothing may go upstream, nobody to answer
+            self.status = 499  # as nginx logs it: client closed request
             raise CallerGone
         return bytes(self.body)
 

@@ -190,6 +190,7 @@ def test_a_caller_leaving_mid_body_sends_nothing_upstream(deployment, agent):
         time.sleep(0.2)
     time.sleep(0.5)
     assert not any(b"/half" in r for r in gateway.requests)
+    assert f'"POST {path}/half" 499' in deployment.server.log()  # logged as the caller leaving
     with connect(deployment) as s, s.makefile("rb") as stream:  # and the server goes on
         s.sendall(request(path, key))
         assert read_response(stream)[0] == 200
