@@ -17,39 +17,20 @@ from __future__ import annotations
 import http
 import json
 import logging
-import os
-import re
 import time
 import urllib.parse
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ngm.channels.http_middleware import presented_key
-from ngm.config.logging import access_log
+from ngm.channels.http_middleware import presented_key, request_id, write_access_line
 from ngm.errors import NgmError
 from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path
 
 log = logging.getLogger("ngm.routing")
 _PREFIX = PREFIX.encode()
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
-_ID_PREFIX = os.urandom(8).hex()
-
-
-class _RequestIds:
-    """32 hex digits like uuid4().hex, unique per process by a random prefix, at a counter's cost."""
-
-    def __init__(self):
-        self.n = 0
-
-    def next(self) -> str:
-        self.n += 1
-        return f"{_ID_PREFIX}{self.n:016x}"
-
-
-_ids = _RequestIds()
 
 
 class CallerGone(Exception):
@@ -204,22 +185,19 @@ class AgentTraffic:
     async def handle(self, request: AgentRequest) -> None:
         start = time.perf_counter()
         headers = dict(request.headers)
-        supplied = headers.get(b"x-request-id")
-        request_id = supplied.decode("latin-1") if supplied and _REQUEST_ID.match(supplied) else _ids.next()
+        rid = request_id(headers.get(b"x-request-id"))
         principal = None
         try:
             try:
                 principal = await self.authenticate(presented_key(headers))
             except NgmError as exc:
-                await request.send_json(exc.status, exc.to_body(), [(b"x-request-id", request_id.encode()),
+                await request.send_json(exc.status, exc.to_body(), [(b"x-request-id", rid.encode()),
                                                                     (b"www-authenticate", b'Bearer realm="ngm"')])
                 return
-            await self.router.forward(request, principal, request_id)
+            await self.router.forward(request, principal, rid)
         finally:
-            client = request.client
-            access_log.write(f'{client[0] if client else "-"} "{request.method} {request.raw_path.decode("latin-1")}" '
-                             f'{request.status} {(time.perf_counter() - start) * 1000:.1f}ms '
-                             f'key={principal.key_id if principal else "-"} rid={request_id}')
+            write_access_line(request.client, request.method, request.raw_path.decode("latin-1"), request.status,
+                              start, principal, rid)
 
 
 def agent_traffic_protocol(traffic: AgentTraffic) -> type:

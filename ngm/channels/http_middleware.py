@@ -7,17 +7,35 @@ router) never gets here: ngm/channels/agent_http.py serves it on the connection.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import time
-import uuid
 
 from ngm.config.logging import access_log
 from ngm.errors import NgmError, RateLimitExceeded
 from ngm.nodes.ratelimit.limiter import RateLimited
 
 PROTECTED_PREFIXES = ("/api/", "/mcp")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
+_ID_PREFIX = os.urandom(8).hex()
+_ids = itertools.count(1)
+
+
+def request_id(supplied: bytes | None) -> str:
+    """The caller's X-Request-ID when it is inert, else a new one: 32 hex digits like uuid4().hex,
+    unique per process by a random prefix, at a counter's cost (this runs for every request)."""
+    if supplied and _REQUEST_ID.match(supplied):
+        return supplied.decode("latin-1")
+    return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+def write_access_line(client, method: str, path: str, status: int, started: float, principal, rid: str) -> None:
+    """The access log line of both HTTP paths: the key id, never the key; the path without the query."""
+    access_log.write(f'{client[0] if client else "-"} "{method} {path}" {status} '
+                     f'{(time.perf_counter() - started) * 1000:.1f}ms '
+                     f'key={principal.key_id if principal else "-"} rid={rid}')
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
@@ -49,10 +67,8 @@ class RequestMiddleware:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1")
-        if not _REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        rid = request_id(headers.get(b"x-request-id"))
+        scope.setdefault("state", {})["request_id"] = rid
         status = {"code": 500}
         principal = None
 
@@ -60,7 +76,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", rid.encode())]
             await send(message)
 
         try:
@@ -69,7 +85,7 @@ class RequestMiddleware:
                     principal = await self.authenticate(presented_key(headers))
                 except NgmError as exc:
                     status["code"] = exc.status
-                    return await send_error(send, exc, request_id, [(b"www-authenticate", b'Bearer realm="ngm"')])
+                    return await send_error(send, exc, rid, [(b"www-authenticate", b'Bearer realm="ngm"')])
                 scope["state"]["principal"] = principal
                 if self.limiter is not None:
                     try:
@@ -77,20 +93,14 @@ class RequestMiddleware:
                     except RateLimited as refused:
                         status["code"] = refused.status
                         return await send_error(send, RateLimitExceeded(refused.message, details=refused.details),
-                                                request_id, refused.headers)
+                                                rid, refused.headers)
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.write(f'{_client(scope)} "{scope["method"]} {_path(scope)}" {status["code"]} '
-                             f'{(time.perf_counter() - start) * 1000:.1f}ms '
-                             f'key={principal.key_id if principal else "-"} rid={request_id}')
+            write_access_line(scope.get("client"), scope["method"], _path(scope), status["code"], start, principal,
+                              rid)
 
 
 def _path(scope) -> str:
     """The path as sent (still percent-encoded): a decoded %0A would forge a log line."""
     raw = scope.get("raw_path")
     return raw.decode("latin-1") if raw else scope["path"].encode("unicode_escape").decode("ascii")
-
-
-def _client(scope) -> str:
-    client = scope.get("client")
-    return client[0] if client else "-"
