@@ -18,6 +18,7 @@ from tests.e2e.conftest import make_key
 from tests.support.processes import REDIS_URL, ServerProcess, ngm_env
 from tests.support.redis_server import PrivateRedis
 from tests.support.standin import StandIn
+from tests.support.waiting import room_in_window, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 ENV = {"X-NGM-Environment": "production"}
@@ -99,6 +100,7 @@ def test_users_are_isolated_and_refused_requests_spend_no_quota(cluster):
     gw = deploy(servers[0], alice, standin, "users", global_rate_limit=100, per_agent_rate_limit=50,
                 per_user_rate_limit=5, rate_limit_window=60)
     time.sleep(1.2)
+    room_in_window(60, room=10)
     alice_codes = [invoke(servers[i % 4], alice, "users").status_code for i in range(8)]
     bob_codes = [invoke(servers[i % 4], bob, "users").status_code for i in range(5)]
     assert alice_codes == [200] * 5 + [429] * 3
@@ -116,6 +118,7 @@ def test_headers_on_allowed_and_refused_requests(cluster):
     key = make_key(cluster["url"], "rl-headers")
     deploy(servers[0], key, standin, "headers", global_rate_limit=1000, per_user_rate_limit=3, rate_limit_window=30)
     time.sleep(1.2)
+    room_in_window(30, room=10)
     allowed = [invoke(servers[1], key, "headers") for _ in range(3)]
     assert [r.status_code for r in allowed] == [200, 200, 200]
     assert [r.headers["x-ratelimit-remaining"] for r in allowed] == ["2", "1", "0"]
@@ -174,6 +177,7 @@ def test_management_api_has_a_per_key_limit(cluster):
     with httpx.Client(base_url=servers[0].url, headers={"X-API-Key": owner}) as c:
         made = c.post("/api/v1/keys", json={"role": "org_viewer", "name": "scripted", "api_rate_limit": 5}).json()
     assert made["api_rate_limit"] == 5
+    room_in_window(60, room=10)  # the management API counts per minute
     codes = [httpx.get(f"{servers[i % 4].url}/api/v1/gateways", headers={"X-API-Key": made["key"]}).status_code
              for i in range(7)]
     assert codes == [200] * 5 + [429] * 2  # counted across instances
@@ -186,15 +190,6 @@ def test_management_api_has_a_per_key_limit(cluster):
 
 def limiter_status(server) -> dict:
     return httpx.get(server.url + "/readyz", timeout=5).json()["checks"]["rate_limits"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
@@ -223,6 +218,7 @@ def test_redis_failure_follows_each_deployments_policy_and_recovers(tmp_path, pg
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "rate_limiter_unavailable"
         assert time.monotonic() - started < 1.0  # no request hangs on a dead Redis
         # fail-open: each of the two instances admits its share, 20 / 2 = 10
+        room_in_window(60, room=10)
         codes = [invoke(servers[0], key, "open").status_code for _ in range(14)]
         assert codes == [200] * 10 + [429] * 4
         status = limiter_status(servers[0])
