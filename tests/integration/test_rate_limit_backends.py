@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+import uvloop
 from redis.exceptions import RedisError
 
 from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
@@ -118,10 +119,10 @@ async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(pat
     if path == "pipe":
         original = backend._pipe.send
 
-        def counting(command):
+        def counting(command, on_reply=None):
             nonlocal calls
             calls += 1
-            return original(command)
+            return original(command, on_reply)
 
         backend._pipe.send = counting
     else:
@@ -182,6 +183,30 @@ async def test_the_pipe_fails_fast_on_a_silent_or_missing_redis_and_connects_aga
     pipe.port = int(pipe.port)
     assert await asyncio.gather(pipe.call("PING"), pipe.call("ECHO", "x")) == [b"PONG", b"x"]  # in order
     pipe.close()
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+@pytest.mark.parametrize("stall", ["before the write", "after the write"])
+def test_a_stalled_event_loop_is_not_taken_for_a_silent_redis(loop_factory, stall):
+    """A long callback, a GC pause or a descheduled process keeps the loop from reading a reply that Redis
+    sent in time; when the loop runs again the watchdog's timer may come before the socket is read."""
+    host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
+
+    async def stalled_call():
+        pipe = Pipe(host, int(port), timeout=0.2)
+        assert await pipe.call("PING") == b"PONG"  # connected
+        reply = pipe.call("ECHO", "still here")  # written by a callback the call queued
+        if stall == "before the write":
+            time.sleep(0.4)  # the loop is blocked for twice the timeout
+        else:  # queued behind the write, so it runs before the loop reads the socket again
+            asyncio.get_running_loop().call_soon(time.sleep, 0.4)
+        try:
+            return await reply
+        finally:
+            pipe.close()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        assert runner.run(stalled_call()) == b"still here"
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")

@@ -11,11 +11,15 @@ stays on redis-py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 
 import hiredis
 from redis.exceptions import NoScriptError, ResponseError
+
+log = logging.getLogger("ngm.ratelimit")
+SECOND_LOOK = 0.02  # seconds after a timeout is first seen (see Pipe._check_overdue)
 
 
 def pack_items(args: list) -> bytes:
@@ -57,10 +61,12 @@ class Pipe:
         self.username, self.password, self.timeout = username, password, timeout
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task | None = None
-        self._waiting: deque[tuple[asyncio.Future, float]] = deque()  # sent (or to be sent), in order
+        # sent (or to be sent), in order: (future or None, on_reply or None, when)
+        self._waiting: deque[tuple] = deque()
         self._out: list[bytes] = []
         self._flush_soon = False
         self._watchdog: asyncio.TimerHandle | None = None
+        self._overdue: tuple | None = None  # the waiting command found overdue once (see _check_overdue)
         self._reader = hiredis.Reader()
 
     @classmethod
@@ -79,15 +85,21 @@ class Pipe:
         """Send a command; the future gets its reply (or the error, or TimeoutError after `timeout`)."""
         return self.send(pack(list(args)))
 
-    def send(self, command: bytes) -> asyncio.Future:
-        """Send a command already in RESP (see pack)."""
+    def send(self, command: bytes, on_reply=None) -> asyncio.Future | None:
+        """Send a command already in RESP (see pack). Without `on_reply` a future gets the reply and the
+        command is coalesced with the loop turn's others into one write. With `on_reply(reply, error)` the
+        reply is handed over as soon as it is read, and the command (already a batch) is written at once:
+        each saves a pass through the event loop's queue, which under load is a good part of a check's
+        latency."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._waiting.append((future, time.monotonic()))
+        future = loop.create_future() if on_reply is None else None
+        self._waiting.append((future, on_reply, time.monotonic()))
         self._out.append(command)
         if self._transport is None:
             if self._connecting is None:
                 self._connecting = loop.create_task(self._connect())
+        elif on_reply is not None:
+            self._flush()
         elif not self._flush_soon:
             self._flush_soon = True
             loop.call_soon(self._flush)
@@ -114,7 +126,7 @@ class Pipe:
             for _ in hello:  # their replies come first; a failure shows in the commands behind them
                 answered = loop.create_future()
                 answered.add_done_callback(lambda f: f.cancelled() or f.exception())
-                self._waiting.appendleft((answered, time.monotonic()))
+                self._waiting.appendleft((answered, None, time.monotonic()))
             self._reader = hiredis.Reader()
             self._transport = transport
             transport.write(b"".join(hello + self._out))
@@ -136,26 +148,44 @@ class Pipe:
                 break
             if not self._waiting:
                 continue
-            future, _ = self._waiting.popleft()
-            if future.done():
-                continue
+            future, on_reply, _ = self._waiting.popleft()
+            error = None
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
-                error = NoScriptError if message.startswith("NOSCRIPT") else ResponseError
-                future.set_exception(error(message))
-            else:
-                future.set_result(reply)
+                error = (NoScriptError if message.startswith("NOSCRIPT") else ResponseError)(message)
+                reply = None
+            self._settle(future, on_reply, reply, error)
+
+    @staticmethod
+    def _settle(future, on_reply, reply, error) -> None:
+        if on_reply is not None:
+            try:
+                on_reply(reply, error)
+            except Exception:  # the caller's bug must not stop the replies behind it
+                log.exception("rate-limit reply handler failed")
+        elif future.done():
+            pass
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(reply)
 
     def _check_overdue(self) -> None:
         self._watchdog = None
         if not self._waiting:
             return
-        oldest = self._waiting[0][1]
-        if time.monotonic() - oldest >= self.timeout:  # replies come in order: nothing behind it can arrive
+        first = self._waiting[0]
+        due = first[2] + self.timeout - time.monotonic()
+        if due > 0:
+            self._watchdog = asyncio.get_running_loop().call_later(due, self._check_overdue)
+        elif self._overdue is not first:
+            # One more look after the loop has read its sockets: a loop that was blocked (a long callback, a
+            # GC pause, a descheduled process) may not have written the command or read a reply Redis sent
+            # in time, and the timer can come first when it runs again.
+            self._overdue = first
+            self._watchdog = asyncio.get_running_loop().call_later(SECOND_LOOK, self._check_overdue)
+        else:  # replies come in order: nothing behind it can arrive
             self._fail(asyncio.TimeoutError(f"Redis did not answer within {self.timeout} s"))
-        else:
-            self._watchdog = asyncio.get_running_loop().call_later(oldest + self.timeout - time.monotonic(),
-                                                                  self._check_overdue)
 
     def _lost(self, exc: BaseException) -> None:
         self._transport = None
@@ -166,9 +196,9 @@ class Pipe:
         transport, self._transport = self._transport, None
         waiting, self._waiting = self._waiting, deque()
         self._out.clear()
-        for future, _ in waiting:
-            if not future.done():
-                future.set_exception(exc)
+        self._overdue = None
+        for future, on_reply, _ in waiting:
+            self._settle(future, on_reply, None, exc)
         if transport is not None:
             transport.abort()
 

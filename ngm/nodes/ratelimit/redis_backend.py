@@ -174,26 +174,31 @@ class RedisBackend:
                 nkeys = sum(len(r.keys) for r, *_ in batch)
                 nargs = 1 + sum(len(r.args) for r, *_ in batch)
                 head = b"*%d\r\n" % (3 + nkeys + nargs) + pack_items(["EVALSHA", self._script.sha, nkeys])
-                reply = self._pipe.send(b"".join([head, *(r.packed_keys for r, *_ in batch), b"$0\r\n\r\n",
-                                                  *(r.packed_args for r, *_ in batch)]))
+                self._pipe.send(b"".join([head, *(r.packed_keys for r, *_ in batch), b"$0\r\n\r\n",
+                                          *(r.packed_args for r, *_ in batch)]),
+                                lambda reply, error, batch=batch: self._answer(batch, reply, error))
             else:
-                reply = asyncio.ensure_future(self._call(*_joined(batch)))
-            reply.add_done_callback(lambda r, batch=batch: self._answer(r, batch))
+                self._call_later(batch, self._call(*_joined(batch)))
 
-    def _answer(self, reply: asyncio.Future, batch: list) -> None:
-        exc = ConnectionError("cancelled") if reply.cancelled() else reply.exception()
-        if isinstance(exc, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
+    def _call_later(self, batch: list, call) -> None:
+        def done(f: asyncio.Future) -> None:
+            error = ConnectionError("cancelled") if f.cancelled() else f.exception()
+            self._answer(batch, None if error else f.result(), error)
+
+        asyncio.ensure_future(call).add_done_callback(done)
+
+    def _answer(self, batch: list, reply: list | None, error: BaseException | None) -> None:
+        if isinstance(error, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
             keys, args = _joined(batch)
-            retry = asyncio.ensure_future(self._script(keys=keys, args=args))
-            retry.add_done_callback(lambda r: self._answer(r, batch))
+            self._call_later(batch, self._script(keys=keys, args=args))
             return
         at = 0
         for _, n, peek, future in batch:
             if not future.done():
-                if exc is not None:  # every waiting request learns that Redis failed
-                    future.set_exception(exc)
+                if error is not None:  # every waiting request learns that Redis failed
+                    future.set_exception(error)
                 else:
-                    future.set_result(self._outcomes(reply.result()[at:at + n * 5], peek))
+                    future.set_result(self._outcomes(reply[at:at + n * 5], peek))
             at += n * 5
 
     async def _call(self, keys: list, args: list) -> list:
