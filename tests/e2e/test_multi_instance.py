@@ -1,8 +1,10 @@
 """Two `ngm serve` processes sharing PostgreSQL and Redis: each gateway is probed once per interval
-between them, the survivor takes over when the prober is killed, and events cross instances."""
+between them, the survivor takes over when the prober is killed, events cross instances, and least
+connections weighs the requests in flight on both."""
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from tests.e2e.conftest import make_key
 from tests.support.processes import REDIS_URL, ServerProcess, ngm_env
 from tests.support.standin import StandIn
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 INTERVAL = 1.0
@@ -30,16 +33,6 @@ def probes_per_gateway(standins, seconds: float) -> list[int]:
     start = time.monotonic()
     time.sleep(seconds)
     return [len(s.gets(since=start)) for s in standins]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_instances_probe_once_per_interval_and_fail_over(tmp_path, pg_database_factory):
@@ -101,3 +94,46 @@ def test_events_reach_subscribers_on_the_instance_that_does_not_probe(tmp_path, 
         for s in (first, second):
             s.stop()
         server.stop()
+
+
+def test_least_connections_counts_requests_in_flight_on_every_instance(tmp_path, pg_database_factory):
+    """Three slow requests through the first instance keep one deployment busy; the second instance, which
+    has nothing in flight itself, must still send its requests to the other deployment."""
+    url = pg_database_factory()
+    env = ngm_env(tmp_path / "data", url, NGM_REDIS_URL=REDIS_URL, NGM_MONITOR="off")
+    key = make_key(url, "lc-org")
+    first = ServerProcess(env, tmp_path / "a.log").wait_ready()
+    second = ServerProcess(env, tmp_path / "b.log").wait_ready()
+    busy, idle = StandIn("slow", delay=4.0), StandIn("healthy")
+    headers = {"X-API-Key": key}
+    invoke = "/api/v1/agents/lc-bot/invoke/work"
+
+    def deploy(client, name, standin) -> str:
+        gw = client.post("/api/v1/gateways", json={"name": name, "environment": "production", "api_url": standin.url})
+        assert gw.status_code == 201, gw.text
+        dep = client.post("/api/v1/deployments", json={"gateway_id": gw.json()["id"], "agent_id": "lc-bot",
+                                                       "agent_version": "v1"})
+        assert dep.status_code == 201, dep.text
+        return dep.json()["id"]
+
+    try:
+        with httpx.Client(base_url=first.url, headers=headers, timeout=10) as client:
+            busy_id = deploy(client, "busy", busy)
+            policy = client.put("/api/v1/routing/policies", json={"agent_id": "lc-bot", "environment": "production",
+                                                                   "strategy": "least_connections"})
+            assert policy.status_code == 200, policy.text
+            with ThreadPoolExecutor(3) as pool:
+                slow = [pool.submit(httpx.get, first.url + invoke, headers=headers, timeout=20) for _ in range(3)]
+                wait_for(lambda: len(busy.gets()) == 3, 5, "three requests in flight on the busy gateway")
+                busy.mode = "healthy"  # from now on it would answer at once: only its load speaks against it
+                idle_id = deploy(client, "idle", idle)
+                time.sleep(1.5)  # the second instance routes over both; the first has published its counts
+                picks = [httpx.get(second.url + invoke, headers=headers, timeout=10).headers["x-ngm-deployment"]
+                         for _ in range(4)]
+                assert picks == [idle_id] * 4, (picks, busy_id)
+                assert [f.result().status_code for f in slow] == [200, 200, 200]
+    finally:
+        for s in (first, second):
+            s.stop()
+        busy.stop()
+        idle.stop()

@@ -1,7 +1,8 @@
 """Requests in flight per deployment: least-connections reads them, draining waits for them.
 
 Counts are kept per instance; with Redis each instance publishes its non-zero counts every half second
-(expiring after a few seconds), so a drain anywhere sees the requests in flight everywhere.
+(expiring after a few seconds) and reads the others', so least connections weighs the requests in flight
+on every instance (the others' as of their last publication) and a drain anywhere waits for all of them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ log = logging.getLogger("ngm.routing")
 class InFlight:
     def __init__(self, redis=None, namespace: str = "ngm", instance: str = "local", ttl_ms: int = 3000):
         self.counts: dict[str, int] = {}  # a plain dict: Counter's arithmetic costs more per request
+        self.elsewhere: dict[str, int] = {}  # the other instances' counts as last published (with Redis)
         self.redis, self.instance, self.ttl_ms = redis, instance, ttl_ms
         self.prefix = f"{namespace}:inflight:"
 
@@ -43,17 +45,32 @@ class InFlight:
         except Exception as exc:  # the drain falls back to this instance's own counts
             log.warning("in-flight counts not published (%s)", type(exc).__name__)
 
+    async def _published_elsewhere(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        async for key in self.redis.scan_iter(match=self.prefix + "*", count=100):
+            if key.decode() == self.prefix + self.instance:
+                continue
+            for deployment_id, n in (await self.redis.hgetall(key)).items():
+                name = deployment_id.decode()
+                totals[name] = totals.get(name, 0) + int(n)
+        return totals
+
+    async def read_elsewhere(self) -> None:
+        """Refresh `elsewhere` (after each publication); without Redis there is nobody else."""
+        if self.redis is None:
+            return
+        try:
+            self.elsewhere = await self._published_elsewhere()
+        except Exception as exc:  # least connections goes on with this instance's own counts
+            self.elsewhere = {}
+            log.warning("in-flight counts of other instances not read (%s)", type(exc).__name__)
+
     async def total(self, deployment_id: str) -> int:
-        """Across instances (with Redis), else this instance's."""
+        """Across instances, read now (with Redis), else this instance's."""
         if self.redis is None:
             return self.counts.get(deployment_id, 0)
         try:
-            total = 0
-            async for key in self.redis.scan_iter(match=self.prefix + "*", count=100):
-                if key.decode() == self.prefix + self.instance:
-                    continue
-                value = await self.redis.hget(key, deployment_id)
-                total += int(value or 0)
-            return total + self.counts.get(deployment_id, 0)
+            elsewhere = await self._published_elsewhere()
         except Exception:
-            return self.counts.get(deployment_id, 0)
+            elsewhere = {}
+        return elsewhere.get(deployment_id, 0) + self.counts.get(deployment_id, 0)

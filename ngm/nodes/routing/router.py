@@ -61,12 +61,12 @@ class Router:
     # ------------------------------------------------------------ decisions
 
     def candidates(self, scope: tuple) -> list[Candidate]:
-        inflight, breakers = self.inflight.counts, self.breakers
+        here, elsewhere, breakers = self.inflight.counts, self.inflight.elsewhere, self.breakers
         out = []
         for t in self.table.targets.get(scope, ()):
-            g = t.gateway
-            out.append(Candidate(t.deployment_id, g.id, g.name, t.agent_version, t.weight, g.region, t.status,
-                                 g.status, g.health_status, inflight.get(t.deployment_id, 0), breakers.state(g.id),
+            g, d = t.gateway, t.deployment_id
+            out.append(Candidate(d, g.id, g.name, t.agent_version, t.weight, g.region, t.status, g.status,
+                                 g.health_status, here.get(d, 0) + elsewhere.get(d, 0), breakers.state(g.id),
                                  target=t))
         return out
 

@@ -65,6 +65,7 @@ class RoutingService:
 
     async def _sync_once(self) -> None:
         await self.ctx.inflight.publish()
+        await self.ctx.inflight.read_elsewhere()
         if self.redis_traffic is not None:
             try:
                 await self.redis_traffic.flush(self.stats.take_unflushed())
