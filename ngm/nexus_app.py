@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 
 from ngm.context import AppContext
 
 log = logging.getLogger("ngm.app")
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"  # which process answered /readyz (several behind one port)
 _KEEP_NEXUS_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
@@ -98,7 +100,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     @fa.get("/readyz", include_in_schema=False)
     async def readyz():
         checks, ready = await readiness(ctx, services)
-        return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
+        return JSONResponse({"status": "ready" if ready else "not_ready", "instance": INSTANCE, "checks": checks},
                             status_code=200 if ready else 503)
 
     async def call_tool(op, params, resource_id, request_ctx):
@@ -106,7 +108,10 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
 
     mcp = build_mcp_server(registry, call_tool)
     # API keys guard /mcp, so the SDK's DNS-rebinding Host check adds nothing and would break proxies.
-    mcp.streamable_http_app(transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    # Stateless: every tool call stands alone (the key comes with each request), so a client's requests may
+    # reach any worker or instance; sessions kept in one process's memory were unknown to the others.
+    mcp.streamable_http_app(transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+                            stateless_http=True)
     fa.router.routes.append(Route("/mcp", endpoint=StreamableHTTPASGIApp(mcp.session_manager),
                                   methods=["GET", "POST", "DELETE"]))
     _run_during_lifespan(fa, mcp.session_manager.run)
