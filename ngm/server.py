@@ -18,16 +18,23 @@ from ngm.config.logging import access_log, setup_logging
 log = logging.getLogger("ngm.server")
 
 
-def _uvicorn_server(app, host: str, port: int, stopping, agent_traffic):
+def _uvicorn_server(app, host: str, port: int, stopping, agent_traffic, on_started=None):
     import uvicorn
 
     from ngm.channels.agent_http import agent_traffic_protocol
 
     class Server(uvicorn.Server):
+        stop_watch_armed = False  # the slow-stop log is scheduled once, on the first signal
+
         def handle_exit(self, sig, frame):
             super().handle_exit(sig, frame)
             # end open event streams: uvicorn waits for them before shutting down
-            asyncio.get_event_loop().call_soon_threadsafe(stopping.set)
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(stopping.set)
+            if not self.stop_watch_armed:
+                self.stop_watch_armed = True
+                loop.call_soon_threadsafe(loop.call_later, SLOW_STOP_SECONDS, _log_pending_tasks)
+                _exit_if_still_stopping(HARD_STOP_SECONDS)
 
         @contextlib.contextmanager
         def capture_signals(self):
@@ -40,13 +47,61 @@ def _uvicorn_server(app, host: str, port: int, stopping, agent_traffic):
                 for sig, handler in originals.items():
                     signal.signal(sig, handler)
 
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started and on_started is not None:
+                on_started()
+
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
                             server_header=False, timeout_graceful_shutdown=10,
                             http=agent_traffic_protocol(agent_traffic))
     return Server(config)
 
 
-async def _serve(settings: Settings, host: str, port: int) -> int:
+SLOW_STOP_SECONDS = 15.0  # a stop takes well under a second after the drain (at most 10 s)
+HARD_STOP_SECONDS = 25.0  # then exit regardless (before a supervisor's 30 s): a hung stop must not linger
+
+
+def _exit_if_still_stopping(after: float) -> None:
+    """A thread, not the event loop (which may be what hangs): exit 1 if the process is still here `after`
+    seconds on. Without it a worker hung in shutdown outlived its killed supervisor (seen in test runs)."""
+
+    def deadline():
+        time.sleep(after)
+        log.error("still not stopped %g s after the signal: exiting", after)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    threading.Thread(target=deadline, name="ngm-stop-deadline", daemon=True).start()
+
+
+def _log_pending_tasks() -> None:
+    """Still stopping long after SIGTERM: say what the event loop is waiting for (seen once in a while in a
+    worker stopped right after it started, not yet understood)."""
+    import io
+
+    stacks = []
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=8, file=out)
+        stacks.append(f"{task.get_name()}: {out.getvalue()}")
+    log.warning("still stopping %.0f s after the signal; %d task(s) pending:\n%s", SLOW_STOP_SECONDS, len(stacks),
+                "\n".join(stacks))
+
+
+def _shared_port_socket(host: str, port: int):
+    """A worker's listening socket: every worker binds the same port (the kernel spreads connections)."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None = None) -> int:
     from ngm.context import AppContext
     from ngm.nexus_app import build_app
     from ngm.nodes.secrets.keyring import KeyringError
@@ -65,9 +120,22 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         gc.collect()
         gc.freeze()
         state = app.fastapi_app.state
-        server = _uvicorn_server(state.asgi, host, port, state.stopping, state.agent_traffic)
-        log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
-        await server.serve()
+        sockets = None
+        if ready_fd is not None:  # a worker of `ngm serve --workers N` (ngm/workers.py)
+            try:
+                sockets = [_shared_port_socket(host, port)]
+            except OSError as exc:
+                log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+                return 1
+
+        def started():
+            log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
+            if ready_fd is not None:
+                os.write(ready_fd, b"1")
+                os.close(ready_fd)
+
+        server = _uvicorn_server(state.asgi, host, port, state.stopping, state.agent_traffic, started)
+        await server.serve(sockets=sockets)
         return 0 if server.started else 1
     finally:
         await ctx.close()
@@ -75,15 +143,16 @@ async def _serve(settings: Settings, host: str, port: int) -> int:
         log.info("stopped")
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
+def serve(host: str = "127.0.0.1", port: int = 8000, ready_fd: int | None = None) -> int:
+    """ready_fd: this is a worker (ngm/workers.py): bind the port shared, write b"1" there once serving."""
     settings = Settings.from_env()
     setup_logging(settings.log_level)
     try:
         import uvloop
 
-        code = uvloop.run(_serve(settings, host, port))
+        code = uvloop.run(_serve(settings, host, port, ready_fd))
     except ImportError:
-        code = asyncio.run(_serve(settings, host, port))
+        code = asyncio.run(_serve(settings, host, port, ready_fd))
     return _exit_past_stray_threads(code)
 
 
@@ -107,5 +176,16 @@ def _exit_past_stray_threads(code: int, grace: float = 5.0) -> int:
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(serve())
+def _stop_with_parent() -> None:
+    """A worker stops (gracefully) when its supervisor dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+if __name__ == "__main__":  # a worker: python -m ngm.server HOST PORT READY_FD SUPERVISOR_PID
+    _stop_with_parent()
+    if os.getppid() != int(sys.argv[4]):  # the supervisor died before the line above
+        sys.exit(1)
+    sys.exit(serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

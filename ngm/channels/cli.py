@@ -260,8 +260,14 @@ def main():
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def serve(host, port):
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar="NGM_WORKERS",
+              help="server processes sharing the port (more than 1 needs NGM_REDIS_URL)")
+def serve(host, port, workers):
     """Serve REST (/api/v1), MCP (/mcp) and the dashboard (/)."""
+    if workers > 1:
+        from ngm.workers import supervise
+
+        sys.exit(supervise(host, port, workers))
     from ngm.server import serve as run_server
 
     sys.exit(run_server(host, port))

@@ -27,12 +27,12 @@ def ngm_env(data_dir: Path, database_url: str, **extra: str) -> dict:
 
 
 class ServerProcess:
-    def __init__(self, env: dict, log_path: Path, port: int | None = None):
+    def __init__(self, env: dict, log_path: Path, port: int | None = None, args: tuple = ()):
         self.port = port or closed_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([NGM, "serve", "--port", str(self.port)], env=env,
+        self.proc = subprocess.Popen([NGM, "serve", "--port", str(self.port), *args], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> "ServerProcess":
