@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 from ngm.models.rows import utcnow
+from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.background")
 
@@ -36,9 +37,7 @@ class BackgroundServices:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         await self.monitor.stop()
         await self.lease.release()
 

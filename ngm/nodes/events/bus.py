@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 
+from ngm.tasks import stop_tasks
+
 log = logging.getLogger("ngm.events")
 
 
@@ -96,9 +98,5 @@ class RedisBus(LocalBus):
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_tasks([self._task])
         await super().close()

@@ -17,6 +17,7 @@ from datetime import datetime
 from ngm.models.rows import utcnow
 from ngm.nodes.gateways.validation import health_url
 from ngm.nodes.health.probe import ProbeResult, probe
+from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.monitor")
 _STATE_FIELDS = ("health_status", "health_successes", "health_failures", "health_slow", "health_fast",
@@ -150,9 +151,7 @@ class HealthMonitor:
         return count
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks))
         await self.flush()
 
 

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
 from ngm.nodes.ratelimit.memory import MemoryBackend
+from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.ratelimit")
 _REDIS_DOWN = (OSError, asyncio.TimeoutError, ConnectionError, RedisError)
@@ -211,8 +212,7 @@ class RateLimiter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task])
 
     async def _watch(self) -> None:
         while True:

@@ -14,6 +14,7 @@ from ngm.nodes.routing.router import Router
 from ngm.nodes.routing.table import RoutingTable
 from ngm.nodes.routing.traffic import RedisTraffic, TrafficStats
 from ngm.nodes.routing.upstream import UpstreamPool
+from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.routing")
 ROUTING_CHANGED = "routing.changed"
@@ -42,9 +43,7 @@ class RoutingService:
                        for job in (self._refresh_loop, self._sync_loop, self._listen)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         await self.ctx.limiter.stop()
         self._subscription.close()
         await self._sync_once()
