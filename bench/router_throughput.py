@@ -1,12 +1,14 @@
 """Requests per second and p50/p99 latency with 16 concurrent clients (wrk) against a trivial upstream on
-127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured),
+127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured;
+one process, then one worker per core as nginx runs),
 (c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed,
 (e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client, (f) uvicorn
 serving a bare ASGI app without forwarding: the ceiling of any Python ASGI gateway on this server stack,
 and (g) a bare proxy on asyncio protocols and httptools (parse, forward, answer, nothing else): the floor
 of a Python proxy, with none of the router's work (auth, routing, limits, figures, logs).
 CPU time per request of the Python processes comes from /proc. The router is
-measured with rate limits off, with the three limits on (in memory), and with them on through Redis.
+measured with rate limits off, with the three limits on (in memory), and with them on through Redis (one
+process, and one worker per core).
 
     .venv/bin/python bench/router_throughput.py [--seconds 10] [--connections 16]
 """
@@ -50,15 +52,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The process itself, or its workers when it is `ngm serve --workers N`'s supervisor."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children] or [pid]
+
+
 def wrk(url: str, seconds: int, connections: int, headers: dict | None = None, pid: int | None = None) -> dict:
-    """pid: also report that process's CPU time per request (robust to other load on a shared machine,
-    unlike requests per second)."""
+    """pid: also report the CPU time per request of that process or of its workers (robust to other load on
+    a shared machine, unlike requests per second)."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
-    cpu_before = cpu_seconds(pid) if pid else 0.0
+    pids = worker_pids(pid) if pid else []
+    cpu_before = sum(map(cpu_seconds, pids))
     out = subprocess.run(args, capture_output=True, text=True).stdout
-    cpu = cpu_seconds(pid) - cpu_before if pid else None
+    cpu = sum(map(cpu_seconds, pids)) - cpu_before if pid else None
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -128,15 +137,21 @@ def main() -> None:
             [label, wrk(url, args.seconds, args.connections, headers)])
         run("(a) upstream directly", f"http://127.0.0.1:{upstream_port}/health")
 
-        for label, redis_url in (("", None), (" + Redis", args.redis)):
-            ngm_port, data = free_port(), workdir / f"data{bool(redis_url)}"
+        # With several workers (one per core, as nginx runs below) limits and figures are shared through Redis.
+        workers = os.cpu_count() or 1
+        for label, redis_url, count in (("", None, 1), (" + Redis", args.redis, 1),
+                                        (f", {workers} workers + Redis", args.redis, workers)):
+            ngm_port, data = free_port(), workdir / f"data{bool(redis_url)}{count}"
             env = clean_env(NGM_DATA_DIR=str(data), NGM_DATABASE_URL=f"sqlite:///{data / 'ngm.db'}",
                             NGM_MONITOR="off", NGM_API_RATE_LIMIT="0", **({"NGM_REDIS_URL": redis_url} if redis_url
                                                                           else {}))
-            ngm = start([NGM, "serve", "--port", str(ngm_port)], env, workdir / f"ngm{bool(redis_url)}.log")
+            log = workdir / f"ngm{bool(redis_url)}{count}.log"
+            ngm = start([NGM, "serve", "--port", str(ngm_port), "--workers", str(count)], env, log)
             procs.append(ngm)
             base = f"http://127.0.0.1:{ngm_port}"
             wait_ready(base, ngm)
+            while count > 1 and b"workers serving on" not in log.read_bytes():  # the first serves before the rest
+                time.sleep(0.2)
             api_key, gateway_id = setup_ngm(base, upstream_port, data)
             invoke = f"{base}/api/v1/agents/bench/invoke/health"
             wrk(invoke, 2, args.connections, {"X-API-Key": api_key})  # warm up
