@@ -77,8 +77,8 @@ def _exit_if_still_stopping(after: float) -> None:
 
 
 def _log_pending_tasks() -> None:
-    """Still stopping long after SIGTERM: say what the event loop is waiting for (seen once in a while in a
-    worker stopped right after it started, not yet understood)."""
+    """Still stopping long after SIGTERM: say what the event loop is waiting for (it found a background loop
+    whose cancellation a library had swallowed; ngm/tasks.py)."""
     import io
 
     stacks = []
