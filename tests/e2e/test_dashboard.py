@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from tests.e2e.conftest import Deployment, make_key
 from tests.support.processes import ServerProcess, ngm_env
 from tests.support.standin import StandIn
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("NGM_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -96,13 +96,6 @@ def operator(browser, server):
 def org_with(server: Deployment, role: str = "org_owner") -> tuple[str, str, httpx.Client]:
     org, key = server.new_org(role)
     return org, key, server.client(key)
-
-
-def wait_until(check, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {message}"
-        time.sleep(0.1)
 
 
 def test_sign_in_refuses_a_bad_key_and_keeps_the_key_out_of_urls_and_storage(operator, server):
@@ -291,8 +284,8 @@ def test_the_health_view_follows_a_gateway_going_down_without_a_reload(operator,
     try:
         gw = client.post("/api/v1/gateways", json={"name": "flaky", "environment": "production",
                                                    "api_url": standin.url, **LIVE}).json()
-        wait_until(lambda: client.get(f"/api/v1/gateways/{gw['id']}").json()["health_status"] == "healthy",
-                   message="the monitor to find the stand-in healthy")
+        wait_for(lambda: client.get(f"/api/v1/gateways/{gw['id']}").json()["health_status"] == "healthy", 10,
+                 "the monitor to find the stand-in healthy")
         page = operator.sign_in(key)
         page.get_by_role("link", name="Health").click()
         tile = page.locator(f"article[data-gateway-id='{gw['id']}']")
@@ -349,8 +342,8 @@ def test_the_observed_split_after_routed_requests(operator, server):
         assert [o.inner_text() for o in observed] == ["0.0%", "0.0%"]
         for _ in range(100):
             assert client.get(f"/api/v1/agents/{agent}/invoke/workflows/chat/execute").status_code == 200
-        wait_until(lambda: [o.inner_text() for o in observed] == ["90.0%", "10.0%"], timeout=8,
-                   message="the observed split to update on the page")
+        wait_for(lambda: [o.inner_text() for o in observed] == ["90.0%", "10.0%"], 8,
+                 "the observed split to update on the page")
         assert page.locator("svg.split").get_attribute("aria-label") == \
             "gw-90 w90: configured 90.0%, observed 90.0%; gw-10 w10: configured 10.0%, observed 10.0%"
         row = page.locator("tr", has=observed[0])
