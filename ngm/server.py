@@ -62,18 +62,25 @@ SLOW_STOP_SECONDS = 15.0  # a stop takes well under a second after the drain (at
 HARD_STOP_SECONDS = 25.0  # then exit regardless (before a supervisor's 30 s): a hung stop must not linger
 
 
-def _exit_if_still_stopping(after: float) -> None:
-    """A thread, not the event loop (which may be what hangs): exit 1 if the process is still here `after`
-    seconds on. Without it a worker hung in shutdown outlived its killed supervisor (seen in test runs)."""
+def _exit_after(seconds: float, code: int, thread_name: str, say) -> None:
+    """A daemon thread, not the event loop (which may be what hangs): `seconds` on, if the process is still
+    here, say() why (a log line), flush the logs and end the process with `code` past whatever still runs."""
 
     def deadline():
-        time.sleep(after)
-        log.error("still not stopped %g s after the signal: exiting", after)
+        time.sleep(seconds)
+        say()
         for handler in logging.getLogger().handlers:
             handler.flush()
-        os._exit(1)
+        os._exit(code)
 
-    threading.Thread(target=deadline, name="ngm-stop-deadline", daemon=True).start()
+    threading.Thread(target=deadline, name=thread_name, daemon=True).start()
+
+
+def _exit_if_still_stopping(after: float) -> None:
+    """Exit 1 if a stop is still going `after` seconds on. Without it a worker hung in shutdown outlived its
+    killed supervisor (seen in test runs)."""
+    _exit_after(after, 1, "ngm-stop-deadline", lambda: log.error("still not stopped %g s after the signal: exiting",
+                                                                 after))
 
 
 def _log_pending_tasks() -> None:
@@ -162,17 +169,12 @@ def _exit_past_stray_threads(code: int, grace: float = 5.0) -> int:
     alive after a clean shutdown. A daemon watchdog exits regardless if the interpreter is still shutting
     down after `grace` seconds, naming the threads it waited for; a normal exit never meets it."""
 
-    def watchdog():
-        time.sleep(grace)
-        me = threading.current_thread()
+    def say():
         left = [t.name for t in threading.enumerate()
-                if t is not threading.main_thread() and t is not me and not t.daemon and t.is_alive()]
+                if t is not threading.main_thread() and not t.daemon and t.is_alive()]
         log.warning("exiting past %d thread(s) a library left running: %s", len(left), ", ".join(left))
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(code)
 
-    threading.Thread(target=watchdog, name="ngm-exit-watchdog", daemon=True).start()
+    _exit_after(grace, code, "ngm-exit-watchdog", say)
     return code
 
 
