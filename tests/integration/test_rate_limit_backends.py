@@ -189,7 +189,9 @@ async def test_the_pipe_fails_fast_on_a_silent_or_missing_redis_and_connects_aga
 @pytest.mark.parametrize("stall", ["before the write", "after the write"])
 def test_a_stalled_event_loop_is_not_taken_for_a_silent_redis(loop_factory, stall):
     """A long callback, a GC pause or a descheduled process keeps the loop from reading a reply that Redis
-    sent in time; when the loop runs again the watchdog's timer may come before the socket is read."""
+    sent in time. Stalled before the write, the watchdog's timer comes before the socket is read when the
+    loop runs again (the watchdog's second look is for this: without it both loops fail). Stalled after the
+    write, the reply is read first; that case pins that a reply read late is not judged by when it was read."""
     host, port = REDIS_URL.split("//")[1].split("/")[0].split(":")
 
     async def stalled_call():
