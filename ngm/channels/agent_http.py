@@ -204,6 +204,45 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
     """The protocol class for uvicorn.Config(http=...), serving agent traffic with `traffic`."""
 
     class AgentTrafficProtocol(HttpToolsProtocol):
+        # uvicorn arms a keep-alive timer after every answer and cancels it on the next request's bytes;
+        # here one timer per connection notes when it went idle and fires at most once per keep-alive
+        # period (uvicorn's own timeout_keep_alive_task stays None, so its cancel calls do nothing)
+        idle_since: float | None = None
+        idle_timer = None
+
+        def data_received(self, data: bytes) -> None:
+            self.idle_since = None
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
+            self.idle_since = now = self.loop.time()
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_at(now + self.timeout_keep_alive, self._idle_check)
+
+        def _idle_check(self) -> None:
+            self.idle_timer = None
+            if self.idle_since is None or self.transport.is_closing():
+                return  # busy: the answer that ends it arms the timer again
+            due = self.idle_since + self.timeout_keep_alive
+            if self.loop.time() >= due:
+                self.timeout_keep_alive_handler()
+            else:
+                self.idle_timer = self.loop.call_at(due, self._idle_check)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.idle_timer is not None:
+                self.idle_timer.cancel()
+                self.idle_timer = None
+            super().connection_lost(exc)
+
         def on_headers_complete(self) -> None:
             url = self.url
             if not url.startswith(_PREFIX) or self.parser.should_upgrade():

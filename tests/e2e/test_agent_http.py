@@ -5,6 +5,7 @@ byte over a real socket to `ngm serve`, with a scripted gateway behind it."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 import uuid
@@ -89,6 +90,32 @@ def test_keep_alive_and_pipelining_mixed_with_the_management_api(deployment, age
         assert first[1]["x-request-id"] != second[1]["x-request-id"] and "date" in first[1]
         s.sendall(request(f"{path}/three", key))  # the same connection, still open
         assert read_response(stream)[2] == b"/three"
+
+
+KEEP_ALIVE_SECONDS = 5  # uvicorn's timeout_keep_alive, which ngm serve keeps
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_period_from_its_last_answer(deployment, agent):
+    _, path, key, _ = agent
+    with connect(deployment) as idle, connect(deployment) as busy, busy.makefile("rb") as busy_stream:
+        idle.sendall(request(path, key))
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        busy.sendall(request(path, key))
+        assert read_response(busy_stream)[0] == 200
+        answered = time.monotonic()
+        idle_closed_after = None
+        for step in range(1, 17):  # 8 s; the busy one asks every 2 s, past the period counted from its first answer
+            time.sleep(0.5)
+            if idle_closed_after is None and select.select([idle], [], [], 0)[0]:
+                assert idle.recv(65536) == b""  # closed, nothing else sent
+                idle_closed_after = time.monotonic() - answered
+            if step % 4 == 0:
+                busy.sendall(request(path, key))
+                assert read_response(busy_stream)[0] == 200
+        assert idle_closed_after is not None and KEEP_ALIVE_SECONDS - 0.5 < idle_closed_after < KEEP_ALIVE_SECONDS + 1.5
+        last_answer = time.monotonic()
+        assert busy_stream.read() == b""  # now idle, it is closed too (the socket's own timeout is 10 s)
+        assert KEEP_ALIVE_SECONDS - 0.5 < time.monotonic() - last_answer < KEEP_ALIVE_SECONDS + 1.5
 
 
 def test_expect_100_continue_then_the_body(deployment, agent):

@@ -42,13 +42,18 @@ class UpstreamBroken(UpstreamError):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to a gateway; its parser lives as long as it does."""
 
-    def __init__(self, pool: "UpstreamPool", key):
-        self.pool, self.key = pool, key
+    def __init__(self, pool: "UpstreamPool", key, loop: asyncio.AbstractEventLoop):
+        # the loop kept: asyncio.get_running_loop() makes a getpid() system call on Python 3.11
+        self.pool, self.key, self.loop = pool, key, loop
         self.transport = None
         self.parser = httptools.HttpResponseParser(self)
         self.response: "UpstreamResponse | None" = None
         self.reused = self.closed = self.fresh_parser_needed = False
         self.idle_since = time.monotonic()
+        # The exchange's deadline for its response head, watched by one timer per connection that is
+        # re-armed only when it fires early (a timer made and cancelled per request cost more)
+        self.deadline, self.timeout = 0.0, 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     def begin(self, head_only: bool) -> "UpstreamResponse":
         if head_only or self.fresh_parser_needed:
@@ -57,6 +62,28 @@ class _Connection(asyncio.Protocol):
             self.fresh_parser_needed = head_only
         self.response = UpstreamResponse(self, head_only)
         return self.response
+
+    def watch(self, deadline: float, timeout: float) -> None:
+        """Fail the exchange under way with UpstreamTimeout if its head has not come by `deadline`."""
+        self.deadline, self.timeout = deadline, timeout
+        timer = self.timer
+        if timer is None:
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+        elif timer.when() > deadline:
+            timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        response = self.response
+        if response is None or response.head_done or response.error is not None:
+            return  # idle, or the head came: the next exchange arms it again
+        if self.loop.time() < self.deadline:  # a later exchange than the one that armed it
+            self.timer = self.loop.call_at(self.deadline, self._check_deadline)
+            return
+        _, host, port = self.key
+        response.fail(UpstreamTimeout(f"no answer from {host}:{port} within {self.timeout:g} s"))
+        self.transport.close()
 
     # -- asyncio.Protocol
     def connection_made(self, transport):
@@ -75,6 +102,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         response = self.response
         if response is not None:
             if not response.head_done:
@@ -160,7 +190,7 @@ class UpstreamResponse:
         return b"content-length" not in names and b"chunked" not in names.get(b"transfer-encoding", b"")
 
     async def wait(self):
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.conn.loop.create_future()
         try:
             await self.waiter
         finally:
@@ -224,7 +254,7 @@ class UpstreamPool:
             async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout)):
                 address = await self._address(host, port)
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(self, key), address, port,
+                    lambda: _Connection(self, key, loop), address, port,
                     ssl=self._tls if scheme == "https" else None, server_hostname=host if scheme == "https" else None)
         except TimeoutError:
             if loop.time() >= deadline:
@@ -267,33 +297,27 @@ class UpstreamPool:
         """Send a request (head already serialised) and wait for the response head, within `timeout`.
         A reused keep-alive connection that turns out closed is replaced once, transparently."""
         key = (scheme, host, port)
-        loop = asyncio.get_running_loop()
+        conn = self._idle_pop(key)
+        loop = conn.loop if conn is not None else asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for _ in range(2):
-            conn = self._idle_pop(key)
             if conn is None:
                 conn = await self._connect(scheme, host, port, deadline, timeout)
             response = conn.begin(head_only)
             conn.transport.write(head + body if body else head)
-            # One timer, not asyncio.timeout(): this runs for every forwarded request.
-            timer = loop.call_at(deadline, self._expire, conn, response, host, port, timeout)
-            try:
-                while not response.head_done and response.error is None:
-                    await response.wait()
-            finally:
-                timer.cancel()
+            conn.watch(deadline, timeout)
+            while not response.head_done and response.error is None:  # wait() inlined: one coroutine fewer
+                response.waiter = loop.create_future()
+                await response.waiter
+            response.waiter = None
             if response.error is None:
                 return response
             conn.response = None
             conn.transport.close()
             if not (isinstance(response.error, UpstreamUnreachable) and conn.reused):
                 raise response.error
+            conn = self._idle_pop(key)
         raise UpstreamUnreachable(f"{host}:{port} closed the connection twice")
-
-    @staticmethod
-    def _expire(conn: _Connection, response: UpstreamResponse, host: str, port: int, timeout: float) -> None:
-        response.fail(UpstreamTimeout(f"no answer from {host}:{port} within {timeout:g} s"))
-        conn.transport.close()
 
     async def close(self) -> None:
         for conn in list(self._open):
