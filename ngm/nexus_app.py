@@ -120,7 +120,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     # Outermost, in front of FastAPI's own middleware.
     fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, limiter=ctx.limiter)
     # Agent traffic never reaches the ASGI app: the server's protocol hands it to the router (agent_http.py).
-    fa.state.agent_traffic = AgentTraffic(ctx.auth.authenticate, routing.router)
+    fa.state.agent_traffic = AgentTraffic(ctx.auth, routing.router)
     return app
 
 

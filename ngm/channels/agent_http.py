@@ -160,42 +160,43 @@ class AgentRequest:
         await self.write(body, last=True)
         self.end()
 
-    # -- the whole exchange, as the protocol's task
-    async def run(self, traffic: "AgentTraffic") -> None:
-        try:
-            await traffic.handle(self)
-        except CallerGone:
-            pass
-        except Exception:
-            log.exception("agent request failed")
-            if not self.started:
-                await self.send_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, [])
-            else:
-                self.abort()
-        finally:
-            self.end()
-
 
 class AgentTraffic:
     """Authenticate, forward, log: what RequestMiddleware does for the ASGI app, for agent traffic."""
 
-    def __init__(self, authenticate, router):
-        self.authenticate, self.router = authenticate, router
+    def __init__(self, authenticator, router):
+        self.authenticator, self.router = authenticator, router
 
-    async def handle(self, request: AgentRequest) -> None:
+    async def serve(self, request: AgentRequest) -> None:
+        """The whole exchange, as the protocol's task (one coroutine: every level is paid again on each
+        resume)."""
         start = time.perf_counter()
         headers = dict(request.headers)
         rid = request_id(headers.get(b"x-request-id"))
         principal = None
         try:
             try:
-                principal = await self.authenticate(presented_key(headers))
+                presented = presented_key(headers)
+                principal = self.authenticator.cached(presented) or await self.authenticator.authenticate(presented)
             except NgmError as exc:
                 await request.send_json(exc.status, exc.to_body(), [(b"x-request-id", rid.encode()),
                                                                     (b"www-authenticate", b'Bearer realm="ngm"')])
                 return
             await self.router.forward(request, principal, rid)
+        except Refusal as refusal:
+            await request.send_json(refusal.status, {"error": {"code": refusal.code, "message": refusal.message,
+                                                               "details": refusal.details}},
+                                    [(b"x-request-id", rid.encode()), *(refusal.headers or ())])
+        except CallerGone:
+            pass
+        except Exception:
+            log.exception("agent request failed")
+            if not request.started:
+                await request.send_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, [])
+            else:
+                request.abort()
         finally:
+            request.end()
             write_access_line(request.client, request.method, request.raw_path.decode("latin-1"), request.status,
                               start, principal, rid)
 
@@ -268,7 +269,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         def _start_asgi_task(self, cycle, app) -> None:
             if type(cycle) is not AgentRequest:
                 return super()._start_asgi_task(cycle, app)
-            task = self.loop.create_task(cycle.run(traffic))
+            task = self.loop.create_task(traffic.serve(cycle))
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 

@@ -91,21 +91,33 @@ class KeyAuthenticator:
         self._loading: dict[str, asyncio.Task] = {}
         self._generation = 0  # forget() bumps it: a load begun before does not store its answer
 
-    async def authenticate(self, presented: str | None) -> Principal:
+    def cached(self, presented: str | None) -> Principal | None:
+        """The answer without waiting when the cache has it: the Principal, or Unauthorized raised; None
+        when the key must be loaded first (await authenticate()). The router calls this for every request."""
         if not presented:
             raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
         if not looks_like_api_key(presented):
             raise Unauthorized("invalid API key")
         digest = hash_api_key(presented)
         hit = self._cache.get(digest)
+        if hit is None:
+            return None
         now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            if hit[0] - now < self._ttl / 2 and digest not in self._loading:
-                self._start_load(digest).add_done_callback(_quietly)  # refresh ahead; errors: next miss
-            principal = hit[1]
-        else:
-            task = self._loading.get(digest) or self._start_load(digest)
-            principal = await asyncio.shield(task)  # a caller that goes away does not cancel the others' load
+        if hit[0] <= now:
+            return None
+        if hit[0] - now < self._ttl / 2 and digest not in self._loading:
+            self._start_load(digest).add_done_callback(_quietly)  # refresh ahead; errors: next miss
+        if hit[1] is None:
+            raise Unauthorized("invalid or revoked API key")
+        return hit[1]
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        principal = self.cached(presented)
+        if principal is not None:
+            return principal
+        digest = hash_api_key(presented)
+        task = self._loading.get(digest) or self._start_load(digest)
+        principal = await asyncio.shield(task)  # a caller that goes away does not cancel the others' load
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
         return principal

@@ -86,15 +86,8 @@ class Router:
     # ------------------------------------------------------------ forwarding
 
     async def forward(self, request, principal, request_id: str) -> None:
-        """Serve one invoke request; `request` is the connection's AgentRequest (ngm/channels/agent_http.py)."""
-        try:
-            await self._forward(request, principal, request_id)
-        except Refusal as refusal:
-            await request.send_json(refusal.status, {"error": {"code": refusal.code, "message": refusal.message,
-                                                               "details": refusal.details}},
-                                    [(b"x-request-id", request_id.encode()), *(refusal.headers or ())])
-
-    async def _forward(self, request, principal, request_id: str) -> None:
+        """Serve one invoke request; `request` is the connection's AgentRequest (ngm/channels/agent_http.py),
+        which answers a Refusal raised here."""
         agent_id = request.agent_id
         path = raw_target(request.raw_path)
         headers = request.headers
