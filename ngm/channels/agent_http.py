@@ -121,18 +121,22 @@ class AgentRequest:
                 self.transport.write(self.pending)
             self.pending = None
 
-    async def write(self, data: bytes, last: bool = False) -> None:
-        """A part of the body; `last`: the final one (a chunked body's terminator goes with it)."""
+    def write(self, data: bytes, last: bool = False) -> bool:
+        """A part of the body; `last`: the final one (a chunked body's terminator goes with it). True when
+        the caller's connection is full: await drain() before writing more. (Not a coroutine: it runs for
+        every forwarded answer and almost never has to wait.)"""
         if self.disconnected or self.head_only or not data:
-            return
+            return False
         if self.chunked:
             data = b"%x\r\n%b\r\n0\r\n\r\n" % (len(data), data) if last else b"%x\r\n%b\r\n" % (len(data), data)
             self.terminated = last
         if self.pending is not None:
             data, self.pending = self.pending + data, None
         self.transport.write(data)
-        if self.flow.write_paused:
-            await self.flow.drain()
+        return self.flow.write_paused
+
+    async def drain(self) -> None:
+        await self.flow.drain()
 
     def abort(self) -> None:
         """End a started answer by closing the connection: the caller sees a cut answer, not a truncated
@@ -157,7 +161,8 @@ class AgentRequest:
         body = json.dumps(payload).encode()
         self.start(status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers], True)
-        await self.write(body, last=True)
+        if self.write(body, last=True):
+            await self.drain()
         self.end()
 
 

@@ -18,8 +18,12 @@ class StrategyNode(ContextNode):
     STRATEGY = ""
     PARAMS = {"candidates": (list, REQUIRED), "policy": (dict, {}), "request": (dict, {})}
 
-    def select(self, policy: Policy, candidates: list[Candidate], state: RoutingState, **request) -> Decision:
-        return choose(policy, candidates, state, **request)
+    def select(self, policy: Policy, candidates: list[Candidate], state: RoutingState, region: str | None = None,
+               routing_key: str | None = None, key_source: str | None = None, exclude: frozenset = frozenset(),
+               commit: bool = True) -> Decision:
+        # the request's fields spelled out, not **request: this runs for every forwarded request
+        return choose(policy, candidates, state, region=region, routing_key=routing_key, key_source=key_source,
+                      exclude=exclude, commit=commit)
 
     async def async_run(self, **kw):
         policy = Policy(**{**kw.get("policy", {}), "strategy": self.STRATEGY})

@@ -186,8 +186,15 @@ class Router:
             if not response.chunks and not response.complete:
                 request.flush()  # the body is not here yet: the caller gets the head at once
             try:
-                while chunk := await response.read():
-                    await request.write(chunk, last=response.complete)
+                while True:
+                    chunk = response.read_nowait()
+                    if chunk is None:
+                        await response.wait()
+                        continue
+                    if not chunk:
+                        break
+                    if request.write(chunk, last=response.complete):
+                        await request.drain()
                     if request.disconnected:
                         return  # the caller left: the upstream connection is closed, not reused
             except UpstreamBroken as exc:

@@ -196,21 +196,26 @@ class UpstreamResponse:
         finally:
             self.waiter = None
 
+    def read_nowait(self) -> bytes | None:
+        """The body received since the last call; b"" once it is complete; None when there is nothing yet
+        (await wait(), then ask again). Raises UpstreamBroken if the answer broke off."""
+        if self.chunks:
+            chunks, self.chunks = self.chunks, []
+            if self.paused:
+                self.paused = False
+                self.conn.transport.resume_reading()
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self.complete:
+            return b""
+        if self.error is not None:
+            raise self.error
+        return None
+
     async def read(self) -> bytes:
-        """The body received since the last call (waiting for some if none); b"" once it is complete.
-        Raises UpstreamBroken if the answer breaks off."""
-        while True:
-            if self.chunks:
-                chunks, self.chunks = self.chunks, []
-                if self.paused:
-                    self.paused = False
-                    self.conn.transport.resume_reading()
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if self.complete:
-                return b""
-            if self.error is not None:
-                raise self.error
+        """The body received since the last call (waiting for some if none); b"" once it is complete."""
+        while (chunk := self.read_nowait()) is None:
             await self.wait()
+        return chunk
 
     def release(self):
         """Give the connection back when the exchange finished cleanly, else close it."""
