@@ -94,6 +94,15 @@ def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list) -> Rat
                          "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed], headers)
 
 
+def _verdict(scopes: list[Scope], outcomes: list[Outcome], policy: bytes) -> list:
+    """The headers of an admitted request; raises RateLimited for a refused one."""
+    headers = headers_for(scopes, outcomes, policy)
+    for o in outcomes:  # a loop, not all(<generator>): this runs for every forwarded request
+        if not o.allowed:
+            raise _refused(scopes, outcomes, headers)
+    return headers
+
+
 class RateLimiter:
     def __init__(self, redis_backend=None, api_limit: int = 0, api_window_ms: int = 60_000, instance: str = "local",
                  redis=None, namespace: str = "ngm", clock=time.time):
@@ -132,6 +141,21 @@ class RateLimiter:
     async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
                     fail_closed: bool) -> list:
         """The router's check before a request leaves: -> response headers, or raises RateLimited (429/503)."""
+        scopes, policy = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        if not scopes:
+            return []
+        return _verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy)
+
+    def check_local(self, principal, limits: Limits, gateway_id: str, agent_id: str,
+                    agent_override: int | None) -> list:
+        """check() on an instance without Redis, as a plain call (no coroutine: it runs for every request)."""
+        scopes, policy = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        if not scopes:
+            return []
+        return _verdict(scopes, self.local.check_now(scopes, gateway_id), policy)
+
+    def _request_scopes(self, principal, limits: Limits, gateway_id: str, agent_id: str,
+                        agent_override: int | None) -> tuple[list[Scope], bytes]:
         # keyed by the Limits object's identity (the routing table makes one per refresh; hashing its
         # fields per request cost more than the check), guarded against a reused id by `is`
         which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
@@ -142,15 +166,7 @@ class RateLimiter:
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
             cached = self._scopes[which] = (scopes, policy_header(scopes), limits)
-        scopes, policy, _ = cached
-        if not scopes:
-            return []
-        outcomes = await self.decide(scopes, gateway_id, fail_closed)
-        headers = headers_for(scopes, outcomes, policy)
-        for o in outcomes:  # a loop, not all(<generator>): this runs for every forwarded request
-            if not o.allowed:
-                raise _refused(scopes, outcomes, headers)
-        return headers
+        return cached[0], cached[1]
 
     async def check_api(self, principal) -> list:
         """The management API's own per-key limit (the key's api_rate_limit, else NGM_API_RATE_LIMIT)."""

@@ -122,10 +122,15 @@ class Router:
                               [(b"retry-after", b"5")])
             target = decision.chosen.target
             limit_headers = []
-            if self.limiter is not None:
+            limiter = self.limiter
+            if limiter is not None:
+                g = target.gateway
                 try:
-                    limit_headers = await self.limiter.check(principal, target.gateway.limits, target.gateway.id,
-                                                             agent_id, target.rate_limit, target.fail_closed)
+                    if limiter.shared is None:  # in memory: no coroutine
+                        limit_headers = limiter.check_local(principal, g.limits, g.id, agent_id, target.rate_limit)
+                    else:
+                        limit_headers = await limiter.check(principal, g.limits, g.id, agent_id, target.rate_limit,
+                                                            target.fail_closed)
                 except RateLimited as refused:
                     self.stats.record_rejected(target.deployment_id)
                     raise Refusal(refused.status, refused.code, refused.message, refused.details,
