@@ -128,6 +128,20 @@ async def test_timeout_waiting_for_the_answer(pool, servers):
     assert time.monotonic() - start < 1.0
 
 
+async def test_each_exchange_on_a_reused_connection_gets_its_own_deadline(pool, servers):
+    # the first answers at once, later ones hold: one timer per connection must time each from its start
+    s = servers(lambda head, n: [ok(b"first")] if b"/first" in head else ["hold"] if b"/hold" in head
+                else [0.5, ok(b"slow")])
+    await fetch(pool, s.port, head=b"GET /first HTTP/1.1\r\nhost: test\r\n\r\n", timeout=0.6)
+    await asyncio.sleep(0.4)  # the first exchange's deadline passes 0.2 s into the next one
+    response, data = await fetch(pool, s.port, head=b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n", timeout=5.0)
+    assert data == b"slow" and s.connections == 1  # not cut at the first exchange's deadline
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):  # a deadline sooner than the one the timer waits for still counts
+        await fetch(pool, s.port, head=b"GET /hold HTTP/1.1\r\nhost: test\r\n\r\n", timeout=0.3)
+    assert 0.25 < time.monotonic() - started < 0.6
+
+
 async def test_large_answers_stream_with_back_pressure(pool, servers):
     chunk = b"x" * 65536
     s = servers(lambda head, n: [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (200 * len(chunk))]
