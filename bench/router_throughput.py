@@ -1,7 +1,8 @@
 """Requests per second and p50/p99 latency with 16 concurrent clients (wrk) against a trivial upstream on
 127.0.0.1: (a) the upstream directly, (b) through ngm's router (routing on; rate limits on once configured;
 one process, then one worker per core as nginx runs),
-(c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed,
+(c) a minimal FastAPI + httpx forwarder, (d) nginx proxying to the same upstream when nginx is installed
+(measured beside every round of the router's runs: the router's ratio to nginx compares runs close in time),
 (e) uvicorn + aiohttp's client, the alternative measured for the router's HTTP client, (f) uvicorn
 serving a bare ASGI app without forwarding: the ceiling of any Python ASGI gateway on this server stack,
 and (g) a bare proxy on asyncio protocols and httptools (parse, forward, answer, nothing else): the floor
@@ -109,9 +110,9 @@ def set_limits(base: str, api_key: str, gateway_id: str, on: bool) -> None:
 
 def median_run(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda r: r["rps"])
-    cpu = sorted(r["cpu_us"] for r in runs)
-    return ordered[len(ordered) // 2] | {"runs": [r["rps"] for r in runs], "cpu_us": cpu[len(cpu) // 2],
-                                         "cpu_runs": [r["cpu_us"] for r in runs]}
+    cpu = sorted(r["cpu_us"] for r in runs if r["cpu_us"] is not None)
+    return ordered[len(ordered) // 2] | {"runs": [r["rps"] for r in runs],
+                                         "cpu_us": cpu[len(cpu) // 2] if cpu else None, "cpu_runs": cpu}
 
 
 def main() -> None:
@@ -124,6 +125,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("needs wrk (Debian package wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="ngm-router-bench-"))
+    nginx_conf = workdir / "nginx.conf"
     procs = []
     rows = []
     costs = []
@@ -136,6 +138,16 @@ def main() -> None:
         run = lambda label, url, headers=None: rows.append(  # noqa: E731
             [label, wrk(url, args.seconds, args.connections, headers)])
         run("(a) upstream directly", f"http://127.0.0.1:{upstream_port}/health")
+
+        # nginx runs from here to the end and is measured in every round of the router's runs too: on this
+        # shared machine the ratio to nginx is only meaningful between runs close in time
+        nginx_url, nginx_runs = None, []
+        if shutil.which("nginx"):
+            port = free_port()
+            nginx_conf.write_text(NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=port))
+            subprocess.run(["nginx", "-c", str(nginx_conf)], check=True)
+            time.sleep(0.5)
+            nginx_url = f"http://127.0.0.1:{port}/health"
 
         # With several workers (one per core, as nginx runs below) limits and figures are shared through Redis.
         workers = os.cpu_count() or 1
@@ -158,12 +170,20 @@ def main() -> None:
             # Off and on alternate, --rounds times each, and the medians are compared: on this shared
             # machine a drift over a minute would otherwise show up as the cost of the limits.
             runs = {False: [], True: []}
+            beside = []  # nginx's run of each round
             for _ in range(args.rounds):
                 for on in (False, True):
                     set_limits(base, api_key, gateway_id, on)
                     runs[on].append(wrk(invoke, args.seconds, args.connections, {"X-API-Key": api_key}, ngm.pid))
-            rows.append([f"(b) ngm router{label}, rate limits off", median_run(runs[False])])
-            rows.append([f"(b) ngm router{label}, 3 rate limits on", median_run(runs[True])])
+                if nginx_url:
+                    beside.append(wrk(nginx_url, args.seconds, args.connections))
+                    nginx_runs.append(beside[-1])
+            for on, what in ((False, "rate limits off"), (True, "3 rate limits on")):
+                row = median_run(runs[on])
+                if beside:  # each run against nginx's of the same round
+                    ratios = sorted(r["rps"] / n["rps"] for r, n in zip(runs[on], beside))
+                    row["vs_nginx"] = ratios[len(ratios) // 2]
+                rows.append([f"(b) ngm router{label}, {what}", row])
             off, on = rows[-2][1], rows[-1][1]
             costs.append((label or " in memory", 1 - on["rps"] / off["rps"], on["cpu_us"] / off["cpu_us"] - 1))
             stop(ngm)
@@ -180,32 +200,28 @@ def main() -> None:
             rows.append([label, wrk(f"http://127.0.0.1:{port}/health", args.seconds, args.connections, None,
                                     proc.pid)])
 
-        if shutil.which("nginx"):
-            port = free_port()
-            conf = workdir / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=port))
-            subprocess.run(["nginx", "-c", str(conf)], check=True)
-            time.sleep(0.5)
-            try:
-                run("(d) nginx proxy", f"http://127.0.0.1:{port}/health")
-            finally:
-                subprocess.run(["nginx", "-c", str(conf), "-s", "stop"])
+        if nginx_url:
+            nginx_runs.append(wrk(nginx_url, args.seconds, args.connections))
+            rows.append([f"(d) nginx proxy (2 workers), median of its {len(nginx_runs)} runs", median_run(nginx_runs)])
     finally:
         for proc in procs:
             stop(proc)
-    nginx = next((r[1]["rps"] for r in rows if r[0].startswith("(d)")), None)
+        if nginx_conf.exists():
+            subprocess.run(["nginx", "-c", str(nginx_conf), "-s", "stop"])
+    nginx = next((r[1]["rps"] for r in rows if r[0].startswith("(d)")), None)  # for rows without a pair of their own
     table = []
     for label, r in rows:
         table.append([label, f"{r['rps']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", str(r["errors"]),
-                      f"{r['rps'] / nginx:.2f}x" if nginx else "-",
+                      f"{r.get('vs_nginx') or r['rps'] / nginx:.2f}x" if nginx else "-",
                       f"{r['cpu_us']:.0f}" if r.get("cpu_us") else "-"])
     print_table(f"wrk, {args.connections} connections, {args.seconds} s each, trivial upstream on 127.0.0.1 "
-                f"(router: median of {args.rounds} alternating runs)",
+                f"(router: median of {args.rounds} alternating runs; its 'vs nginx': the median of each run's "
+                f"ratio to nginx's run in the same round)",
                 ["", "requests/s", "p50 ms", "p99 ms", "non-2xx", "vs nginx", "CPU us/req"], table)
     for label, r in rows:
         if "runs" in r:
-            print(f"  {label}: req/s {', '.join(f'{x:,.0f}' for x in r['runs'])}; "
-                  f"CPU us/req {', '.join(f'{x:.0f}' for x in r['cpu_runs'])}")
+            print(f"  {label}: req/s {', '.join(f'{x:,.0f}' for x in r['runs'])}"
+                  + (f"; CPU us/req {', '.join(f'{x:.0f}' for x in r['cpu_runs'])}" if r["cpu_runs"] else ""))
     for where, cost, cpu in costs:
         print(f"  cost of three rate limits{where}: {cost:.1%} of the router's throughput (medians), "
               f"{cpu:+.1%} CPU per request in the ngm process")
