@@ -108,3 +108,39 @@ def test_headers_name_the_tightest_scope_or_the_refusing_one():
     refused = dict(headers_for(scopes, backend.check_now(scopes)))
     assert refused[b"x-ratelimit-remaining"] == b"0" and refused[b"retry-after"] == refused[b"x-ratelimit-reset"]
     assert refused[b"ratelimit"].startswith(b'"user";r=0;t=')
+
+
+def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_general_one():
+    """RateLimiter.check_local takes MemoryBackend.admit_sliding when every sliding window admits; a twin
+    limiter decides the same requests by check_now() and headers_for(): same headers, same refusals, same
+    counts, over random traffic of three callers across window edges."""
+    from ngm.nodes.ratelimit.limiter import RateLimited, RateLimiter, _verdict
+
+    class Caller:
+        def __init__(self, key_id, rate_limit=None):
+            self.key_id, self.rate_limit = key_id, rate_limit
+
+    rng = random.Random(7)
+    clock = Clock(1_000_000)
+    short, general = RateLimiter(clock=clock), RateLimiter(clock=clock)
+    limits = Limits(global_limit=9, per_agent=7, per_user=4, window_ms=1000)
+    callers = [Caller("k1"), Caller("k2"), Caller("k3", rate_limit=2)]
+    took_short = 0
+    for _ in range(3000):
+        clock.ms += rng.choice((0, 0, 1, 7, 40, 130, 499, 1000))
+        caller = rng.choice(callers)
+        scopes, policy, *_ = general._request_scopes(caller, limits, "gw", "bot", None)
+        try:
+            expected = _verdict(scopes, general.local.check_now(scopes, "gw"), policy)
+        except RateLimited as refused:
+            expected = ("refused", refused.status, refused.message, refused.details, refused.headers)
+        try:
+            got = short.check_local(caller, limits, "gw", "bot", None)
+            took_short += 1
+        except RateLimited as refused:
+            got = ("refused", refused.status, refused.message, refused.details, refused.headers)
+        assert got == expected
+        assert short.local._windows == general.local._windows
+    assert short.local.rejected == general.local.rejected
+    refusals = sum(general.local.rejected.values())
+    assert refusals > 300 and took_short > 1000  # both paths were exercised

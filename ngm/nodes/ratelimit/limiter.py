@@ -77,14 +77,18 @@ def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | No
                 i, o = j, c
         elif not c.allowed and c.retry_ms > o.retry_ms:
             i, o = j, c
-    reset = -(-(o.reset_ms if o.allowed else o.retry_ms) // 1000)  # whole seconds, rounded up
-    s = scopes[i]
-    out = [(b"x-ratelimit-limit", b"%d" % s.limit), (b"x-ratelimit-remaining", b"%d" % o.remaining),
-           (b"x-ratelimit-reset", b"%d" % reset), (b"ratelimit-policy", policy or policy_header(scopes)),
-           (b"ratelimit", b'"%s";r=%d;t=%d' % (s.name.encode(), o.remaining, reset))]
+    out = _scope_headers(scopes[i], o.remaining, o.reset_ms if o.allowed else o.retry_ms,
+                         policy or policy_header(scopes))
     if not o.allowed:
-        out.append((b"retry-after", b"%d" % reset))
+        out.append((b"retry-after", out[2][1]))
     return out
+
+
+def _scope_headers(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> list[tuple[bytes, bytes]]:
+    reset = -(-reset_ms // 1000)  # whole seconds, rounded up
+    return [(b"x-ratelimit-limit", b"%d" % s.limit), (b"x-ratelimit-remaining", b"%d" % remaining),
+            (b"x-ratelimit-reset", b"%d" % reset), (b"ratelimit-policy", policy),
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (s.name.encode(), remaining, reset))]
 
 
 def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list) -> RateLimited:
@@ -141,21 +145,31 @@ class RateLimiter:
     async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
                     fail_closed: bool) -> list:
         """The router's check before a request leaves: -> response headers, or raises RateLimited (429/503)."""
-        scopes, policy = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        scopes, policy, *_ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
         if not scopes:
             return []
         return _verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy)
 
     def check_local(self, principal, limits: Limits, gateway_id: str, agent_id: str,
                     agent_override: int | None) -> list:
-        """check() on an instance without Redis, as a plain call (no coroutine: it runs for every request)."""
-        scopes, policy = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        """check() on an instance without Redis, as a plain call (no coroutine: it runs for every request).
+        Sliding windows that all admit take the backend's short path (in situ the general one cost the router
+        17-19% of its CPU per request)."""
+        scopes, policy, _, keys, scope_limits = self._request_scopes(principal, limits, gateway_id, agent_id,
+                                                                     agent_override)
         if not scopes:
             return []
+        if keys is not None:
+            admitted = self.local.admit_sliding(keys, scope_limits, limits.window_ms)
+            if admitted is not None:
+                i, remaining, reset_ms = admitted
+                return _scope_headers(scopes[i], remaining, reset_ms, policy)
         return _verdict(scopes, self.local.check_now(scopes, gateway_id), policy)
 
     def _request_scopes(self, principal, limits: Limits, gateway_id: str, agent_id: str,
-                        agent_override: int | None) -> tuple[list[Scope], bytes]:
+                        agent_override: int | None) -> tuple:
+        """(scopes, their RateLimit-Policy, the Limits, and for sliding windows their keys and limits as
+        tuples for MemoryBackend.admit_sliding, else None, None), built once per caller."""
         # keyed by the Limits object's identity (the routing table makes one per refresh; hashing its
         # fields per request cost more than the check), guarded against a reused id by `is`
         which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
@@ -165,8 +179,11 @@ class RateLimiter:
                 self._scopes.clear()
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
-            cached = self._scopes[which] = (scopes, policy_header(scopes), limits)
-        return cached[0], cached[1]
+            sliding = limits.algorithm == SLIDING_WINDOW
+            cached = self._scopes[which] = (scopes, policy_header(scopes), limits,
+                                            tuple(s.key for s in scopes) if sliding else None,
+                                            tuple(s.limit for s in scopes) if sliding else None)
+        return cached
 
     async def check_api(self, principal) -> list:
         """The management API's own per-key limit (the key's api_rate_limit, else NGM_API_RATE_LIMIT)."""

@@ -5,6 +5,7 @@ Atomic because it never awaits: all of a request's scopes are decided, then coun
 
 from __future__ import annotations
 
+import math
 import time
 
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope, sliding_window, token_bucket
@@ -63,6 +64,41 @@ class MemoryBackend:
         if now_ms >= self._next_prune:
             self._prune(now_ms)
         return outcomes
+
+    def admit_sliding(self, keys: tuple[str, ...], limits: tuple[int, ...], window: int) -> tuple[int, int, int] | None:
+        """check_now() for sliding-window scopes sharing one window, when every one admits: counts the request
+        and answers (index of the tightest scope, its remaining, ms until the window ends) without making an
+        Outcome per scope. None when one would refuse: nothing is counted, and check_now() decides it (and
+        counts the refusal). The router runs this for every request; tests hold it to check_now()."""
+        now_ms = self.clock() * 1000
+        now = int(now_ms)
+        index = now // window
+        elapsed = now - index * window
+        windows = self._windows
+        states = []
+        tightest, least = 0, -1
+        for i in range(len(keys)):
+            stored = windows.get(keys[i])  # (window ms, index, current, previous), as check_now reads it
+            if stored is None or stored[0] != window or stored[1] < index - 1:
+                current = previous = 0
+            elif stored[1] == index:
+                current, previous = stored[2], stored[3]
+            else:
+                current, previous = 0, stored[2]
+            used = previous * (window - elapsed) / window + current  # sliding_window()'s arithmetic, exactly
+            if used >= limits[i]:
+                return None
+            left = math.floor(limits[i] - used - 1)
+            if left < 0:
+                left = 0
+            if least < 0 or left < least:
+                tightest, least = i, left
+            states.append((window, index, current + 1, previous))
+        for key, state in zip(keys, states):
+            windows[key] = state
+        if now_ms >= self._next_prune:
+            self._prune(now_ms)
+        return tightest, least, window - elapsed
 
     def _prune(self, now_ms: float) -> None:
         """Forget keys whose counts no longer weigh, and buckets that are full again."""
