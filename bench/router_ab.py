@@ -1,0 +1,86 @@
+"""The router's CPU per request, this checkout against another commit, measured side by side.
+
+    .venv/bin/python bench/router_ab.py BASE_COMMIT [--rounds 30] [--seconds 2] [--limits]
+
+Both versions serve at once (the other commit from a temporary git worktree, on this checkout's .venv), and
+in every round wrk drives both at the same time, 16 connections each: whatever else the shared machine does
+during a round, both see it. CPU per request of each process comes from /proc; the figure to read is the
+median of the per-round ratios (and the minimum of each side, the least disturbed run). A change of 2-3%
+shows over 30 rounds; a run of one version after the other on this machine varies by 10-20%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench._common import ROOT, clean_env, free_port, start, stop, wait_ready  # noqa: E402
+from bench.router_throughput import set_limits, setup_ngm, wrk  # noqa: E402
+
+# ngm from a given source tree, whatever the venv's editable install points at
+SERVE = ("import sys; sys.path.insert(0, {src!r}); sys.argv[0] = 'ngm'; "
+         "from ngm.channels.cli import main; main()")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("base", help="the commit to compare this checkout with")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--limits", action="store_true", help="the three rate limits on (in memory) in both")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="ngm-router-ab-"))
+    base_tree = workdir / "base"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base], check=True,
+                   capture_output=True)
+    procs = []
+    try:
+        farm = subprocess.Popen([sys.executable, str(ROOT / "bench" / "standin_farm.py"), "1", "0", "0"],
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(farm)
+        upstream_port = json.loads(farm.stdout.readline())["healthy"][0]
+        sides = {}
+        for name, src in (("base", base_tree), ("this", ROOT)):
+            port, data = free_port(), workdir / f"data-{name}"
+            env = clean_env(NGM_DATA_DIR=str(data), NGM_DATABASE_URL=f"sqlite:///{data / 'ngm.db'}",
+                            NGM_MONITOR="off", NGM_API_RATE_LIMIT="0")
+            proc = start([sys.executable, "-c", SERVE.format(src=str(src)), "serve", "--port", str(port)], env,
+                         workdir / f"{name}.log")
+            procs.append(proc)
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, proc)
+            api_key, gateway_id = setup_ngm(url, upstream_port, data)
+            set_limits(url, api_key, gateway_id, args.limits)
+            invoke = f"{url}/api/v1/agents/bench/invoke/health"
+            wrk(invoke, 2, 16, {"X-API-Key": api_key})  # warm up
+            sides[name] = (proc, invoke, api_key)
+        runs = {"base": [], "this": []}
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(args.rounds):
+                running = {name: pool.submit(wrk, invoke, args.seconds, 16, {"X-API-Key": key}, proc.pid)
+                           for name, (proc, invoke, key) in sides.items()}
+                for name, future in running.items():
+                    runs[name].append(future.result()["cpu_us"])
+    finally:
+        for proc in procs:
+            stop(proc)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
+    ratios = sorted(t / b for b, t in zip(runs["base"], runs["this"]))
+    print(f"\nCPU us per request, {args.rounds} rounds of {args.seconds} s, both at once"
+          f"{', three rate limits on' if args.limits else ''}:")
+    for name in ("base", "this"):
+        print(f"  {name:4}  median {statistics.median(runs[name]):.1f}  min {min(runs[name]):.1f}")
+    print(f"  this/base per round: median {statistics.median(ratios):.3f} "
+          f"(quartiles {ratios[len(ratios) // 4]:.3f}-{ratios[3 * len(ratios) // 4]:.3f}); "
+          f"min this/min base {min(runs['this']) / min(runs['base']):.3f}")
+
+
+if __name__ == "__main__":
+    main()
