@@ -11,6 +11,15 @@ import time
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope, sliding_window, token_bucket
 
 
+def _counts(stored: tuple | None, window: int, index: int) -> tuple[int, int]:
+    """(this window's count, the previous one's) from a key's stored (window ms, index, current, previous)."""
+    if stored is None or stored[0] != window or stored[1] < index - 1:
+        return 0, 0
+    if stored[1] == index:
+        return stored[2], stored[3]
+    return 0, stored[2]
+
+
 class MemoryBackend:
     def __init__(self, clock=time.time):
         self.clock = clock  # seconds
@@ -23,8 +32,8 @@ class MemoryBackend:
         return self.check_now(scopes, counter, peek)
 
     def check_now(self, scopes: list[Scope], counter: str = "", peek: bool = False) -> list[Outcome]:
-        # Runs for every forwarded request: locals instead of attribute and method lookups, the window
-        # counts read inline.
+        # Runs for every management API request and for the router's token buckets and refusals: locals
+        # instead of attribute and method lookups.
         now_ms = self.clock() * 1000
         now_int = int(now_ms)
         windows, tats = self._windows, self._tats
@@ -34,13 +43,7 @@ class MemoryBackend:
             if s.algorithm == SLIDING_WINDOW:
                 window = s.window_ms
                 index = now_int // window
-                stored = windows.get(s.key)  # (window ms, index, current, previous)
-                if stored is None or stored[0] != window or stored[1] < index - 1:
-                    current = previous = 0
-                elif stored[1] == index:
-                    current, previous = stored[2], stored[3]
-                else:
-                    current, previous = 0, stored[2]
+                current, previous = _counts(windows.get(s.key), window, index)
                 outcome = sliding_window(s.limit, window, now_int, current, previous)[0]
                 states.append((window, index, current + 1, previous))
             else:
@@ -78,13 +81,7 @@ class MemoryBackend:
         states = []
         tightest, least = 0, -1
         for i in range(len(keys)):
-            stored = windows.get(keys[i])  # (window ms, index, current, previous), as check_now reads it
-            if stored is None or stored[0] != window or stored[1] < index - 1:
-                current = previous = 0
-            elif stored[1] == index:
-                current, previous = stored[2], stored[3]
-            else:
-                current, previous = 0, stored[2]
+            current, previous = _counts(windows.get(keys[i]), window, index)
             used = previous * (window - elapsed) / window + current  # sliding_window()'s arithmetic, exactly
             if used >= limits[i]:
                 return None
