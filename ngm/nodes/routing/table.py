@@ -16,6 +16,7 @@ from ngm.nodes.ratelimit.limiter import Limits
 from ngm.nodes.routing.strategies import Policy
 
 log = logging.getLogger("ngm.routing")
+_DEFAULT_POLICY = Policy()  # an agent without a policy of its own (never changed: policies are replaced whole)
 
 
 @dataclass
@@ -125,7 +126,7 @@ class RoutingTable:
         self.changed.set()
 
     def policy(self, scope: tuple) -> Policy:
-        return self.policies.get(scope) or Policy()
+        return self.policies.get(scope) or _DEFAULT_POLICY
 
     def apply_transition(self, data: dict) -> None:
         """A health transition from the bus: route around (or back to) the gateway at once."""
