@@ -156,7 +156,8 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamResponse:
-    """One exchange. The head is in once request() returns; read() hands over the body as it comes."""
+    """One exchange. The head is in once request() returns; read_nowait() hands over the body as it comes
+    (wait() for more)."""
 
     __slots__ = ("conn", "head_only", "status", "headers", "chunks", "head_done", "complete", "keep_alive", "error",
                  "paused", "waiter")
@@ -210,12 +211,6 @@ class UpstreamResponse:
         if self.error is not None:
             raise self.error
         return None
-
-    async def read(self) -> bytes:
-        """The body received since the last call (waiting for some if none); b"" once it is complete."""
-        while (chunk := self.read_nowait()) is None:
-            await self.wait()
-        return chunk
 
     def release(self):
         """Give the connection back when the exchange finished cleanly, else close it."""
