@@ -101,7 +101,7 @@ def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list) -> Rat
 def _verdict(scopes: list[Scope], outcomes: list[Outcome], policy: bytes) -> list:
     """The headers of an admitted request; raises RateLimited for a refused one."""
     headers = headers_for(scopes, outcomes, policy)
-    for o in outcomes:  # a loop, not all(<generator>): this runs for every forwarded request
+    for o in outcomes:  # a loop, not all(<generator>): this runs for every request checked through Redis
         if not o.allowed:
             raise _refused(scopes, outcomes, headers)
     return headers
