@@ -75,6 +75,13 @@ class AgentRequest:
         finally:
             self.waiter = None
 
+    def complete_body(self) -> bytes | None:
+        """The body when all of it came with the head, within the limit (as most do): no waiting, no
+        coroutine. None: await read_body()."""
+        if self.more_body or len(self.body) > MAX_BODY:
+            return None
+        return bytes(self.body)
+
     async def read_body(self) -> bytes:
         if self.more_body and self.expect_100 and not self.disconnected:
             self.expect_100 = False

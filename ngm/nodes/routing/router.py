@@ -109,10 +109,9 @@ class Router:
             wanted = policy.sticky_header.lower().encode()
             sticky_value = next((v.decode("latin-1") for n, v in headers if n == wanted), None)
         key, key_source = (sticky_value, "header") if sticky_value else (principal.key_id, "api_key")
-        if request.more_body or len(request.body) > MAX_BODY:
+        body = request.complete_body()
+        if body is None:
             body = await request.read_body()
-        else:  # all of it came with the head, as it mostly does: no coroutine
-            body = bytes(request.body)
         method = request.method
         exclude = frozenset()
         for attempt in (1, 2):
