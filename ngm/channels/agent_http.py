@@ -41,7 +41,7 @@ class AgentRequest:
     __slots__ = ("protocol", "transport", "flow", "method", "agent_id", "raw_path", "query", "headers", "client",
                  "scheme", "expect_100", "body", "more_body", "message_event", "response_complete",
                  "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated", "head_only", "status",
-                 "pending")
+                 "pending", "started_at", "rid", "principal")
 
     def __init__(self, protocol: HttpToolsProtocol, method: str, agent_id: str, raw_path: bytes, query: bytes,
                  keep_alive: bool):
@@ -62,6 +62,9 @@ class AgentRequest:
         self.pending: bytes | None = None  # the response head, written with the first body bytes
         self.head_only = method == "HEAD"
         self.status = 500
+        self.started_at = time.perf_counter()
+        self.rid = ""
+        self.principal = None
 
     def set(self) -> None:
         waiter = self.waiter
@@ -164,12 +167,12 @@ class AgentRequest:
             self.transport.close()
         self.protocol.on_response_complete()
 
-    async def send_json(self, status: int, payload: dict, headers: list) -> None:
+    def reply_json(self, status: int, payload: dict, headers: list) -> None:
+        """A whole small answer (an error): written at once, nothing to wait for after it."""
         body = json.dumps(payload).encode()
         self.start(status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *headers], True)
-        if self.write(body, last=True):
-            await self.drain()
+        self.write(body, last=True)
         self.end()
 
 
@@ -179,38 +182,67 @@ class AgentTraffic:
     def __init__(self, authenticator, router):
         self.authenticator, self.router = authenticator, router
 
-    async def serve(self, request: AgentRequest) -> None:
-        """The whole exchange, as the protocol's task (one coroutine: every level is paid again on each
-        resume)."""
-        start = time.perf_counter()
+    def begin(self, request: AgentRequest):
+        """Start serving a request whose head (and whatever body came with it) is in: without a coroutine
+        when nothing has to be waited for (the router's forward_now). Returns the coroutine to run as the
+        request's task, or None."""
         headers = dict(request.headers)
-        rid = request_id(headers.get(b"x-request-id"))
-        principal = None
+        request.rid = request_id(headers.get(b"x-request-id"))
+        body = request.complete_body()
         try:
-            try:
-                presented = presented_key(headers)
+            principal = self.authenticator.cached(presented_key(headers))
+            if principal is None or body is None:  # the key to load, the body to wait for
+                return self.serve(request)
+            request.principal = principal
+            rest = self.router.forward_now(request, principal, request.rid, body, self)
+            return None if rest is None else self.serve(request, rest)
+        except Exception as exc:
+            self.failed(request, exc)
+        self.finished(request)
+        return None
+
+    def resume(self, request: AgentRequest, rest) -> None:
+        """Go on with a request begun without a coroutine in one: `rest`, as the request's task."""
+        request.protocol.run_task(self.serve(request, rest))
+
+    async def serve(self, request: AgentRequest, rest=None) -> None:
+        """The exchange as the request's task: all of it, or `rest` of it (one coroutine level: each is paid
+        again on every resume)."""
+        try:
+            if rest is None:
+                presented = presented_key(dict(request.headers))
                 principal = self.authenticator.cached(presented) or await self.authenticator.authenticate(presented)
-            except NgmError as exc:
-                await request.send_json(exc.status, exc.to_body(), [(b"x-request-id", rid.encode()),
-                                                                    (b"www-authenticate", b'Bearer realm="ngm"')])
-                return
-            await self.router.forward(request, principal, rid)
-        except Refusal as refusal:
-            await request.send_json(refusal.status, {"error": {"code": refusal.code, "message": refusal.message,
-                                                               "details": refusal.details}},
-                                    [(b"x-request-id", rid.encode()), *(refusal.headers or ())])
-        except CallerGone:
-            pass
-        except Exception:
-            log.exception("agent request failed")
-            if not request.started:
-                await request.send_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, [])
-            else:
-                request.abort()
+                request.principal = principal
+                rest = self.router.forward(request, principal, request.rid)
+            await rest
+        except Exception as exc:
+            self.failed(request, exc)
         finally:
-            request.end()
-            write_access_line(request.client, request.method, request.raw_path.decode("latin-1"), request.status,
-                              start, principal, rid)
+            self.finished(request)
+
+    def finished(self, request: AgentRequest) -> None:
+        request.end()
+        write_access_line(request.client, request.method, request.raw_path.decode("latin-1"), request.status,
+                          request.started_at, request.principal, request.rid)
+
+    @staticmethod
+    def failed(request: AgentRequest, exc: Exception) -> None:
+        """Answer what went wrong, or cut off an answer already under way."""
+        if isinstance(exc, CallerGone):
+            return
+        if not isinstance(exc, (NgmError, Refusal)):
+            log.error("agent request failed", exc_info=exc)
+        if request.started:
+            request.abort()
+            return
+        rid = [(b"x-request-id", request.rid.encode())]
+        if isinstance(exc, NgmError):  # authentication
+            request.reply_json(exc.status, exc.to_body(), [*rid, (b"www-authenticate", b'Bearer realm="ngm"')])
+        elif isinstance(exc, Refusal):
+            request.reply_json(exc.status, {"error": {"code": exc.code, "message": exc.message,
+                                                      "details": exc.details}}, [*rid, *(exc.headers or ())])
+        else:
+            request.reply_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, rid)
 
 
 def agent_traffic_protocol(traffic: AgentTraffic) -> type:
@@ -222,10 +254,16 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         # period (uvicorn's own timeout_keep_alive_task stays None, so its cancel calls do nothing)
         idle_since: float | None = None
         idle_timer = None
+        unstarted: AgentRequest | None = None  # begun once the parser has had all the bytes that came
 
         def data_received(self, data: bytes) -> None:
             self.idle_since = None
             super().data_received(data)
+            request = self.unstarted
+            if request is not None:
+                self.unstarted = None
+                if not self.transport.is_closing():  # else the parser refused what followed the head
+                    self._start_asgi_task(request, None)
 
         def on_response_complete(self) -> None:
             self.server_state.total_requests += 1
@@ -273,7 +311,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                                    parsed.query or b"", version != "1.0" and self.parser.should_keep_alive())
             existing, self.cycle = self.cycle, request
             if existing is None or existing.response_complete:
-                self._start_asgi_task(request, None)
+                self.unstarted = request  # with the body that came along, if any: see data_received
             else:  # pipelined: uvicorn starts it when the one before has answered
                 self.flow.pause_reading()
                 self.pipeline.appendleft((request, None))
@@ -281,7 +319,12 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         def _start_asgi_task(self, cycle, app) -> None:
             if type(cycle) is not AgentRequest:
                 return super()._start_asgi_task(cycle, app)
-            task = self.loop.create_task(traffic.serve(cycle))
+            rest = traffic.begin(cycle)
+            if rest is not None:
+                self.run_task(rest)
+
+        def run_task(self, coro) -> None:
+            task = self.loop.create_task(coro)
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 

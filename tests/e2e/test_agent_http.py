@@ -33,7 +33,8 @@ def agent(deployment):
     name = f"bot-{uuid.uuid4().hex[:6]}"
     with deployment.client(key) as c:
         gw = c.post("/api/v1/gateways", json={"name": name, "environment": "production",
-                                              "api_url": f"http://127.0.0.1:{gateway.port}", "api_key": "gw-secret"})
+                                              "api_url": f"http://127.0.0.1:{gateway.port}", "api_key": "gw-secret",
+                                              "request_timeout": 2})
         assert gw.status_code == 201, gw.text
         assert c.post("/api/v1/deployments", json={"gateway_id": gw.json()["id"], "agent_id": name,
                                                    "agent_version": "1"}).status_code == 201
@@ -235,3 +236,67 @@ def test_a_streamed_answer_s_head_is_not_held_back_for_its_body(deployment, agen
             pass
         assert stream.readline() == b"5\r\n" and stream.readline() == b"later\r\n"
         assert time.monotonic() - start >= 1.0
+
+
+def get_twice_on_one_connection(deployment, path, key) -> list[tuple[int, dict, bytes]]:
+    """Two requests, one after the other, on one caller connection: the first leaves the router a kept-alive
+    connection to the gateway, which the second is sent on (the router's path without a coroutine)."""
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        answers = []
+        for _ in range(2):
+            s.sendall(request(path, key))
+            answers.append(read_response(stream))
+        return answers
+
+
+def test_a_gateway_that_does_not_answer_in_time_gets_504_on_new_and_kept_alive_connections(deployment, agent):
+    set_script, path, key, _ = agent
+    answers = iter([[ok(b"warm")], ["hold"], ["hold"]])
+    set_script(lambda head: next(answers))
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(path, key))
+        assert read_response(stream)[2] == b"warm"
+        for _ in range(2):  # on the kept-alive connection, then (that one closed) on a new one
+            start = time.monotonic()
+            s.sendall(request(path, key))
+            status, headers, body = read_response(stream)
+            assert status == 504 and json.loads(body)["error"]["code"] == "gateway_timeout", body
+            assert 1.9 <= time.monotonic() - start < 4  # request_timeout: 2 s
+            assert headers["x-request-id"]
+    set_script(lambda head: [ok(b"back")])
+    assert [a[2] for a in get_twice_on_one_connection(deployment, path, key)] == [b"back", b"back"]
+
+
+def test_a_kept_alive_connection_the_gateway_closed_is_replaced_without_the_caller_noticing(deployment, agent):
+    set_script, path, key, gateway = agent
+    served: dict[int, int] = {}
+
+    def one_answer_per_connection(head, connection):  # then it closes without answering, as an idle timeout does
+        served[connection] = served.get(connection, 0) + 1
+        return [ok(b"fresh")] if served[connection] == 1 else ["close"]
+
+    gateway.script = lambda head, n: [HEALTH] if b" /health" in head.split(b"\r\n")[0] else \
+        one_answer_per_connection(head, n)
+    for method in ("GET", "POST"):
+        with connect(deployment) as s, s.makefile("rb") as stream:
+            for _ in range(3):
+                s.sendall(request(path, key, method))
+                status, _, body = read_response(stream)
+                assert (status, body) == (200, b"fresh")
+    # each request after the first found its connection closed and was sent again on a new one
+    assert sorted(served.values()) == [1, 2, 2, 2, 2, 2]
+
+
+def test_a_gateway_answering_what_is_not_http_gets_502(deployment, agent):
+    set_script, path, key, gateway = agent
+    answers = iter([[ok(b"warm")], [b"SSH-2.0-OpenSSH_9.2\r\n\r\n"], [b"SSH-2.0-OpenSSH_9.2\r\n\r\n"]])
+    set_script(lambda head: next(answers))
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(path, key))
+        assert read_response(stream)[2] == b"warm"
+        for _ in range(2):  # on the kept-alive connection, then on a new one
+            s.sendall(request(path, key))
+            status, _, body = read_response(stream)
+            assert status == 502 and json.loads(body)["error"]["code"] == "gateway_bad_answer", body
+    set_script(lambda head: [ok(b"back")])
+    assert [a[2] for a in get_twice_on_one_connection(deployment, path, key)] == [b"back", b"back"]

@@ -55,13 +55,16 @@ class _Connection(asyncio.Protocol):
         self.deadline, self.timeout = 0.0, 0.0
         self.timer: asyncio.TimerHandle | None = None
 
-    def begin(self, head_only: bool) -> "UpstreamResponse":
+    def send(self, head: bytes, body: bytes, head_only: bool, deadline: float, timeout: float) -> "UpstreamResponse":
+        """Write a request (head already serialised); its answer comes to the UpstreamResponse returned."""
         if head_only or self.fresh_parser_needed:
             # A HEAD answer announces a body that never comes: llhttp would wait for it on the next answer.
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser_needed = head_only
-        self.response = UpstreamResponse(self, head_only)
-        return self.response
+        self.response = response = UpstreamResponse(self, head_only)
+        self.transport.write(head + body if body else head)
+        self.watch(deadline, timeout)
+        return response
 
     def watch(self, deadline: float, timeout: float) -> None:
         """Fail the exchange under way with UpstreamTimeout if its head has not come by `deadline`."""
@@ -90,15 +93,18 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        if self.response is None:  # bytes nobody asked for: the connection is not usable
+        response = self.response
+        if response is None:  # bytes nobody asked for: the connection is not usable
             self.transport.close()
             return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self.response.fail(UpstreamBroken("upgrade not supported"))
+            response.fail(UpstreamBroken("upgrade not supported"))
         except httptools.HttpParserError as exc:
-            self.response.fail(UpstreamBroken(f"bad response: {exc}"))
+            response.fail(UpstreamBroken(f"bad response: {exc}"))
+        if response.callback is not None:  # a head, part of a body: whatever came, once it is all parsed
+            response.callback()
 
     def connection_lost(self, exc):
         self.closed = True
@@ -157,10 +163,11 @@ class _Connection(asyncio.Protocol):
 
 class UpstreamResponse:
     """One exchange. The head is in once request() returns; read_nowait() hands over the body as it comes
-    (wait() for more)."""
+    (wait() for more). Without a coroutine: `callback` is called when the answer is complete, when it
+    failed, and after each read from the connection (see the router's forward_now)."""
 
     __slots__ = ("conn", "head_only", "status", "headers", "chunks", "head_done", "complete", "keep_alive", "error",
-                 "paused", "waiter")
+                 "paused", "waiter", "callback")
 
     def __init__(self, conn: _Connection, head_only: bool):
         self.conn, self.head_only = conn, head_only
@@ -170,6 +177,7 @@ class UpstreamResponse:
         self.head_done = self.complete = self.keep_alive = self.paused = False
         self.error: Exception | None = None
         self.waiter: asyncio.Future | None = None  # made only when the reader has to wait
+        self.callback = None
 
     def wake(self):
         waiter = self.waiter
@@ -179,11 +187,15 @@ class UpstreamResponse:
     def finish(self):
         self.complete = True
         self.wake()
+        if self.callback is not None:
+            self.callback()
 
     def fail(self, exc: Exception):
         if self.error is None:
             self.error = exc
         self.wake()
+        if self.callback is not None:
+            self.callback()
 
     def delimited_by_close(self) -> bool:
         """No Content-Length and not chunked: the body ends when the connection does."""
@@ -268,6 +280,10 @@ class UpstreamPool:
         self._open.add(conn)
         return conn
 
+    def idle_connection(self, scheme: str, host: str, port: int) -> _Connection | None:
+        """A kept-alive connection to that origin, if one is open (else request() connects)."""
+        return self._idle_pop((scheme, host, port))
+
     def _idle_pop(self, key) -> _Connection | None:
         idle, now = self._idle.get(key), time.monotonic()
         while idle:
@@ -303,9 +319,7 @@ class UpstreamPool:
         for _ in range(2):
             if conn is None:
                 conn = await self._connect(scheme, host, port, deadline, timeout)
-            response = conn.begin(head_only)
-            conn.transport.write(head + body if body else head)
-            conn.watch(deadline, timeout)
+            response = conn.send(head, body, head_only, deadline, timeout)
             while not response.head_done and response.error is None:  # wait() inlined: one coroutine fewer
                 response.waiter = loop.create_future()
                 await response.waiter
