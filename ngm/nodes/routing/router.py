@@ -89,8 +89,7 @@ class Router:
     # when nothing has to be waited for on our side (the body came with the head, the key is cached, limits
     # are in memory, an idle connection to the gateway is open) and the answer comes whole, as most do: no
     # task, no coroutine, no future per request (-3% to -8% CPU per request in bench/router_ab.py runs of 30
-    # rounds). Anything else
-    # hands the request over to the coroutine path at the step it reached.
+    # rounds). Anything else hands the request over to the coroutine path at the step it reached.
 
     async def forward(self, request, principal, request_id: str) -> None:
         """Serve one invoke request; `request` is the connection's AgentRequest (ngm/channels/agent_http.py),
