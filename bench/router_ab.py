@@ -1,6 +1,6 @@
 """The router's CPU per request, this checkout against another commit, measured side by side.
 
-    .venv/bin/python bench/router_ab.py BASE_COMMIT [--rounds 30] [--seconds 2] [--limits]
+    .venv/bin/python bench/router_ab.py BASE_COMMIT [--rounds 30] [--seconds 2] [--limits [--redis URL]]
 
 Both versions serve at once (the other commit from a temporary git worktree, on this checkout's .venv), and
 in every round wrk drives both at the same time, 16 connections each: whatever else the shared machine does
@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("base", help="the commit to compare this checkout with")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--seconds", type=int, default=2)
-    parser.add_argument("--limits", action="store_true", help="the three rate limits on (in memory) in both")
+    parser.add_argument("--limits", action="store_true", help="the three rate limits on in both (in memory)")
+    parser.add_argument("--redis", help="a Redis URL: the limits (and figures) through it, in both")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ngm-router-ab-"))
     base_tree = workdir / "base"
@@ -50,7 +51,8 @@ def main() -> None:
         for name, src in (("base", base_tree), ("this", ROOT)):
             port, data = free_port(), workdir / f"data-{name}"
             env = clean_env(NGM_DATA_DIR=str(data), NGM_DATABASE_URL=f"sqlite:///{data / 'ngm.db'}",
-                            NGM_MONITOR="off", NGM_API_RATE_LIMIT="0")
+                            NGM_MONITOR="off", NGM_API_RATE_LIMIT="0",
+                            **({"NGM_REDIS_URL": args.redis} if args.redis else {}))
             proc = start([sys.executable, "-c", SERVE.format(src=str(src)), "serve", "--port", str(port)], env,
                          workdir / f"{name}.log")
             procs.append(proc)
@@ -74,7 +76,7 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
     ratios = sorted(t / b for b, t in zip(runs["base"], runs["this"]))
     print(f"\nCPU us per request, {args.rounds} rounds of {args.seconds} s, both at once"
-          f"{', three rate limits on' if args.limits else ''}:")
+          f"{', three rate limits on' if args.limits else ''}{' through Redis' if args.redis else ''}:")
     for name in ("base", "this"):
         print(f"  {name:4}  median {statistics.median(runs[name]):.1f}  min {min(runs[name]):.1f}")
     print(f"  this/base per round: median {statistics.median(ratios):.3f} "

@@ -154,6 +154,41 @@ async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(pat
         await client.aclose()
 
 
+async def test_check_then_is_decided_with_the_checks_of_its_loop_turn_and_hears_of_failures():
+    """The router's way without a coroutine: a function called with the outcomes, in the same batch and
+    order as the awaited checks beside it; and with the error when Redis cannot be reached."""
+    client = aioredis.from_url(REDIS_URL)
+    backend = RedisBackend(client, f"ngm-test-{uuid.uuid4().hex[:8]}")
+    scope = [Scope("gateway", "g", 5, 3_600_000)]
+    heard: dict[int, tuple] = {}
+    try:
+        awaited = []
+        for i in range(8):  # alternating, all in one loop turn: 0, 2, 4 awaited; 1, 3, 5, 7 by function
+            if i % 2:
+                backend.check_then(scope, "gw", lambda outcomes, error, i=i: heard.__setitem__(i, (outcomes, error)))
+            else:
+                awaited.append(asyncio.ensure_future(backend.check(scope, "gw")))
+        results = await asyncio.gather(*awaited)
+        assert sorted(heard) == [1, 3, 5, 7] and all(error is None for _, error in heard.values())
+        allowed = {i for i in range(8) if (results[i // 2] if i % 2 == 0 else heard[i][0])[0].allowed}
+        # the first five to arrive, none more: check_then queues at the call, check when its task first runs
+        assert allowed == {1, 3, 5, 7, 0}
+    finally:
+        backend.close()
+        async for key in client.scan_iter(match=backend.prefix + "*"):
+            await client.delete(key)
+        await client.aclose()
+
+    dead = aioredis.from_url(f"redis://127.0.0.1:{closed_port()}")
+    backend = RedisBackend(dead, "ngm-test-dead")
+    answered = asyncio.get_running_loop().create_future()
+    backend.check_then(scope, "gw", lambda outcomes, error: answered.set_result((outcomes, error)))
+    outcomes, error = await asyncio.wait_for(answered, 2)
+    assert outcomes is None and isinstance(error, ConnectionError)
+    backend.close()
+    await dead.aclose()
+
+
 async def test_the_pipe_fails_fast_on_a_silent_or_missing_redis_and_connects_again():
     silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
     port = silent.sockets[0].getsockname()[1]

@@ -133,6 +133,10 @@ class RateLimiter:
                 return await self.shared.check(scopes, counter, peek)
             except _REDIS_DOWN as exc:
                 self._went_down(exc)
+        return self._decide_without_redis(scopes, counter, fail_closed, peek)
+
+    def _decide_without_redis(self, scopes: list[Scope], counter: str, fail_closed: bool,
+                              peek: bool) -> list[Outcome]:
         if fail_closed and not peek:
             self.counters["refused_unavailable"] += 1
             raise RateLimited(503, "rate_limiter_unavailable",
@@ -149,6 +153,32 @@ class RateLimiter:
         if not scopes:
             return []
         return _verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy)
+
+    def check_then(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
+                   fail_closed: bool, done) -> list | None:
+        """check() without a coroutine: the headers now (or RateLimited raised) when no round trip is needed,
+        else None, and done(headers, None) or done(None, exception) once Redis has answered."""
+        scopes, policy, *_ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        if not scopes:
+            return []
+        if not self.redis_up:
+            return _verdict(scopes, self._decide_without_redis(scopes, gateway_id, fail_closed, False), policy)
+
+        def answered(outcomes, error):
+            try:
+                if error is not None:
+                    if not isinstance(error, _REDIS_DOWN):
+                        raise error
+                    self._went_down(error)
+                    outcomes = self._decide_without_redis(scopes, gateway_id, fail_closed, False)
+                headers = _verdict(scopes, outcomes, policy)
+            except Exception as exc:  # RateLimited among them
+                done(None, exc)
+                return
+            done(headers, None)
+
+        self.shared.check_then(scopes, gateway_id, answered)
+        return None
 
     def check_local(self, principal, limits: Limits, gateway_id: str, agent_id: str,
                     agent_override: int | None) -> list:

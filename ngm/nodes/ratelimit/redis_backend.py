@@ -10,6 +10,7 @@ under load one call serves many requests and no request queues behind another's 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import NamedTuple
 
 from redis.exceptions import NoScriptError
@@ -17,6 +18,7 @@ from redis.exceptions import NoScriptError
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
 from ngm.nodes.ratelimit.pipe import Pipe, pack_items
 
+log = logging.getLogger("ngm.ratelimit")
 MAX_BATCH = 128
 
 # KEYS: per request, one per scope then its refusal counter (a hash: scope name -> count).
@@ -132,7 +134,7 @@ class RedisBackend:
         self.redis, self.prefix = redis, f"{namespace}:rl:"
         self._script = redis.register_script(_SCRIPT)
         self._pipe = Pipe.for_client(redis)
-        self._queue: list[tuple] = []  # (request, number of scopes, peek, future) for this loop turn
+        self._queue: list[tuple] = []  # (request, number of scopes, peek, future or function) this loop turn
         self._flush_soon = False
         self._requests: dict[tuple, _Request] = {}
 
@@ -156,13 +158,19 @@ class RedisBackend:
         if now_ms is not None:  # a test's own clock: sent alone
             flat = await self._call(request.keys, [repr(float(now_ms)), *request.args])
             return self._outcomes(flat, peek)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.append((request, len(scopes), peek, future))
+        future = asyncio.get_running_loop().create_future()
+        self._enqueue(request, len(scopes), peek, future)
+        return await future
+
+    def check_then(self, scopes: list[Scope], counter: str, answered) -> None:
+        """check() without a coroutine: answered(outcomes, error) once Redis has replied (or failed)."""
+        self._enqueue(self._request(scopes, counter, False), len(scopes), False, answered)
+
+    def _enqueue(self, request: _Request, n: int, peek: bool, waiter) -> None:
+        self._queue.append((request, n, peek, waiter))
         if not self._flush_soon:
             self._flush_soon = True
-            loop.call_soon(self._flush)
-        return await future
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """The requests of one loop turn go as one script call, without waiting for earlier calls' replies."""
@@ -193,13 +201,20 @@ class RedisBackend:
             self._call_later(batch, self._script(keys=keys, args=args))
             return
         at = 0
-        for _, n, peek, future in batch:
-            if not future.done():
-                if error is not None:  # every waiting request learns that Redis failed
-                    future.set_exception(error)
-                else:
-                    future.set_result(self._outcomes(reply[at:at + n * 5], peek))
+        for _, n, peek, waiter in batch:  # a future (check) or a function (check_then)
+            outcomes = None if error is not None else self._outcomes(reply[at:at + n * 5], peek)
             at += n * 5
+            if type(waiter) is not asyncio.Future:
+                try:
+                    waiter(outcomes, error)
+                except Exception:  # one caller's bug must not leave the rest of the batch unanswered
+                    log.exception("rate-limit check's continuation failed")
+            elif waiter.done():
+                pass
+            elif error is not None:  # every waiting request learns that Redis failed
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(outcomes)
 
     async def _call(self, keys: list, args: list) -> list:
         try:  # EVALSHA straight away: redis-py's Script wrapper costs a tenth of a check

@@ -106,16 +106,43 @@ class Router:
         went wrong, or resume(request, coroutine) to go on in a task), else the coroutine that serves the
         rest of it. Raises Refusal like forward()."""
         fw = self._prepare(request, principal, request_id)
-        fw.body = body
+        fw.body, fw.owner = body, owner
         target = self._choose(fw, frozenset())
-        limit_headers = self._limits_now(fw, target)
-        if limit_headers is None:  # shared limits: a round trip to Redis
-            return self._attempts(fw, target)
+        limiter = self.limiter
+        if limiter is not None and limiter.shared is not None:  # a round trip to Redis first
+            g = target.gateway
+            try:
+                limit_headers = limiter.check_then(
+                    fw.principal, g.limits, g.id, request.agent_id, target.rate_limit, target.fail_closed,
+                    lambda headers, error: self._limits_came(fw, target, headers, error))
+            except RateLimited as refused:
+                raise self._refused(target, refused) from None
+            if limit_headers is None:
+                return None
+        else:
+            limit_headers = self._limits_now(fw, target)
+        return self._send_or_hand_over(fw, target, limit_headers)
+
+    def _limits_came(self, fw: "_Forwarding", target, limit_headers: list | None, error: Exception | None) -> None:
+        """Redis's verdict on a request of forward_now."""
+        request = fw.request
+        try:
+            if error is not None:
+                raise self._refused(target, error) if isinstance(error, RateLimited) else error
+            rest = self._send_or_hand_over(fw, target, limit_headers)
+        except Exception as exc:
+            fw.owner.failed(request, exc)
+            fw.owner.finished(request)
+            return
+        if rest is not None:
+            fw.owner.resume(request, rest)
+
+    def _send_or_hand_over(self, fw: "_Forwarding", target, limit_headers: list):
+        """Send on a kept-alive connection (None), or the coroutine that opens one and goes on."""
         g = target.gateway
         conn = self.pool.idle_connection(g.scheme, g.host, g.port)
         if conn is None:
             return self._attempts(fw, target, limit_headers)
-        fw.owner = owner
         self._send_now(fw, target, limit_headers, conn)
         return None
 
@@ -154,7 +181,7 @@ class Router:
         return decision.chosen.target
 
     def _limits_now(self, fw: "_Forwarding", target) -> list | None:
-        """The rate-limit headers when the limits are in memory (or off); None: await _limits()."""
+        """The rate-limit headers when the limits are in memory (or off); None: they are in Redis."""
         limiter = self.limiter
         if limiter is None:
             return []
