@@ -15,7 +15,7 @@ import time
 from ngm.nodes.gateways.validation import ENVIRONMENTS
 from ngm.nodes.ratelimit.limiter import RateLimited
 from ngm.nodes.routing.strategies import Candidate, Decision, RoutingState
-from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamTimeout, UpstreamUnreachable
+from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 log = logging.getLogger("ngm.routing")
 PREFIX = "/api/v1/agents/"
@@ -231,7 +231,11 @@ class Router:
                 raise _refusal(exc) from None
 
     def _request_head(self, fw: "_Forwarding", target) -> bytes:
+        """The request for the gateway, serialised; from here the exchange counts as in flight (settled by
+        _settle) and the gateway's circuit knows a request is on its way."""
         request, g = fw.request, target.gateway
+        self.inflight.start(target.deployment_id)
+        self.breakers.admit(g.id)
         query = request.query
         head = [request.method.encode(), b" ", g.base_path, raw_target(request.raw_path),
                 b"?" + query if query else b"", b" HTTP/1.1\r\nhost: ", g.host_header, b"\r\n"]
@@ -272,20 +276,22 @@ class Router:
 
     async def _exchange(self, fw: "_Forwarding", target, limit_headers: list) -> None:
         g = target.gateway
-        request = fw.request
         head = self._request_head(fw, target)
-        self.inflight.start(target.deployment_id)
-        self.breakers.admit(g.id)
         sent_at = time.perf_counter()
-        failed = True
-        response = None
         try:
-            try:
-                response = await self.pool.request(g.scheme, g.host, g.port, head, fw.body,
-                                                   head_only=request.method == "HEAD", timeout=g.timeout)
-            except (UpstreamUnreachable, UpstreamTimeout, UpstreamBroken):
+            response = await self.pool.request(g.scheme, g.host, g.port, head, fw.body,
+                                               head_only=fw.request.method == "HEAD", timeout=g.timeout)
+        except BaseException as exc:  # cancelled too: the in-flight count must come down
+            if isinstance(exc, UpstreamError):
                 self.breakers.failure(g.id)
-                raise
+            self._settle(target, None, sent_at, True)
+            raise
+        await self._stream(fw, target, limit_headers, response, sent_at)
+
+    async def _stream(self, fw: "_Forwarding", target, limit_headers: list, response, sent_at: float) -> None:
+        """The answer from its head on, through to the caller; then the exchange is settled."""
+        failed = True
+        try:
             failed = self._answer_head(fw, target, limit_headers, response)
             failed = await self._answer_body(fw, target, response, failed)
         finally:
@@ -321,8 +327,6 @@ class Router:
     def _send_now(self, fw: "_Forwarding", target, limit_headers: list, conn) -> None:
         g = target.gateway
         head = self._request_head(fw, target)
-        self.inflight.start(target.deployment_id)
-        self.breakers.admit(g.id)
         sent_at = time.perf_counter()
         response = conn.send(head, fw.body, fw.request.method == "HEAD", conn.loop.time() + g.timeout, g.timeout)
         response.callback = lambda: self._on_upstream(fw, target, limit_headers, response, sent_at)
@@ -358,14 +362,6 @@ class Router:
         finally:
             self._settle(target, response, sent_at, failed)
             fw.owner.finished(request)
-
-    async def _stream(self, fw: "_Forwarding", target, limit_headers: list, response, sent_at: float) -> None:
-        failed = True
-        try:
-            failed = self._answer_head(fw, target, limit_headers, response)
-            failed = await self._answer_body(fw, target, response, failed)
-        finally:
-            self._settle(target, response, sent_at, failed)
 
     async def _after_send_failed(self, fw: "_Forwarding", target, limit_headers: list, response,
                                  sent_at: float) -> None:
