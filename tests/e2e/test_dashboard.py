@@ -450,7 +450,9 @@ def test_every_page_has_labelled_controls_and_readable_contrast(operator, server
     # After each navigation focus is on the content: Tab reaches its first control, Shift+Tab the navigation.
     operator.go("#/gateways")
     page.get_by_role("heading", name="Gateways", exact=True).wait_for()
-    page.wait_for_function("() => document.activeElement.id === 'main'")  # the view has finished rendering
+    # the view has finished rendering (focus on <main> alone may still be the previous view's)
+    page.wait_for_function("() => document.getElementById('main').dataset.shown === '#/gateways' "
+                           "&& document.activeElement.id === 'main'")
     active = "() => document.activeElement.textContent.trim()"
     page.keyboard.press("Tab")
     assert page.evaluate(active) == "New gateway"

@@ -22,6 +22,7 @@ let leave = null;
 
 async function show() {
   if (leave) { leave(); leave = null; }
+  delete main.dataset.shown;
   const hash = location.hash || '#/gateways';
   if (!session.key) return signIn(hash.startsWith('#/signin?expired') ? 'Your key is no longer accepted; sign in again.' : '');
   if (!session.me) {
@@ -41,6 +42,7 @@ async function show() {
     link.toggleAttribute('aria-current', path.startsWith(link.getAttribute('href')));
   }
   main.focus({ preventScroll: true });
+  main.dataset.shown = path;  // the view is complete and has the focus (what the browser tests wait for)
 }
 
 function header() {
