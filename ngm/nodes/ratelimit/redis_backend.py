@@ -134,7 +134,7 @@ class RedisBackend:
         self.redis, self.prefix = redis, f"{namespace}:rl:"
         self._script = redis.register_script(_SCRIPT)
         self._pipe = Pipe.for_client(redis)
-        self._queue: list[tuple] = []  # (request, number of scopes, peek, future or function) this loop turn
+        self._queue: list[tuple] = []  # (request, number of scopes, peek, answered(outcomes, error)) this turn
         self._flush_soon = False
         self._requests: dict[tuple, _Request] = {}
 
@@ -159,15 +159,15 @@ class RedisBackend:
             flat = await self._call(request.keys, [repr(float(now_ms)), *request.args])
             return self._outcomes(flat, peek)
         future = asyncio.get_running_loop().create_future()
-        self._enqueue(request, len(scopes), peek, future)
+        self._enqueue(request, len(scopes), peek, lambda outcomes, error: _settle(future, outcomes, error))
         return await future
 
     def check_then(self, scopes: list[Scope], counter: str, answered) -> None:
         """check() without a coroutine: answered(outcomes, error) once Redis has replied (or failed)."""
         self._enqueue(self._request(scopes, counter, False), len(scopes), False, answered)
 
-    def _enqueue(self, request: _Request, n: int, peek: bool, waiter) -> None:
-        self._queue.append((request, n, peek, waiter))
+    def _enqueue(self, request: _Request, n: int, peek: bool, answered) -> None:
+        self._queue.append((request, n, peek, answered))
         if not self._flush_soon:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -201,20 +201,13 @@ class RedisBackend:
             self._call_later(batch, self._script(keys=keys, args=args))
             return
         at = 0
-        for _, n, peek, waiter in batch:  # a future (check) or a function (check_then)
+        for _, n, peek, answered in batch:  # every waiting request learns its outcomes, or that Redis failed
             outcomes = None if error is not None else self._outcomes(reply[at:at + n * 5], peek)
             at += n * 5
-            if type(waiter) is not asyncio.Future:
-                try:
-                    waiter(outcomes, error)
-                except Exception:  # one caller's bug must not leave the rest of the batch unanswered
-                    log.exception("rate-limit check's continuation failed")
-            elif waiter.done():
-                pass
-            elif error is not None:  # every waiting request learns that Redis failed
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(outcomes)
+            try:
+                answered(outcomes, error)
+            except Exception:  # one caller's bug must not leave the rest of the batch unanswered
+                log.exception("rate-limit check's continuation failed")
 
     async def _call(self, keys: list, args: list) -> list:
         try:  # EVALSHA straight away: redis-py's Script wrapper costs a tenth of a check
@@ -242,3 +235,13 @@ class RedisBackend:
     async def rejections(self, counter: str) -> dict[str, int]:
         raw = await self.redis.hgetall(self.prefix + "rejected:" + counter)
         return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def _settle(future: asyncio.Future, outcomes: list | None, error: BaseException | None) -> None:
+    """check()'s waiter: its future gets the outcomes or the error (unless the check was cancelled)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(outcomes)

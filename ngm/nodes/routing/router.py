@@ -108,19 +108,10 @@ class Router:
         fw = self._prepare(request, principal, request_id)
         fw.body, fw.owner = body, owner
         target = self._choose(fw, frozenset())
-        limiter = self.limiter
-        if limiter is not None and limiter.shared is not None:  # a round trip to Redis first
-            g = target.gateway
-            try:
-                limit_headers = limiter.check_then(
-                    fw.principal, g.limits, g.id, request.agent_id, target.rate_limit, target.fail_closed,
-                    lambda headers, error: self._limits_came(fw, target, headers, error))
-            except RateLimited as refused:
-                raise self._refused(target, refused) from None
-            if limit_headers is None:
-                return None
-        else:
-            limit_headers = self._limits_now(fw, target)
+        limit_headers = self._limits_now(
+            fw, target, lambda headers, error: self._limits_came(fw, target, headers, error))
+        if limit_headers is None:  # Redis answers later: _limits_came goes on
+            return None
         return self._send_or_hand_over(fw, target, limit_headers)
 
     def _limits_came(self, fw: "_Forwarding", target, limit_headers: list | None, error: Exception | None) -> None:
@@ -180,16 +171,21 @@ class Router:
                           [(b"retry-after", b"5")])
         return decision.chosen.target
 
-    def _limits_now(self, fw: "_Forwarding", target) -> list | None:
-        """The rate-limit headers when the limits are in memory (or off); None: they are in Redis."""
+    def _limits_now(self, fw: "_Forwarding", target, then=None) -> list | None:
+        """The rate-limit headers when they need no round trip to Redis (limits off or in memory, or Redis
+        down). None: they are in Redis; then(headers, error) hears Redis's verdict if given, else the caller
+        awaits _limits()."""
         limiter = self.limiter
         if limiter is None:
             return []
-        if limiter.shared is not None:
-            return None
         g = target.gateway
         try:
-            return limiter.check_local(fw.principal, g.limits, g.id, fw.request.agent_id, target.rate_limit)
+            if limiter.shared is None:
+                return limiter.check_local(fw.principal, g.limits, g.id, fw.request.agent_id, target.rate_limit)
+            if then is None:
+                return None
+            return limiter.check_then(fw.principal, g.limits, g.id, fw.request.agent_id, target.rate_limit,
+                                      target.fail_closed, then)
         except RateLimited as refused:
             raise self._refused(target, refused) from None
 
@@ -335,20 +331,15 @@ class Router:
         """The gateway's connection has news: the whole answer (answered here), its head alone or a break
         after it (streamed on in a coroutine), or a failure before the head (the coroutine path takes over
         as if pool.request had met it)."""
-        if response.error is None:
-            if not response.head_done:
-                return  # not yet
-            if not response.complete:
-                response.callback = None
-                fw.owner.resume(fw.request, self._stream(fw, target, limit_headers, response, sent_at))
-                return
-        else:
-            response.callback = None
-            fw.owner.resume(fw.request, self._stream(fw, target, limit_headers, response, sent_at)
-                            if response.head_done else
-                            self._after_send_failed(fw, target, limit_headers, response, sent_at))
-            return
+        if response.error is None and not response.head_done:
+            return  # not yet
         response.callback = None
+        if response.error is not None and not response.head_done:
+            fw.owner.resume(fw.request, self._after_send_failed(fw, target, limit_headers, response, sent_at))
+            return
+        if response.error is not None or not response.complete:
+            fw.owner.resume(fw.request, self._stream(fw, target, limit_headers, response, sent_at))
+            return
         request = fw.request
         failed = True
         try:
