@@ -2,6 +2,7 @@
 the clock under the test's control (the script takes `now` from its caller when given)."""
 
 import asyncio
+import random
 import shutil
 import time
 import uuid
@@ -149,6 +150,48 @@ async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(pat
         assert not refused.allowed and refused.used == 100
     finally:
         backend.close()
+        async for key in client.scan_iter(match=backend.prefix + "*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_one_script_call_decides_its_requests_as_the_memory_backend_does_one_by_one(seed):
+    """A call reads each key once and writes it once at its end: every request of it must still see what the
+    ones before it counted. Random requests over shared scopes (both algorithms, limits low enough to refuse,
+    a window boundary crossed), three calls at a clock of the test's own, against the memory backend."""
+    rng = random.Random(seed)
+    pool = [Scope("gateway", "g:w1000", 9, 1000), Scope("agent", "a:w1000", 6, 1000),
+            Scope("user", "u1:w1000", 3, 1000), Scope("user", "u2:w1000", 4, 1000),
+            Scope("agent", "a:t1000", 5, 1000, TOKEN_BUCKET, burst=2),
+            Scope("user", "u1:t1000", 10, 1000, TOKEN_BUCKET)]
+    client = aioredis.from_url(REDIS_URL)
+    backend = RedisBackend(client, f"ngm-test-{uuid.uuid4().hex[:8]}")
+    clock = [0.0]
+    memory = MemoryBackend(lambda: clock[0] / 1000)
+    t0 = 1_700_000_000_000 + 300
+    try:
+        for at in (t0, t0 + 450, t0 + 1250):
+            batch = [rng.sample(pool, rng.randint(1, 3)) for _ in range(40)]
+            keys, args = [], [repr(float(at))]
+            for scopes in batch:
+                request = backend._request(scopes, "gw", False)
+                keys += request.keys
+                args += request.args
+            flat = await backend._call(keys, args)
+            clock[0] = at
+            expected = [memory.check_now(scopes, "gw") for scopes in batch]
+            got, i = [], 0
+            for scopes in batch:
+                got.append(backend._outcomes(flat[i:i + 5 * len(scopes)], False))
+                i += 5 * len(scopes)
+            assert got == expected
+            assert any(not o.allowed for r in got for o in r) and any(all(o.allowed for o in r) for r in got)
+        assert await backend.rejections("gw") == await memory.rejections("gw")
+        for key in [k async for k in client.scan_iter(match=backend.prefix + "*")]:
+            if not key.endswith(b":rejected:gw"):
+                assert await client.pttl(key) > 0, key  # every count and bucket expires
+    finally:
         async for key in client.scan_iter(match=backend.prefix + "*"):
             await client.delete(key)
         await client.aclose()

@@ -24,87 +24,161 @@ MAX_BATCH = 128
 # KEYS: per request, one per scope then its refusal counter (a hash: scope name -> count).
 # ARGV: now in ms ('' = Redis's clock; tests pass their own), then per request: peek (0/1), number of scopes,
 # and per scope: algorithm (w|t), limit, window ms, burst, name.
+#
+# The requests of a call are decided one after the other, each on the state the ones before it left, but
+# Redis is read once (one MGET of every key the call needs) and each key written once at the end, and a
+# window's count gets its expiry when it is created: the script had spent most of Redis's CPU per request
+# (a third of the router's own, on the same cores) on PEXPIREs, GETs and turning numbers into key names.
 _SCRIPT = """
+local ARGV, KEYS, tonumber, floor, ceil, max, call = ARGV, KEYS, tonumber, math.floor, math.ceil, math.max, redis.call
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
 else
-  local t = redis.call('TIME')
+  local t = call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
+local nowi = floor(now)
+
+-- pass 1: the key of every count and bucket the call reads (a window's ':index' made once per window length)
+local suffixes, wanted, value, absent = {}, {}, {}, {}
+local cur_keys, prev_keys = {}, {}
+local function want(key)
+  if value[key] == nil then value[key] = 0; wanted[#wanted + 1] = key end
+end
+local k, a, j = 0, 1, 0
+while a < #ARGV do
+  local n = tonumber(ARGV[a + 2])
+  a = a + 2
+  for i = 1, n do
+    j = j + 1
+    local key = KEYS[k + i]
+    if ARGV[a + 1] == 'w' then
+      local window = ARGV[a + 3]
+      local s = suffixes[window]
+      if s == nil then
+        local index = floor(nowi / tonumber(window))
+        s = {':' .. index, ':' .. (index - 1)}
+        suffixes[window] = s
+      end
+      cur_keys[j], prev_keys[j] = key .. s[1], key .. s[2]
+      want(cur_keys[j]); want(prev_keys[j])
+    else
+      want(key)
+    end
+    a = a + 5
+  end
+  k = k + n + 1
+end
+if #wanted > 0 then
+  local stored = call('MGET', unpack(wanted))
+  for i, key in ipairs(wanted) do
+    if stored[i] then value[key] = tonumber(stored[i]) else absent[key] = true end
+  end
+end
+
+-- pass 2: each request decided, in order, on `value` (which its admitted predecessors have moved on)
+local added, added_order, expiry = {}, {}, {}
+local tat_order, tat_written = {}, {}
+local refused, refused_order = {}, {}
+local commit_key, commit_value = {}, {}
 local out = {}
-local k, a = 0, 1
+k, a, j = 0, 1, 0
 while a < #ARGV do
   local peek = ARGV[a + 1] == '1'
   local n = tonumber(ARGV[a + 2])
   a = a + 2
   local first = #out
-  local commits, all = {}, true
+  local commits, all = 0, true
   for i = 1, n do
-    local algo, limit, window, burst = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-    local key = KEYS[k + i]
+    j = j + 1
+    local algo, limit, window = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     local allowed, used, remaining, reset, retry
     if algo == 'w' then
-      local nowi = math.floor(now)
-      local index = math.floor(nowi / window)
-      local elapsed = nowi - index * window
-      local cur = tonumber(redis.call('GET', key .. ':' .. index) or '0')
-      local prev = tonumber(redis.call('GET', key .. ':' .. (index - 1)) or '0')
+      local elapsed = nowi % window
+      local cur, prev = value[cur_keys[j]], value[prev_keys[j]]
       local u = prev * (window - elapsed) / window + cur
       reset = window - elapsed
       if u < limit then
-        allowed, used, remaining, retry = 1, math.ceil(u + 1), math.max(0, math.floor(limit - u - 1)), 0
-        commits[#commits + 1] = {'w', key .. ':' .. index, window}
+        allowed, used, remaining, retry = 1, ceil(u + 1), max(0, floor(limit - u - 1)), 0
+        commits = commits + 1
+        commit_key[commits], commit_value[commits] = cur_keys[j], false
       else
-        allowed, used, remaining = 0, math.ceil(u), 0
+        allowed, used, remaining = 0, ceil(u), 0
         if cur >= limit then
-          retry = reset + math.floor(window * (1 - limit / cur)) + 1
+          retry = reset + floor(window * (1 - limit / cur)) + 1
         else
-          retry = math.floor(window - (limit - cur) * window / prev) + 1 - elapsed
+          retry = floor(window - (limit - cur) * window / prev) + 1 - elapsed
         end
         if retry < 1 then retry = 1 end
       end
     else
+      local key = KEYS[k + i]
       local interval = window / limit
-      local size = burst
+      local size = tonumber(ARGV[a + 4])
       if size == 0 then size = limit end
-      local tat = tonumber(redis.call('GET', key) or '0')
+      local tat = value[key]
       if tat < now then tat = now end
       local new_tat = tat + interval
       local allow_at = new_tat - size * interval
       if now < allow_at then
-        allowed, used, remaining, reset = 0, size, 0, math.ceil(tat - now)
-        retry = math.ceil(allow_at - now)
+        allowed, used, remaining, reset = 0, size, 0, ceil(tat - now)
+        retry = ceil(allow_at - now)
         if retry < 1 then retry = 1 end
       else
-        remaining = math.floor((now - allow_at) / interval)
-        allowed, used, reset, retry = 1, size - remaining, math.ceil(new_tat - now), 0
-        commits[#commits + 1] = {'t', key, new_tat, math.ceil(new_tat - now) + 1000}
+        remaining = floor((now - allow_at) / interval)
+        allowed, used, reset, retry = 1, size - remaining, ceil(new_tat - now), 0
+        commits = commits + 1
+        commit_key[commits], commit_value[commits] = key, new_tat
       end
     end
     if allowed == 0 then all = false end
-    out[#out + 1] = allowed; out[#out + 1] = used; out[#out + 1] = remaining
-    out[#out + 1] = reset; out[#out + 1] = retry
+    out[first + i * 5 - 4] = allowed; out[first + i * 5 - 3] = used; out[first + i * 5 - 2] = remaining
+    out[first + i * 5 - 1] = reset; out[first + i * 5] = retry
+    if algo == 'w' then expiry[cur_keys[j]] = window * 2 + 1000 end
     a = a + 5
   end
   if not peek then
     if all then
-      for _, c in ipairs(commits) do
-        if c[1] == 'w' then
-          redis.call('INCR', c[2]); redis.call('PEXPIRE', c[2], c[3] * 2 + 1000)
+      for c = 1, commits do
+        local key, tat = commit_key[c], commit_value[c]
+        if tat then
+          value[key] = tat
+          if not tat_written[key] then tat_written[key] = true; tat_order[#tat_order + 1] = key end
         else
-          redis.call('SET', c[2], string.format('%.3f', c[3]), 'PX', c[4])
+          value[key] = value[key] + 1
+          if added[key] == nil then added[key] = 0; added_order[#added_order + 1] = key end
+          added[key] = added[key] + 1
         end
       end
     else
+      local counter = KEYS[k + n + 1]
       for i = 1, n do
-        if out[first + (i - 1) * 5 + 1] == 0 then
-          redis.call('HINCRBY', KEYS[k + n + 1], ARGV[a - (n - i) * 5], 1)
+        if out[first + i * 5 - 4] == 0 then
+          local name = ARGV[a - (n - i) * 5]
+          local counts = refused[counter]
+          if counts == nil then counts = {}; refused[counter] = counts; refused_order[#refused_order + 1] = counter end
+          counts[name] = (counts[name] or 0) + 1
         end
       end
     end
   end
   k = k + n + 1
+end
+
+-- the writes: one per key
+for _, key in ipairs(added_order) do
+  if absent[key] then  -- a window's count lives until it no longer weighs
+    call('SET', key, added[key], 'PX', expiry[key])
+  else
+    call('INCRBY', key, added[key])
+  end
+end
+for _, key in ipairs(tat_order) do
+  call('SET', key, string.format('%.3f', value[key]), 'PX', ceil(value[key] - now) + 1000)
+end
+for _, counter in ipairs(refused_order) do
+  for name, count in pairs(refused[counter]) do call('HINCRBY', counter, name, count) end
 end
 return out
 """
