@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--limits", action="store_true", help="the three rate limits on in both (in memory)")
     parser.add_argument("--redis", help="a Redis URL: the limits (and figures) through it, in both")
+    parser.add_argument("--alternate", action="store_true",
+                        help="wrk drives one version at a time, alternating: requests/s too (on a machine with "
+                             "other load, less robust than both at once)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ngm-router-ab-"))
     base_tree = workdir / "base"
@@ -64,8 +67,15 @@ def main() -> None:
             wrk(invoke, 2, 16, {"X-API-Key": api_key})  # warm up
             sides[name] = (proc, invoke, api_key)
         runs = {"base": [], "this": []}
+        rps = {"base": [], "this": []}
         with ThreadPoolExecutor(2) as pool:
             for _ in range(args.rounds):
+                if args.alternate:
+                    for name, (proc, invoke, key) in sides.items():
+                        result = wrk(invoke, args.seconds, 16, {"X-API-Key": key}, proc.pid)
+                        runs[name].append(result["cpu_us"])
+                        rps[name].append(result["rps"])
+                    continue
                 running = {name: pool.submit(wrk, invoke, args.seconds, 16, {"X-API-Key": key}, proc.pid)
                            for name, (proc, invoke, key) in sides.items()}
                 for name, future in running.items():
@@ -75,13 +85,20 @@ def main() -> None:
             stop(proc)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base_tree)], check=False)
     ratios = sorted(t / b for b, t in zip(runs["base"], runs["this"]))
-    print(f"\nCPU us per request, {args.rounds} rounds of {args.seconds} s, both at once"
+    print(f"\nCPU us per request, {args.rounds} rounds of {args.seconds} s, "
+          f"{'one after the other' if args.alternate else 'both at once'}"
           f"{', three rate limits on' if args.limits else ''}{' through Redis' if args.redis else ''}:")
     for name in ("base", "this"):
         print(f"  {name:4}  median {statistics.median(runs[name]):.1f}  min {min(runs[name]):.1f}")
     print(f"  this/base per round: median {statistics.median(ratios):.3f} "
           f"(quartiles {ratios[len(ratios) // 4]:.3f}-{ratios[3 * len(ratios) // 4]:.3f}); "
           f"min this/min base {min(runs['this']) / min(runs['base']):.3f}")
+    if args.alternate:
+        ratios = sorted(t / b for b, t in zip(rps["base"], rps["this"]))
+        print(f"  requests/s: base median {statistics.median(rps['base']):,.0f}, "
+              f"this {statistics.median(rps['this']):,.0f}; "
+              f"this/base per round: median {statistics.median(ratios):.3f} "
+              f"(quartiles {ratios[len(ratios) // 4]:.3f}-{ratios[3 * len(ratios) // 4]:.3f})")
 
 
 if __name__ == "__main__":

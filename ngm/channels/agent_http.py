@@ -26,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ngm.channels.http_middleware import presented_key, request_id, write_access_line
 from ngm.errors import NgmError
 from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path
+from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
 
 log = logging.getLogger("ngm.routing")
 _PREFIX = PREFIX.encode()
@@ -88,7 +89,7 @@ class AgentRequest:
     async def read_body(self) -> bytes:
         if self.more_body and self.expect_100 and not self.disconnected:
             self.expect_100 = False
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._write_now(b"HTTP/1.1 100 Continue\r\n\r\n")
         while self.more_body and not self.disconnected:
             if len(self.body) > MAX_BODY:
                 break
@@ -128,13 +129,14 @@ class AgentRequest:
         """Send the held head now (the body is not here yet: the caller should not wait for it)."""
         if self.pending is not None:
             if not self.disconnected:
-                self.transport.write(self.pending)
+                self._write_now(self.pending)
             self.pending = None
 
     def write(self, data: bytes, last: bool = False) -> bool:
-        """A part of the body; `last`: the final one (a chunked body's terminator goes with it). True when
-        the caller's connection is full: await drain() before writing more. (Not a coroutine: it runs for
-        every forwarded answer and almost never has to wait.)"""
+        """A part of the body; `last`: the final one (a chunked body's terminator goes with it), written at the
+        end of the loop's turn (turn_writes.py). True when the caller's connection is full: await drain()
+        before writing more. (Not a coroutine: it runs for every forwarded answer and almost never has to
+        wait.)"""
         if self.disconnected or self.head_only or not data:
             return False
         if self.chunked:
@@ -142,8 +144,16 @@ class AgentRequest:
             self.terminated = last
         if self.pending is not None:
             data, self.pending = self.pending + data, None
-        self.transport.write(data)
+        if last:
+            self.protocol.writes.write(self.protocol, data)
+            return False
+        self._write_now(data)
         return self.flow.write_paused
+
+    def _write_now(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.writes.flush_for(protocol)
+        self.transport.write(data)
 
     async def drain(self) -> None:
         await self.flow.drain()
@@ -161,9 +171,13 @@ class AgentRequest:
         if self.chunked and not self.terminated:
             out += b"0\r\n\r\n"
         if out and not self.disconnected:
-            self.transport.write(out)
+            if self.keep_alive:
+                self.protocol.writes.write(self.protocol, out)  # at the end of the loop's turn
+            else:
+                self._write_now(out)
         self.response_complete = True
-        if not self.keep_alive:
+        if not self.keep_alive:  # now, as uvicorn would: on_response_complete must see the connection closing
+            self.protocol.writes.flush_for(self.protocol)
             self.transport.close()
         self.protocol.on_response_complete()
 
@@ -255,9 +269,16 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         idle_since: float | None = None
         idle_timer = None
         unstarted: AgentRequest | None = None  # begun once the parser has had all the bytes that came
+        writes: TurnWrites
+        unflushed = False  # the end of an answer waits in `writes` (whatever uvicorn writes must follow it)
+
+        def connection_made(self, transport) -> None:
+            self.writes = turn_writes(self.loop)
+            super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
             self.idle_since = None
+            self.writes.flush_for(self)  # a pipelining caller's answers before uvicorn's own (a 400, say)
             super().data_received(data)
             request = self.unstarted
             if request is not None:
@@ -287,6 +308,14 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                 self.timeout_keep_alive_handler()
             else:
                 self.idle_timer = self.loop.call_at(due, self._idle_check)
+
+        def eof_received(self) -> None:
+            self.writes.flush_for(self)  # the transport closes after this (what is still buffered goes)
+            return super().eof_received()
+
+        def shutdown(self) -> None:
+            self.writes.flush_for(self)
+            super().shutdown()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self.idle_timer is not None:

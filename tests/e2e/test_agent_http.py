@@ -93,6 +93,34 @@ def test_keep_alive_and_pipelining_mixed_with_the_management_api(deployment, age
         assert read_response(stream)[2] == b"/three"
 
 
+def test_refusals_and_forwarded_answers_to_a_pipelining_caller_come_in_its_order(deployment, agent):
+    """Refusals are written at the end of the loop's turn, forwarded answers when the gateway has answered:
+    neither may overtake the other on the caller's connection."""
+    set_script, path, key, _ = agent
+    set_script(lambda head: [ok(head.split(b" ")[1])])
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        s.sendall(request(f"{path}/a", "ngm_wrong") + request(f"{path}/b", key)
+                  + request(f"{path}/c", key, extra="X-NGM-Environment: moon\r\n") + request(f"{path}/d", key))
+        answers = [read_response(stream) for _ in range(4)]
+        assert [a[0] for a in answers] == [401, 200, 422, 200]
+        assert (answers[1][2], answers[3][2]) == (b"/b", b"/d")
+
+
+def test_a_caller_that_half_closes_after_its_request_still_gets_the_refusal(deployment, agent):
+    """The refusal is decided as the request arrives and written at the end of that loop turn; the end of
+    the caller's stream, read in the same turn, closes the connection, but only after what waits is sent."""
+    _, path, _, _ = agent
+    for _ in range(5):
+        with connect(deployment) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # the request and the FIN in one segment
+            s.sendall(request(path, "ngm_wrong"))
+            s.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+            assert received.startswith(b"HTTP/1.1 401 "), received
+
+
 KEEP_ALIVE_SECONDS = 5  # uvicorn's timeout_keep_alive, which ngm serve keeps
 
 

@@ -19,6 +19,7 @@ import time
 import httptools
 
 from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused
+from ngm.nodes.routing.turn_writes import turn_writes
 
 _QUEUE_HIGH = 32  # buffered body chunks before the upstream socket is paused
 
@@ -46,6 +47,7 @@ class _Connection(asyncio.Protocol):
         # the loop kept: asyncio.get_running_loop() makes a getpid() system call on Python 3.11
         self.pool, self.key, self.loop = pool, key, loop
         self.transport = None
+        self.writes, self.unflushed = turn_writes(loop), False  # requests go out at the end of the loop's turn
         self.parser = httptools.HttpResponseParser(self)
         self.response: "UpstreamResponse | None" = None
         self.reused = self.closed = self.fresh_parser_needed = False
@@ -62,7 +64,7 @@ class _Connection(asyncio.Protocol):
             self.parser = httptools.HttpResponseParser(self)
             self.fresh_parser_needed = head_only
         self.response = response = UpstreamResponse(self, head_only)
-        self.transport.write(head + body if body else head)
+        self.writes.write(self, head + body if body else head)
         self.watch(deadline, timeout)
         return response
 
