@@ -1,6 +1,7 @@
 """The router's CPU per request, this checkout against another commit, measured side by side.
 
     .venv/bin/python bench/router_ab.py BASE_COMMIT [--rounds 30] [--seconds 2] [--limits [--redis URL]]
+    .venv/bin/python bench/router_ab.py HEAD --limits-cost [--redis URL]   # limits off (base) against on (this)
 
 Both versions serve at once (the other commit from a temporary git worktree, on this checkout's .venv), and
 in every round wrk drives both at the same time, 16 connections each: whatever else the shared machine does
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--limits", action="store_true", help="the three rate limits on in both (in memory)")
     parser.add_argument("--redis", help="a Redis URL: the limits (and figures) through it, in both")
+    parser.add_argument("--limits-cost", action="store_true",
+                        help="the three limits on in this checkout only: their cost, side by side with them off")
     parser.add_argument("--alternate", action="store_true",
                         help="wrk drives one version at a time, alternating: requests/s too (on a machine with "
                              "other load, less robust than both at once)")
@@ -62,7 +65,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_ready(url, proc)
             api_key, gateway_id = setup_ngm(url, upstream_port, data)
-            set_limits(url, api_key, gateway_id, args.limits)
+            set_limits(url, api_key, gateway_id, args.limits or (args.limits_cost and name == "this"))
             invoke = f"{url}/api/v1/agents/bench/invoke/health"
             wrk(invoke, 2, 16, {"X-API-Key": api_key})  # warm up
             sides[name] = (proc, invoke, api_key)
@@ -87,7 +90,9 @@ def main() -> None:
     ratios = sorted(t / b for b, t in zip(runs["base"], runs["this"]))
     print(f"\nCPU us per request, {args.rounds} rounds of {args.seconds} s, "
           f"{'one after the other' if args.alternate else 'both at once'}"
-          f"{', three rate limits on' if args.limits else ''}{' through Redis' if args.redis else ''}:")
+          f"{', three rate limits on' if args.limits else ''}"
+          f"{', three rate limits on in this only' if args.limits_cost else ''}"
+          f"{' through Redis' if args.redis else ''}:")
     for name in ("base", "this"):
         print(f"  {name:4}  median {statistics.median(runs[name]):.1f}  min {min(runs[name]):.1f}")
     print(f"  this/base per round: median {statistics.median(ratios):.3f} "
