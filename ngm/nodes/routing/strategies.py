@@ -21,7 +21,7 @@ from functools import reduce
 STRATEGIES = ("round_robin", "least_connections", "weighted", "geographic")
 
 
-@dataclass
+@dataclass(slots=True)  # one per deployment of every routed request: slots make it cheaper to build
 class Candidate:
     deployment_id: str
     gateway_id: str
@@ -64,7 +64,7 @@ class SmoothWeighted:
         self._reduced: dict[tuple, tuple] = {}  # weights -> (weights / their gcd, their sum): once per weight set
 
     def pick(self, candidates: list[Candidate], commit: bool = True) -> Candidate:
-        key = tuple(c.weight for c in candidates)
+        key = tuple([c.weight for c in candidates])
         reduced = self._reduced.get(key)
         if reduced is None:
             if len(self._reduced) > 1000:
@@ -136,7 +136,7 @@ class Policy:
                 "fallback": self.fallback, "fallback_regions": list(self.fallback_regions)}
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     chosen: Candidate | None
     strategy: str
