@@ -121,6 +121,23 @@ def test_a_caller_that_half_closes_after_its_request_still_gets_the_refusal(depl
             assert received.startswith(b"HTTP/1.1 401 "), received
 
 
+def test_a_caller_asking_for_connection_close_gets_the_whole_answer_then_the_close(deployment, agent):
+    """Not kept alive, the end of an answer is written at once, before the close (not at the end of the
+    loop's turn, when the connection would already be closing)."""
+    set_script, path, key, _ = agent
+    set_script(lambda head: [ok(b"hello")])
+    for presented, status, body in ((key, 200, b"hello"), ("ngm_wrong", 401, None)):
+        with connect(deployment) as s:
+            s.sendall(request(path, presented, extra="Connection: close\r\n"))
+            received = b""
+            while chunk := s.recv(65536):  # to the end: the server closes
+                received += chunk
+            head, _, rest = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 %d " % status) and b"connection: close" in head.lower()
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert len(rest) == length and (body is None or rest == body)
+
+
 KEEP_ALIVE_SECONDS = 5  # uvicorn's timeout_keep_alive, which ngm serve keeps
 
 
