@@ -145,7 +145,7 @@ class AgentRequest:
         if self.pending is not None:
             data, self.pending = self.pending + data, None
         if last:
-            self.protocol.writes.write(self.protocol, data)
+            self._write_later(data)
             return False
         self._write_now(data)
         return self.flow.write_paused
@@ -154,6 +154,10 @@ class AgentRequest:
         protocol = self.protocol
         protocol.writes.flush_for(protocol)
         self.transport.write(data)
+
+    def _write_later(self, data: bytes) -> None:
+        """The end of the answer, at the end of the loop's turn (a connection that closes first sends it)."""
+        self.protocol.writes.write(self.protocol, data)
 
     async def drain(self) -> None:
         await self.flow.drain()
@@ -171,13 +175,10 @@ class AgentRequest:
         if self.chunked and not self.terminated:
             out += b"0\r\n\r\n"
         if out and not self.disconnected:
-            if self.keep_alive:
-                self.protocol.writes.write(self.protocol, out)  # at the end of the loop's turn
-            else:
-                self._write_now(out)
+            self._write_later(out)
         self.response_complete = True
         if not self.keep_alive:  # now, as uvicorn would: on_response_complete must see the connection closing
-            self.protocol.writes.flush_for(self.protocol)
+            self.protocol.writes.flush_for(self.protocol)  # what waits for the turn's end goes first
             self.transport.close()
         self.protocol.on_response_complete()
 
@@ -278,7 +279,9 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
 
         def data_received(self, data: bytes) -> None:
             self.idle_since = None
-            self.writes.flush_for(self)  # a pipelining caller's answers before uvicorn's own (a 400, say)
+            # a pipelining caller's answers before uvicorn's own (a 400, say) when the loop reads this connection
+            # twice in one turn (it does after a full buffer)
+            self.writes.flush_for(self)
             super().data_received(data)
             request = self.unstarted
             if request is not None:
@@ -310,7 +313,10 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                 self.idle_timer = self.loop.call_at(due, self._idle_check)
 
         def eof_received(self) -> None:
-            self.writes.flush_for(self)  # the transport closes after this (what is still buffered goes)
+            # the transport closes after this, sending what is buffered: an answer written from a task in the
+            # turn before must be in that buffer (no test forces that order: under uvloop the caller's EOF
+            # has always come a turn after the answer was queued)
+            self.writes.flush_for(self)
             return super().eof_received()
 
         def shutdown(self) -> None:

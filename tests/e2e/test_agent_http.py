@@ -107,8 +107,8 @@ def test_refusals_and_forwarded_answers_to_a_pipelining_caller_come_in_its_order
 
 
 def test_a_caller_that_half_closes_after_its_request_still_gets_the_refusal(deployment, agent):
-    """The refusal is decided as the request arrives and written at the end of that loop turn; the end of
-    the caller's stream, read in the same turn, closes the connection, but only after what waits is sent."""
+    """A caller may send its request and its end of stream at once (one segment here): the refusal, held
+    to the end of the loop's turn, must still reach it before the connection closes."""
     _, path, _, _ = agent
     for _ in range(5):
         with connect(deployment) as s:
@@ -122,8 +122,8 @@ def test_a_caller_that_half_closes_after_its_request_still_gets_the_refusal(depl
 
 
 def test_a_caller_asking_for_connection_close_gets_the_whole_answer_then_the_close(deployment, agent):
-    """Not kept alive, the end of an answer is written at once, before the close (not at the end of the
-    loop's turn, when the connection would already be closing)."""
+    """Not kept alive, the connection closes as the answer ends: what waits for the end of the loop's turn
+    must be sent before the close, or the caller gets nothing."""
     set_script, path, key, _ = agent
     set_script(lambda head: [ok(b"hello")])
     for presented, status, body in ((key, 200, b"hello"), ("ngm_wrong", 401, None)):

@@ -22,6 +22,16 @@ log = logging.getLogger("ngm.ratelimit")
 SECOND_LOOK = 0.02  # seconds after a timeout is first seen (see Pipe._check_overdue)
 
 
+def resolve(future: asyncio.Future, result, error: BaseException | None) -> None:
+    """A waiter's future gets the result or the error, unless it is done already (its caller gave up)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 def pack_items(args: list) -> bytes:
     """Arguments as RESP bulk strings (the body of a command's array)."""
     parts = []
@@ -163,12 +173,8 @@ class Pipe:
                 on_reply(reply, error)
             except Exception:  # the caller's bug must not stop the replies behind it
                 log.exception("rate-limit reply handler failed")
-        elif future.done():
-            pass
-        elif error is not None:
-            future.set_exception(error)
         else:
-            future.set_result(reply)
+            resolve(future, reply, error)
 
     def _check_overdue(self) -> None:
         self._watchdog = None

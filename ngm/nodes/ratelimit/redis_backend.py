@@ -16,7 +16,7 @@ from typing import NamedTuple
 from redis.exceptions import NoScriptError
 
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
-from ngm.nodes.ratelimit.pipe import Pipe, pack_items
+from ngm.nodes.ratelimit.pipe import Pipe, pack_items, resolve
 
 log = logging.getLogger("ngm.ratelimit")
 MAX_BATCH = 128
@@ -233,7 +233,7 @@ class RedisBackend:
             flat = await self._call(request.keys, [repr(float(now_ms)), *request.args])
             return self._outcomes(flat, peek)
         future = asyncio.get_running_loop().create_future()
-        self._enqueue(request, len(scopes), peek, lambda outcomes, error: _settle(future, outcomes, error))
+        self._enqueue(request, len(scopes), peek, lambda outcomes, error: resolve(future, outcomes, error))
         return await future
 
     def check_then(self, scopes: list[Scope], counter: str, answered) -> None:
@@ -310,12 +310,3 @@ class RedisBackend:
         raw = await self.redis.hgetall(self.prefix + "rejected:" + counter)
         return {k.decode(): int(v) for k, v in raw.items()}
 
-
-def _settle(future: asyncio.Future, outcomes: list | None, error: BaseException | None) -> None:
-    """check()'s waiter: its future gets the outcomes or the error (unless the check was cancelled)."""
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(outcomes)

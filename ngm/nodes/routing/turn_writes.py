@@ -8,9 +8,9 @@ sleep in between. Written together, one wake-up serves the turn's batch. bench/r
 writes made at once: requests/s 1.30x and CPU per request 0.74x (medians of 12 alternating rounds), CPU
 per request 0.89x with both driven at once (16 rounds).
 
-What goes through here: a whole request to a gateway, and the end of an answer to a caller on a kept-alive
-connection. Whoever writes to or closes a connection directly while it may have bytes waiting here calls
-flush_for(owner) first, so a connection's bytes never overtake one another.
+What goes through here: a whole request to a gateway, and the end of an answer to a caller. Whoever writes
+to or closes a connection directly while it may have bytes waiting here calls flush_for(owner) first, so a
+connection's bytes never overtake one another and a close never loses them.
 """
 
 from __future__ import annotations
