@@ -13,6 +13,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
+from ngm.nodes.ratelimit.limiter import _scope_headers, headers_for
 from ngm.nodes.ratelimit.memory import MemoryBackend
 from ngm.nodes.ratelimit.pipe import Pipe
 from ngm.nodes.ratelimit.redis_backend import RedisBackend
@@ -159,7 +160,9 @@ async def test_redis_batches_concurrent_requests_and_decides_each_on_its_own(pat
 async def test_one_script_call_decides_its_requests_as_the_memory_backend_does_one_by_one(seed):
     """A call reads each key once and writes it once at its end: every request of it must still see what the
     ones before it counted. Random requests over shared scopes (both algorithms, limits low enough to refuse,
-    a window boundary crossed), three calls at a clock of the test's own, against the memory backend."""
+    a window boundary crossed), three calls at a clock of the test's own, against the memory backend; half of
+    them brief (the router's: an admitted one answers only its tightest scope), which must give the headers
+    the memory backend's outcomes give."""
     rng = random.Random(seed)
     pool = [Scope("gateway", "g:w1000", 9, 1000), Scope("agent", "a:w1000", 6, 1000),
             Scope("user", "u1:w1000", 3, 1000), Scope("user", "u2:w1000", 4, 1000),
@@ -172,21 +175,32 @@ async def test_one_script_call_decides_its_requests_as_the_memory_backend_does_o
     t0 = 1_700_000_000_000 + 300
     try:
         for at in (t0, t0 + 450, t0 + 1250):
-            batch = [rng.sample(pool, rng.randint(1, 3)) for _ in range(40)]
+            batch = [(rng.sample(pool, rng.randint(1, 3)), rng.random() < 0.5) for _ in range(40)]
             keys, args = [], [repr(float(at))]
-            for scopes in batch:
-                request = backend._request(scopes, "gw", False)
+            for scopes, brief in batch:
+                request = backend._request(scopes, "gw", False, brief)
                 keys += request.keys
                 args += request.args
             flat = await backend._call(keys, args)
             clock[0] = at
-            expected = [memory.check_now(scopes, "gw") for scopes in batch]
-            got, i = [], 0
-            for scopes in batch:
-                got.append(backend._outcomes(flat[i:i + 5 * len(scopes)], False))
-                i += 5 * len(scopes)
-            assert got == expected
-            assert any(not o.allowed for r in got for o in r) and any(all(o.allowed for o in r) for r in got)
+            i, briefly_admitted, refused = 0, 0, 0
+            for scopes, brief in batch:
+                expected = memory.check_now(scopes, "gw")
+                refused += not all(o.allowed for o in expected)
+                n = 5 * len(scopes)
+                if not brief:
+                    assert backend._outcomes(flat[i:i + n], False) == expected
+                    i += n
+                elif all(o.allowed for o in expected):
+                    tightest, remaining, reset_ms = flat[i:i + 3]
+                    assert (_scope_headers(scopes[tightest - 1], remaining, reset_ms, b"p")
+                            == headers_for(scopes, expected, b"p"))
+                    briefly_admitted += 1
+                    i += 3
+                else:
+                    assert flat[i] == 0 and backend._outcomes(flat[i + 1:i + 1 + n], False) == expected
+                    i += 1 + n
+            assert i == len(flat) and briefly_admitted > 0 and refused > 0
         assert await backend.rejections("gw") == await memory.rejections("gw")
         for key in [k async for k in client.scan_iter(match=backend.prefix + "*")]:
             if not key.endswith(b":rejected:gw"):
@@ -198,24 +212,28 @@ async def test_one_script_call_decides_its_requests_as_the_memory_backend_does_o
 
 
 async def test_check_then_is_decided_with_the_checks_of_its_loop_turn_and_hears_of_failures():
-    """The router's way without a coroutine: a function called with the outcomes, in the same batch and
+    """The router's way without a coroutine: a function called with the result, in the same batch and
     order as the awaited checks beside it; and with the error when Redis cannot be reached."""
     client = aioredis.from_url(REDIS_URL)
     backend = RedisBackend(client, f"ngm-test-{uuid.uuid4().hex[:8]}")
-    scope = [Scope("gateway", "g", 5, 3_600_000)]
+    scope = [Scope("gateway", "g", 3, 3_600_000)]
     heard: dict[int, tuple] = {}
     try:
         awaited = []
-        for i in range(8):  # alternating, all in one loop turn: 0, 2, 4 awaited; 1, 3, 5, 7 by function
+        for i in range(8):  # alternating, all in one loop turn: 0, 2, 4, 6 awaited; 1, 3, 5, 7 by function
             if i % 2:
                 backend.check_then(scope, "gw", lambda outcomes, error, i=i: heard.__setitem__(i, (outcomes, error)))
             else:
                 awaited.append(asyncio.ensure_future(backend.check(scope, "gw")))
         results = await asyncio.gather(*awaited)
         assert sorted(heard) == [1, 3, 5, 7] and all(error is None for _, error in heard.values())
-        allowed = {i for i in range(8) if (results[i // 2] if i % 2 == 0 else heard[i][0])[0].allowed}
-        # the first five to arrive, none more: check_then queues at the call, check when its task first runs
-        assert allowed == {1, 3, 5, 7, 0}
+        # the first three to arrive, none more: check_then queues at the call, check when its task first runs;
+        # an admitted one by function hears (its tightest scope, remaining, ms to reset), a refused one Outcomes
+        assert [r[0].allowed for r in results] == [False] * 4  # 0, 2, 4, 6
+        assert [heard[i][0][:2] for i in (1, 3, 5)] == [(0, 2), (0, 1), (0, 0)]
+        assert all(0 < heard[i][0][2] <= 3_600_000 for i in (1, 3, 5))
+        [refused] = heard[7][0]
+        assert not refused.allowed and refused.used == 3 and refused.retry_ms > 0
     finally:
         backend.close()
         async for key in client.scan_iter(match=backend.prefix + "*"):

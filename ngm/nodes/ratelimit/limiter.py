@@ -164,14 +164,17 @@ class RateLimiter:
         if not self.redis_up:
             return _verdict(scopes, self._decide_without_redis(scopes, gateway_id, fail_closed, False), policy)
 
-        def answered(outcomes, error):
+        def answered(result, error):
             try:
                 if error is not None:
                     if not isinstance(error, _REDIS_DOWN):
                         raise error
                     self._went_down(error)
-                    outcomes = self._decide_without_redis(scopes, gateway_id, fail_closed, False)
-                headers = _verdict(scopes, outcomes, policy)
+                    result = self._decide_without_redis(scopes, gateway_id, fail_closed, False)
+                if type(result) is tuple:  # admitted: the tightest scope's index, remaining, reset ms
+                    headers = _scope_headers(scopes[result[0]], result[1], result[2], policy)
+                else:
+                    headers = _verdict(scopes, result, policy)
             except Exception as exc:  # RateLimited among them
                 done(None, exc)
                 return

@@ -22,13 +22,19 @@ log = logging.getLogger("ngm.ratelimit")
 MAX_BATCH = 128
 
 # KEYS: per request, one per scope then its refusal counter (a hash: scope name -> count).
-# ARGV: now in ms ('' = Redis's clock; tests pass their own), then per request: peek (0/1), number of scopes,
+# ARGV: now in ms ('' = Redis's clock; tests pass their own), then per request: its mode, number of scopes,
 # and per scope: algorithm (w|t), limit, window ms, burst, name.
+# The reply, per request by its mode: '0' (check) and '1' (peek) five numbers per scope (allowed, used,
+# remaining, reset ms, retry ms); '2' (brief, the router's) when admitted three: the tightest scope's index
+# (1-based), its remaining and reset ms (all its headers need), else 0 and the five per scope.
 #
 # The requests of a call are decided one after the other, each on the state the ones before it left, but
 # Redis is read once (one MGET of every key the call needs) and each key written once at the end, and a
 # window's count gets its expiry when it is created: the script had spent most of Redis's CPU per request
 # (a third of the router's own, on the same cores) on PEXPIREs, GETs and turning numbers into key names.
+# A window's key names are made once per call, and an admitted brief request answers 3 numbers, not 15: on
+# the router the script was still most of Redis's CPU per request, building and converting its answer
+# (bench/rate_limit_script.py).
 _SCRIPT = """
 local ARGV, KEYS, tonumber, floor, ceil, max, call = ARGV, KEYS, tonumber, math.floor, math.ceil, math.max, redis.call
 local now
@@ -40,8 +46,8 @@ else
 end
 local nowi = floor(now)
 
--- pass 1: the key of every count and bucket the call reads (a window's ':index' made once per window length)
-local suffixes, wanted, value, absent = {}, {}, {}, {}
+-- pass 1: the key of every count and bucket the call reads (a window's two key names made once per call)
+local windows, wanted, value, absent = {}, {}, {}, {}
 local cur_keys, prev_keys = {}, {}
 local function want(key)
   if value[key] == nil then value[key] = 0; wanted[#wanted + 1] = key end
@@ -55,14 +61,19 @@ while a < #ARGV do
     local key = KEYS[k + i]
     if ARGV[a + 1] == 'w' then
       local window = ARGV[a + 3]
-      local s = suffixes[window]
-      if s == nil then
+      local w = windows[window]  -- {current suffix, previous suffix, key -> its two names}
+      if w == nil then
         local index = floor(nowi / tonumber(window))
-        s = {':' .. index, ':' .. (index - 1)}
-        suffixes[window] = s
+        w = {':' .. index, ':' .. (index - 1), {}}
+        windows[window] = w
       end
-      cur_keys[j], prev_keys[j] = key .. s[1], key .. s[2]
-      want(cur_keys[j]); want(prev_keys[j])
+      local names = w[3][key]
+      if names == nil then
+        names = {key .. w[1], key .. w[2]}
+        w[3][key] = names
+        want(names[1]); want(names[2])
+      end
+      cur_keys[j], prev_keys[j] = names[1], names[2]
     else
       want(key)
     end
@@ -82,13 +93,13 @@ local added, added_order, expiry = {}, {}, {}
 local tat_order, tat_written = {}, {}
 local refused, refused_order = {}, {}
 local commit_key, commit_value = {}, {}
-local out = {}
+local out, o, v = {}, 0, {}  -- the reply and its length; v: the request's five numbers per scope
 k, a, j = 0, 1, 0
 while a < #ARGV do
-  local peek = ARGV[a + 1] == '1'
+  local mode = ARGV[a + 1]
+  local peek = mode == '1'
   local n = tonumber(ARGV[a + 2])
   a = a + 2
-  local first = #out
   local commits, all = 0, true
   for i = 1, n do
     j = j + 1
@@ -133,10 +144,22 @@ while a < #ARGV do
       end
     end
     if allowed == 0 then all = false end
-    out[first + i * 5 - 4] = allowed; out[first + i * 5 - 3] = used; out[first + i * 5 - 2] = remaining
-    out[first + i * 5 - 1] = reset; out[first + i * 5] = retry
+    v[i * 5 - 4] = allowed; v[i * 5 - 3] = used; v[i * 5 - 2] = remaining; v[i * 5 - 1] = reset; v[i * 5] = retry
     if algo == 'w' then expiry[cur_keys[j]] = window * 2 + 1000 end
     a = a + 5
+  end
+  if mode == '2' and all then
+    local t = 1  -- the tightest: the least remaining, then the longest reset (as headers_for picks it)
+    for i = 2, n do
+      local r, rt = v[i * 5 - 2], v[t * 5 - 2]
+      if r < rt or (r == rt and v[i * 5 - 1] > v[t * 5 - 1]) then t = i end
+    end
+    out[o + 1] = t; out[o + 2] = v[t * 5 - 2]; out[o + 3] = v[t * 5 - 1]
+    o = o + 3
+  else
+    if mode == '2' then o = o + 1; out[o] = 0 end
+    for x = 1, n * 5 do out[o + x] = v[x] end
+    o = o + n * 5
   end
   if not peek then
     if all then
@@ -154,7 +177,7 @@ while a < #ARGV do
     else
       local counter = KEYS[k + n + 1]
       for i = 1, n do
-        if out[first + i * 5 - 4] == 0 then
+        if v[i * 5 - 4] == 0 then
           local name = ARGV[a - (n - i) * 5]
           local counts = refused[counter]
           if counts == nil then counts = {}; refused[counter] = counts; refused_order[#refused_order + 1] = counter end
@@ -192,6 +215,7 @@ class _Request(NamedTuple):
     packed_keys: bytes
     packed_args: bytes
     scopes: list  # the list these were built from (the cache's guard)
+    brief: bool  # admitted: (tightest scope's index, its remaining, reset ms) rather than every Outcome
 
 
 def _joined(batch: list) -> tuple[list, list]:
@@ -212,18 +236,18 @@ class RedisBackend:
         self._flush_soon = False
         self._requests: dict[tuple, _Request] = {}
 
-    def _request(self, scopes: list[Scope], counter: str, peek: bool) -> _Request:
+    def _request(self, scopes: list[Scope], counter: str, peek: bool, brief: bool = False) -> _Request:
         """Built once per list of scopes (the limiter keeps one per caller): a check then packs nothing."""
-        which = (id(scopes), counter, peek)
+        which = (id(scopes), counter, peek, brief)
         made = self._requests.get(which)
         if made is None or made.scopes is not scopes:
             if len(self._requests) >= 100_000:
                 self._requests.clear()
             keys = [self.prefix + s.key for s in scopes] + [self.prefix + "rejected:" + counter]
-            args: list = ["1" if peek else "0", len(scopes)]
+            args: list = ["2" if brief else "1" if peek else "0", len(scopes)]
             for s in scopes:
                 args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
-            made = self._requests[which] = _Request(keys, args, pack_items(keys), pack_items(args), scopes)
+            made = self._requests[which] = _Request(keys, args, pack_items(keys), pack_items(args), scopes, brief)
         return made
 
     async def check(self, scopes: list[Scope], counter: str = "", peek: bool = False,
@@ -237,8 +261,10 @@ class RedisBackend:
         return await future
 
     def check_then(self, scopes: list[Scope], counter: str, answered) -> None:
-        """check() without a coroutine: answered(outcomes, error) once Redis has replied (or failed)."""
-        self._enqueue(self._request(scopes, counter, False), len(scopes), False, answered)
+        """check() without a coroutine: answered(result, error) once Redis has replied (or failed). The result of
+        an admitted request is (index of the tightest scope, its remaining, ms until its reset), all its headers
+        need; of a refused one, its Outcomes."""
+        self._enqueue(self._request(scopes, counter, False, True), len(scopes), False, answered)
 
     def _enqueue(self, request: _Request, n: int, peek: bool, answered) -> None:
         self._queue.append((request, n, peek, answered))
@@ -274,12 +300,20 @@ class RedisBackend:
             keys, args = _joined(batch)
             self._call_later(batch, self._script(keys=keys, args=args))
             return
-        at = 0
-        for _, n, peek, answered in batch:  # every waiting request learns its outcomes, or that Redis failed
-            outcomes = None if error is not None else self._outcomes(reply[at:at + n * 5], peek)
-            at += n * 5
+        at, result = 0, None
+        for request, n, peek, answered in batch:  # every waiting request learns its result, or that Redis failed
+            if error is None:
+                if not request.brief:
+                    result = self._outcomes(reply[at:at + n * 5], peek)
+                    at += n * 5
+                elif reply[at]:
+                    result = (reply[at] - 1, reply[at + 1], reply[at + 2])
+                    at += 3
+                else:
+                    result = self._outcomes(reply[at + 1:at + 1 + n * 5], False)
+                    at += 1 + n * 5
             try:
-                answered(outcomes, error)
+                answered(result, error)
             except Exception:  # one caller's bug must not leave the rest of the batch unanswered
                 log.exception("rate-limit check's continuation failed")
 
