@@ -1,8 +1,8 @@
 """Redis's own time per request in the rate-limit script, this checkout's against another commit's, for
 script calls carrying 1 to 16 requests (the router sends the requests of one event-loop turn as one call;
 at 16 connections a call carried about 7). Three sliding-window scopes per request that all admit, as on
-the router with limits on, asked as the router asks. The figure is Redis's `usec_per_call` of EVALSHA (INFO commandstats), which
-excludes the network; both scripts are measured in alternating rounds on the same Redis.
+the router with limits on, asked as the router asks. The figure is Redis's `usec_per_call` of EVALSHA (INFO
+commandstats), which excludes the network; both scripts are measured in alternating rounds on the same Redis.
 
     .venv/bin/python bench/rate_limit_script.py BASE_COMMIT [--redis redis://127.0.0.1:6379/0] [--rounds 5]
 """
