@@ -260,6 +260,26 @@ class AgentTraffic:
             request.reply_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, rid)
 
 
+# request target -> (agent id, raw path, query), or None when it is not an invoke path: callers repeat a few
+# targets, and parsing one cost 4-7% of the router's CPU per request
+_invoke_targets: dict[bytes, tuple | None] = {}
+_UNSEEN = object()
+
+
+def _invoke_target(url: bytes) -> tuple[str, bytes, bytes] | None:
+    parsed = httptools.parse_url(url)  # raises on an invalid target, as uvicorn's own parse does: a 400
+    raw_path = parsed.path
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = urllib.parse.unquote(path)
+    invoke = parse_invoke_path(path)
+    target = None if invoke is None else (invoke[0], raw_path, parsed.query or b"")
+    if len(_invoke_targets) >= 4096:  # many distinct targets: start over rather than grow
+        _invoke_targets.clear()
+    _invoke_targets[url] = target
+    return target
+
+
 def agent_traffic_protocol(traffic: AgentTraffic) -> type:
     """The protocol class for uvicorn.Config(http=...), serving agent traffic with `traffic`."""
 
@@ -333,17 +353,14 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             url = self.url
             if not url.startswith(_PREFIX) or self.parser.should_upgrade():
                 return super().on_headers_complete()
-            parsed = httptools.parse_url(url)
-            raw_path = parsed.path
-            path = raw_path.decode("ascii")
-            if "%" in path:
-                path = urllib.parse.unquote(path)
-            invoke = parse_invoke_path(path)
+            invoke = _invoke_targets.get(url, _UNSEEN)
+            if invoke is _UNSEEN:
+                invoke = _invoke_target(url)
             if invoke is None:
                 return super().on_headers_complete()
             version = self.parser.get_http_version()
-            request = AgentRequest(self, self.parser.get_method().decode("ascii"), invoke[0], raw_path,
-                                   parsed.query or b"", version != "1.0" and self.parser.should_keep_alive())
+            request = AgentRequest(self, self.parser.get_method().decode("ascii"), *invoke,
+                                   version != "1.0" and self.parser.should_keep_alive())
             existing, self.cycle = self.cycle, request
             if existing is None or existing.response_complete:
                 self.unstarted = request  # with the body that came along, if any: see data_received

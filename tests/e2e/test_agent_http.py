@@ -93,6 +93,25 @@ def test_keep_alive_and_pipelining_mixed_with_the_management_api(deployment, age
         assert read_response(stream)[2] == b"/three"
 
 
+def test_request_targets_reach_the_gateway_as_sent_every_time(deployment, agent):
+    """Targets are parsed once and remembered: asked again (and after other targets), each must still reach
+    the gateway exactly as the caller wrote it, and a path under /api/v1/agents/ that is no invoke path must
+    still go to the management API."""
+    set_script, path, key, _ = agent
+    set_script(lambda head: [ok(head.split(b" ")[1])])
+    agent_id = path.split("/")[4]
+    targets = ["/a%2Fb/c?x=1&y=%20z", "/a%2Fb/c", "?only=query", "/caf%C3%A9/", "/a%2Fb/c?x=2"]
+    with connect(deployment) as s, s.makefile("rb") as stream:
+        for _ in range(2):
+            for target in targets:
+                s.sendall(request(f"{path}{target}", key))
+                status, _, body = read_response(stream)
+                assert (status, body) == (200, (target if target.startswith("/") else "/" + target).encode())
+            s.sendall(request(f"/api/v1/agents/{agent_id}/traffic", key))
+            status, headers, body = read_response(stream)
+            assert status == 200 and "x-ngm-deployment" not in headers and "deployments" in json.loads(body)
+
+
 def test_refusals_and_forwarded_answers_to_a_pipelining_caller_come_in_its_order(deployment, agent):
     """Refusals are written at the end of the loop's turn, forwarded answers when the gateway has answered:
     neither may overtake the other on the caller's connection."""
