@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ngm.channels.http_middleware import presented_key, request_id, write_access_line
 from ngm.errors import NgmError
-from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path
+from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
 from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
 
 log = logging.getLogger("ngm.routing")
@@ -39,17 +39,19 @@ class CallerGone(Exception):
 
 
 class AgentRequest:
-    __slots__ = ("protocol", "transport", "flow", "method", "agent_id", "raw_path", "query", "headers", "client",
-                 "scheme", "expect_100", "body", "more_body", "message_event", "response_complete",
-                 "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated", "head_only", "status",
-                 "pending", "started_at", "rid", "principal")
+    __slots__ = ("protocol", "transport", "flow", "method", "method_bytes", "agent_id", "raw_path", "target",
+                 "headers", "header_map", "client", "forwarded", "expect_100", "body", "more_body", "message_event",
+                 "response_complete", "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated",
+                 "head_only", "status", "pending", "started_at", "rid", "principal")
 
-    def __init__(self, protocol: HttpToolsProtocol, method: str, agent_id: str, raw_path: bytes, query: bytes,
+    def __init__(self, protocol: HttpToolsProtocol, method: bytes, agent_id: str, raw_path: bytes, target: bytes,
                  keep_alive: bool):
         self.protocol, self.transport, self.flow = protocol, protocol.transport, protocol.flow
-        self.method, self.agent_id, self.raw_path, self.query = method, agent_id, raw_path, query
+        self.method, self.method_bytes = method.decode("ascii"), method
+        self.agent_id, self.raw_path, self.target = agent_id, raw_path, target  # target: the gateway's
         self.headers: list[tuple[bytes, bytes]] = protocol.headers
-        self.client, self.scheme = protocol.client, protocol.scheme
+        self.header_map: dict[bytes, bytes] = {}  # filled by AgentTraffic.begin
+        self.client, self.forwarded = protocol.client, protocol.forwarded
         self.expect_100 = protocol.expect_100_continue
         # what HttpToolsProtocol reads and writes on its cycle
         self.body = bytearray()
@@ -201,7 +203,7 @@ class AgentTraffic:
         """Start serving a request whose head (and whatever body came with it) is in: without a coroutine
         when nothing has to be waited for (the router's forward_now). Returns the coroutine to run as the
         request's task, or None."""
-        headers = dict(request.headers)
+        headers = request.header_map = dict(request.headers)
         request.rid = request_id(headers.get(b"x-request-id"))
         body = request.complete_body()
         try:
@@ -225,7 +227,7 @@ class AgentTraffic:
         again on every resume)."""
         try:
             if rest is None:
-                presented = presented_key(dict(request.headers))
+                presented = presented_key(request.header_map)
                 principal = self.authenticator.cached(presented) or await self.authenticator.authenticate(presented)
                 request.principal = principal
                 rest = self.router.forward(request, principal, request.rid)
@@ -260,8 +262,8 @@ class AgentTraffic:
             request.reply_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, rid)
 
 
-# request target -> (agent id, raw path, query), or None when it is not an invoke path: callers repeat a few
-# targets, and parsing one cost 4-7% of the router's CPU per request
+# request target -> (agent id, raw path, the gateway's target), or None when it is not an invoke path: callers
+# repeat a few targets, and parsing one cost 4-7% of the router's CPU per request
 _invoke_targets: dict[bytes, tuple | None] = {}
 _UNSEEN = object()
 
@@ -273,7 +275,7 @@ def _invoke_target(url: bytes) -> tuple[str, bytes, bytes] | None:
     if "%" in path:
         path = urllib.parse.unquote(path)
     invoke = parse_invoke_path(path)
-    target = None if invoke is None else (invoke[0], raw_path, parsed.query or b"")
+    target = None if invoke is None else (invoke[0], raw_path, upstream_target(raw_path, parsed.query or b""))
     if len(_invoke_targets) >= 4096:  # many distinct targets: start over rather than grow
         _invoke_targets.clear()
     _invoke_targets[url] = target
@@ -291,11 +293,15 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         idle_timer = None
         unstarted: AgentRequest | None = None  # begun once the parser has had all the bytes that came
         writes: TurnWrites
+        forwarded = b"\r\n"
         unflushed = False  # the end of an answer waits in `writes` (whatever uvicorn writes must follow it)
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
             super().connection_made(transport)
+            # what every request forwarded from this connection tells the gateway about it
+            self.forwarded = b"\r\nx-forwarded-proto: %b\r\nx-forwarded-for: %b\r\n" % (
+                self.scheme.encode(), (self.client[0] if self.client else "").encode())
 
         def data_received(self, data: bytes) -> None:
             self.idle_since = None
@@ -359,7 +365,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             if invoke is None:
                 return super().on_headers_complete()
             version = self.parser.get_http_version()
-            request = AgentRequest(self, self.parser.get_method().decode("ascii"), *invoke,
+            request = AgentRequest(self, self.parser.get_method(), *invoke,
                                    version != "1.0" and self.parser.should_keep_alive())
             existing, self.cycle = self.cycle, request
             if existing is None or existing.response_complete:

@@ -110,6 +110,8 @@ def test_forwarding_headers_body_and_credentials(fleet):
     assert fleet.key not in str(seen["headers"])
     assert headers["x-request-id"] == "trace-1" and headers["x-custom"] == "kept"
     assert headers["x-ngm-agent"] == fleet.agent and headers["x-ngm-deployment"] == dep["id"]
+    assert headers["x-forwarded-for"] == "127.0.0.1" and headers["x-forwarded-proto"] == "http"
+    assert headers["content-length"] == str(len(seen["body"]))
 
 
 def test_refusals(fleet, deployment):

@@ -39,10 +39,11 @@ def parse_invoke_path(path: str) -> tuple[str, str] | None:
     return agent, rest or "/"
 
 
-def raw_target(raw_path: bytes) -> bytes:
-    """The path after /invoke exactly as the caller sent it (percent-encoding intact)."""
-    rest = raw_path[len(PREFIX):].partition(b"/invoke")[2]
-    return rest or b"/"
+def upstream_target(raw_path: bytes, query: bytes) -> bytes:
+    """The gateway's request target: the path after /invoke and the query exactly as the caller sent them
+    (percent-encoding intact)."""
+    rest = raw_path[len(PREFIX):].partition(b"/invoke")[2] or b"/"
+    return rest + b"?" + query if query else rest
 
 
 class Refusal(Exception):
@@ -139,13 +140,12 @@ class Router:
 
     def _prepare(self, request, principal, request_id: str) -> "_Forwarding":
         fw = _Forwarding(request, principal, request_id)
-        region, sticky_value, environment = None, None, "production"
-        headers = request.headers
-        for name, value in headers:
-            if name == b"x-ngm-environment":
-                environment = value.decode("latin-1")
-            elif name == b"x-ngm-region":
-                region = value.decode("latin-1")
+        headers = request.header_map  # a repeated header: the last one counts
+        environment = headers.get(b"x-ngm-environment")
+        environment = "production" if environment is None else environment.decode("latin-1")
+        region = headers.get(b"x-ngm-region")
+        if region is not None:
+            region = region.decode("latin-1")
         if environment not in ENVIRONMENTS:
             raise Refusal(422, "validation_error", "X-NGM-Environment must be development, staging or production",
                           [{"field": "X-NGM-Environment", "message": "unknown environment"}])
@@ -154,9 +154,11 @@ class Router:
             raise Refusal(404, "agent_not_deployed", f"agent {request.agent_id} has no deployments in {environment}",
                           [{"field": "agent_id", "message": "no deployments"}])
         policy = self.table.policy(fw.scope)
+        sticky_value = None
         if policy.sticky:
-            wanted = policy.sticky_header.lower().encode()
-            sticky_value = next((v.decode("latin-1") for n, v in headers if n == wanted), None)
+            sticky_value = headers.get(policy.sticky_header.lower().encode())
+            if sticky_value is not None:
+                sticky_value = sticky_value.decode("latin-1")
         fw.key, fw.key_source = (sticky_value, "header") if sticky_value else (principal.key_id, "api_key")
         fw.region = region
         return fw
@@ -232,17 +234,13 @@ class Router:
         request, g = fw.request, target.gateway
         self.inflight.start(target.deployment_id)
         self.breakers.admit(g.id)
-        query = request.query
-        head = [request.method.encode(), b" ", g.base_path, raw_target(request.raw_path),
-                b"?" + query if query else b"", b" HTTP/1.1\r\nhost: ", g.host_header, b"\r\n"]
+        head = [request.method_bytes, b" ", g.base_path, request.target, b" HTTP/1.1\r\nhost: ", g.host_header,
+                b"\r\n"]
         for name, value in request.headers:
             if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-"):
                 head += [name, b": ", value, b"\r\n"]
-        client = request.client
-        head += [target.upstream_headers, b"x-request-id: ", fw.rid,
-                 b"\r\nx-forwarded-proto: ", request.scheme.encode(),
-                 b"\r\nx-forwarded-for: ", (client[0] if client else "").encode(),
-                 b"\r\ncontent-length: %d\r\n\r\n" % len(fw.body)]
+        head += [target.upstream_headers, b"x-request-id: ", fw.rid, request.forwarded,
+                 b"content-length: %d\r\n\r\n" % len(fw.body)]
         return b"".join(head)
 
     def _answer_head(self, fw: "_Forwarding", target, limit_headers: list, response) -> bool:
