@@ -23,7 +23,8 @@ import urllib.parse
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ngm.channels.http_middleware import presented_key, request_id, write_access_line
+from ngm.channels.http_middleware import presented_key, request_id
+from ngm.config.logging import access_log
 from ngm.errors import NgmError
 from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
 from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
@@ -239,8 +240,8 @@ class AgentTraffic:
 
     def finished(self, request: AgentRequest) -> None:
         request.end()
-        write_access_line(request.client, request.method, request.raw_path.decode("latin-1"), request.status,
-                          request.started_at, request.principal, request.rid)
+        access_log.add(request.client, request.method, request.raw_path, request.status, request.started_at,
+                       request.principal, request.rid)
 
     @staticmethod
     def failed(request: AgentRequest, exc: Exception) -> None:

@@ -31,11 +31,6 @@ def request_id(supplied: bytes | None) -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
-def write_access_line(client, method: str, path: str, status: int, started: float, principal, rid: str) -> None:
-    """The access log line of both HTTP paths: the key id, never the key; the path without the query."""
-    access_log.write(f'{client[0] if client else "-"} "{method} {path}" {status} '
-                     f'{(time.perf_counter() - started) * 1000:.1f}ms '
-                     f'key={principal.key_id if principal else "-"} rid={rid}')
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
@@ -96,8 +91,7 @@ class RequestMiddleware:
                                                 rid, refused.headers)
             await self.app(scope, receive, send_with_id)
         finally:
-            write_access_line(scope.get("client"), scope["method"], _path(scope), status["code"], start, principal,
-                              rid)
+            access_log.add(scope.get("client"), scope["method"], _path(scope), status["code"], start, principal, rid)
 
 
 def _path(scope) -> str:
