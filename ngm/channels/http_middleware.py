@@ -31,8 +31,6 @@ def request_id(supplied: bytes | None) -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
-
-
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
     auth = headers.get(b"authorization")
     if auth:

