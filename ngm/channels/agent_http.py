@@ -26,6 +26,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ngm.channels.http_middleware import presented_key, request_id
 from ngm.config.logging import access_log
 from ngm.errors import NgmError
+from ngm.memo import keep
 from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
 from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
 
@@ -277,10 +278,7 @@ def _invoke_target(url: bytes) -> tuple[str, bytes, bytes] | None:
         path = urllib.parse.unquote(path)
     invoke = parse_invoke_path(path)
     target = None if invoke is None else (invoke[0], raw_path, upstream_target(raw_path, parsed.query or b""))
-    if len(_invoke_targets) >= 4096:  # many distinct targets: start over rather than grow
-        _invoke_targets.clear()
-    _invoke_targets[url] = target
-    return target
+    return keep(_invoke_targets, url, target, 4096)
 
 
 def agent_traffic_protocol(traffic: AgentTraffic) -> type:

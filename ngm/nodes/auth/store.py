@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 from ngm.errors import Forbidden, NotFound, Unauthorized
+from ngm.memo import keep
 from ngm.models.rows import new_id, normalize, parse_time, utcnow
 from ngm.nodes.auth.keys import Principal, display_prefix, generate_api_key, hash_api_key, looks_like_api_key
 
@@ -117,10 +118,7 @@ class KeyAuthenticator:
             raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
         if not looks_like_api_key(presented):
             raise Unauthorized("invalid API key")
-        if len(self._digests) >= self._max:
-            self._digests.clear()
-        digest = self._digests[presented] = hash_api_key(presented)
-        return digest
+        return keep(self._digests, presented, hash_api_key(presented), self._max)
 
     async def authenticate(self, presented: str | None) -> Principal:
         principal = self.cached(presented)
@@ -148,9 +146,7 @@ class KeyAuthenticator:
         finally:
             self._loading.pop(digest, None)
         if generation == self._generation:
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[digest] = (time.monotonic() + self._ttl, principal)
+            keep(self._cache, digest, (time.monotonic() + self._ttl, principal), self._max)
         return principal
 
     async def _load(self, digest: str) -> Principal | None:

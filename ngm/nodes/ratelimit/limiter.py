@@ -19,12 +19,14 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from ngm.memo import keep
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
 from ngm.nodes.ratelimit.memory import MemoryBackend
 from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.ratelimit")
 _REDIS_DOWN = (OSError, asyncio.TimeoutError, ConnectionError, RedisError)
+_MEMO = 100_000  # callers whose scopes are kept
 
 
 @dataclass(frozen=True)
@@ -208,14 +210,12 @@ class RateLimiter:
         which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
         cached = self._scopes.get(which)
         if cached is None or cached[2] is not limits:
-            if len(self._scopes) >= 100_000:
-                self._scopes.clear()
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
             sliding = limits.algorithm == SLIDING_WINDOW
-            cached = self._scopes[which] = (scopes, policy_header(scopes), limits,
-                                            tuple(s.key for s in scopes) if sliding else None,
-                                            tuple(s.limit for s in scopes) if sliding else None)
+            cached = keep(self._scopes, which, (scopes, policy_header(scopes), limits,
+                                                tuple(s.key for s in scopes) if sliding else None,
+                                                tuple(s.limit for s in scopes) if sliding else None), _MEMO)
         return cached
 
     async def check_api(self, principal) -> list:
@@ -226,10 +226,8 @@ class RateLimiter:
         which = ("api", principal.key_id, limit)
         cached = self._scopes.get(which)
         if cached is None:  # the same list every call: the Redis backend packs a caller's request once per list
-            if len(self._scopes) >= 100_000:
-                self._scopes.clear()
             scopes = [Scope("api", f"api:{principal.key_id}:w{self.api_window_ms}", limit, self.api_window_ms)]
-            cached = self._scopes[which] = (scopes, policy_header(scopes), None)
+            cached = keep(self._scopes, which, (scopes, policy_header(scopes), None), _MEMO)
         scopes, policy, _ = cached
         outcomes = await self.decide(scopes, "api")
         headers = headers_for(scopes, outcomes, policy)

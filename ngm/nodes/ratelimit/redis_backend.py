@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from redis.exceptions import NoScriptError
 
+from ngm.memo import keep
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
 from ngm.nodes.ratelimit.pipe import Pipe, pack_items, resolve
 
@@ -240,13 +241,12 @@ class RedisBackend:
         which = (id(scopes), counter, peek, brief)
         made = self._requests.get(which)
         if made is None or made.scopes is not scopes:
-            if len(self._requests) >= 100_000:
-                self._requests.clear()
             keys = [self.prefix + s.key for s in scopes] + [self.prefix + "rejected:" + counter]
             args: list = ["2" if brief else "1" if peek else "0", len(scopes)]
             for s in scopes:
                 args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
-            made = self._requests[which] = _Request(keys, args, pack_items(keys), pack_items(args), scopes, brief)
+            made = keep(self._requests, which, _Request(keys, args, pack_items(keys), pack_items(args), scopes, brief),
+                        100_000)
         return made
 
     async def check(self, scopes: list[Scope], counter: str = "", peek: bool = False,

@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from functools import reduce
 
+from ngm.memo import keep
+
 STRATEGIES = ("round_robin", "least_connections", "weighted", "geographic")
 
 
@@ -67,11 +69,9 @@ class SmoothWeighted:
         key = tuple([c.weight for c in candidates])
         reduced = self._reduced.get(key)
         if reduced is None:
-            if len(self._reduced) > 1000:
-                self._reduced.clear()
             divisor = reduce(math.gcd, key)
             weights = tuple(w // divisor for w in key)
-            reduced = self._reduced[key] = (weights, sum(weights))
+            reduced = keep(self._reduced, key, (weights, sum(weights)), 1000)
         weights, total = reduced
         current = self.current if commit else dict(self.current)
         best, best_value = None, 0
