@@ -4,9 +4,12 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 NGM_DATA_DIR=/data
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY ngm ./ngm
-RUN pip install . && useradd --system --uid 10001 --home-dir /data ngm && mkdir -p /data && chown ngm /data
+# gcc only while installing: setup.py compiles the router's hot path (without it ngm runs that code as Python)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && pip install . \
+    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /data ngm && mkdir -p /data && chown ngm /data
 
 USER ngm
 VOLUME ["/data"]

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 
+from ngm import compiled
 from ngm.context import AppContext
 
 log = logging.getLogger("ngm.app")
@@ -155,4 +156,5 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, bool]:
     checks["rate_limits"] = ctx.limiter.status()
     checks["monitor"] = {"ok": True, **services.status()} if services is not None else {"ok": True,
                                                                                           "enabled": False}
+    checks["hot_path"] = {"ok": True, **compiled.status()}  # informational: as source it is slower, not wrong
     return checks, all(c["ok"] for c in checks.values())

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+from ngm import compiled
 from ngm.config import Settings
 from ngm.config.logging import access_log, setup_logging
 
@@ -136,7 +137,10 @@ async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None 
                 return 1
 
         def started():
-            log.info("serving on http://%s:%d (database %s)", host, port, settings.database_url.split("://", 1)[0])
+            hot_path = compiled.status()
+            log.info("serving on http://%s:%d (database %s, %d hot-path modules compiled%s)", host, port,
+                     settings.database_url.split("://", 1)[0], hot_path["compiled"],
+                     f", as source: {', '.join(hot_path['as_source'])}" if hot_path["as_source"] else "")
             if ready_fd is not None:
                 os.write(ready_fd, b"1")
                 os.close(ready_fd)

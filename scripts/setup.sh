@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11) and install ngm with its test tools; re-runs only when pyproject.toml changes.
+# Create .venv (Python 3.11) and install ngm with its test tools (re-run only when pyproject.toml changes), then
+# bring the compiled hot path up to date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=""
@@ -14,6 +15,9 @@ stamp=.venv/.ngm-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test,build]'
   echo "$want" > "$stamp"
 fi
+# the hot path's compiled modules (setup.py), rebuilt from sources changed since their build; without a C
+# compiler they stay Python
+.venv/bin/python -W ignore setup.py -q build_ext --inplace -j 2 >/dev/null

@@ -198,6 +198,8 @@ def test_health_endpoints(deployment):
         assert anon.get("/healthz").json() == {"status": "ok"}
         ready = anon.get("/readyz").json()
         assert ready["status"] == "ready" and ready["checks"]["database"]["ok"] is True
+        # the router's hot path runs compiled (setup.py), every module built from the source beside it
+        assert ready["checks"]["hot_path"]["compiled"] >= 10 and ready["checks"]["hot_path"]["as_source"] == []
 
 
 def test_openapi_describes_the_real_bodies(deployment):

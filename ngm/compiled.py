@@ -1,0 +1,63 @@
+"""Which of ngm's modules run compiled (setup.py builds the router's hot path with Cython), and the guard that
+never lets a compiled module run stale code.
+
+Python imports an extension module in preference to the .py beside it, so after an edit (or a checkout) a
+build from older source would silently run. The finder below loads a compiled module only when the sha256 of
+the source beside it is the one ngm/compiled.json recorded at its build; otherwise, or with NGM_COMPILED=0,
+it loads the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+_MANIFEST = _PACKAGE / "compiled.json"
+
+
+class _FreshBuildsOnly:
+    """A meta path finder for ngm's submodules: a compiled one only if built from its current source."""
+
+    def __init__(self, allow: bool):
+        self.allow = allow
+        try:
+            self.built: dict[str, str] = json.loads(_MANIFEST.read_text())["modules"] if allow else {}
+        except (OSError, ValueError, KeyError):
+            self.built = {}
+        self.compiled: list[str] = []  # loaded compiled
+        self.stale: list[str] = []  # compiled but built from other source (or NGM_COMPILED=0): loaded as source
+
+    def find_spec(self, name: str, path=None, target=None):
+        if not name.startswith("ngm."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            return spec
+        source = Path(spec.origin).parent / (name.rpartition(".")[2] + ".py")
+        if not source.is_file():
+            return spec  # shipped compiled only: nothing else to run
+        if self.allow and self.built.get(name) == hashlib.sha256(source.read_bytes()).hexdigest():
+            self.compiled.append(name)
+            return spec
+        self.stale.append(name)
+        return importlib.util.spec_from_file_location(name, source)
+
+
+_finder = _FreshBuildsOnly(allow=os.environ.get("NGM_COMPILED", "1").strip().lower() not in ("0", "false", "no", "off"))
+
+
+def install() -> None:
+    if _finder not in sys.meta_path:
+        sys.meta_path.insert(0, _finder)
+
+
+def status() -> dict:
+    """For /readyz and the server's start line: how the hot path runs here."""
+    return {"compiled": len(_finder.compiled), "as_source": sorted(_finder.stale),
+            "disabled": not _finder.allow}

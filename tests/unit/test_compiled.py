@@ -1,0 +1,60 @@
+"""The compiled hot path (setup.py, ngm/compiled.py): built in this checkout, and never run stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ngm
+
+PACKAGE = Path(ngm.__file__).resolve().parent
+PROBE = """
+import json, ngm.nodes.routing.circuit as circuit, ngm.nodes.routing.router as router
+from ngm import compiled
+print(json.dumps({"circuit": circuit.__file__, "router": router.__file__, "mark": getattr(circuit, "MARK", None),
+                  "status": compiled.status()}))
+"""
+
+
+def probe(package_parent: Path, **env) -> dict:
+    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, cwd=package_parent,
+                         env={**os.environ, "PYTHONPATH": str(package_parent), **env})
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_the_router_modules_run_compiled_here():
+    seen = probe(PACKAGE.parent)
+    assert seen["router"].endswith(".so") and seen["circuit"].endswith(".so")
+    assert seen["status"]["as_source"] == [] and seen["status"]["compiled"] >= 2
+
+
+def test_a_module_edited_after_its_build_runs_from_its_source(tmp_path):
+    copy = tmp_path / "ngm"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    with (copy / "nodes/routing/circuit.py").open("a") as source:
+        source.write("\nMARK = 'edited'\n")
+    seen = probe(tmp_path)
+    assert seen["circuit"] == str(copy / "nodes/routing/circuit.py") and seen["mark"] == "edited"
+    assert seen["router"].endswith(".so")  # its source is unchanged: still compiled
+    assert seen["status"]["as_source"] == ["ngm.nodes.routing.circuit"]
+
+
+def test_a_module_missing_from_the_build_record_runs_from_its_source(tmp_path):
+    copy = tmp_path / "ngm"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    record = json.loads((copy / "compiled.json").read_text())
+    del record["modules"]["ngm.nodes.routing.router"]
+    (copy / "compiled.json").write_text(json.dumps(record))
+    seen = probe(tmp_path)
+    assert seen["router"].endswith("router.py") and seen["circuit"].endswith(".so")
+
+
+def test_ngm_compiled_0_runs_everything_from_source():
+    seen = probe(PACKAGE.parent, NGM_COMPILED="0")
+    assert seen["router"].endswith("router.py") and seen["circuit"].endswith("circuit.py")
+    assert seen["status"]["disabled"] is True and seen["status"]["compiled"] == 0
