@@ -3,9 +3,9 @@
     .venv/bin/python bench/router_ab.py BASE_COMMIT [--rounds 30] [--seconds 2] [--limits [--redis URL]]
     .venv/bin/python bench/router_ab.py HEAD --limits-cost [--redis URL]   # limits off (base) against on (this)
 
-Both versions serve at once (the other commit from a temporary git worktree, on this checkout's .venv), and
-in every round wrk drives both at the same time, 16 connections each: whatever else the shared machine does
-during a round, both see it. CPU per request of each process comes from /proc; the figure to read is the
+Both versions serve at once (the other commit from a temporary git worktree, on this checkout's .venv, its
+hot path compiled as this checkout's is), and in every round wrk drives both at the same time, 16 connections
+each: whatever else the shared machine does during a round, both see it. CPU per request of each process comes from /proc; the figure to read is the
 median of the per-round ratios (and the minimum of each side, the least disturbed run). A change of 2-3%
 shows over 30 rounds; a run of one version after the other on this machine varies by 10-20%.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,21 @@ from bench.router_throughput import set_limits, setup_ngm, wrk  # noqa: E402
 # ngm from a given source tree, whatever the venv's editable install points at
 SERVE = ("import sys; sys.path.insert(0, {src!r}); sys.argv[0] = 'ngm'; "
          "from ngm.channels.cli import main; main()")
+
+
+def compile_hot_path(tree: Path) -> None:
+    """Build the other commit's compiled modules as this checkout's are built (like for like); a module whose
+    source equals this checkout's takes this one's build instead of compiling again."""
+    if not (tree / "setup.py").exists():
+        return
+    for source in tree.glob("ngm/**/*.py"):
+        mine = ROOT / source.relative_to(tree)
+        if mine.exists() and mine.read_bytes() == source.read_bytes():
+            for built in [mine.with_suffix(".c"), *mine.parent.glob(mine.stem + ".cpython-*.so")]:
+                if built.exists():
+                    shutil.copy(built, source.parent / built.name)  # newer than the source: not rebuilt
+    subprocess.run([sys.executable, "-W", "ignore", "setup.py", "-q", "build_ext", "--inplace", "-j", "2"],
+                   cwd=tree, check=True, capture_output=True)
 
 
 def main() -> None:
@@ -47,6 +63,7 @@ def main() -> None:
     base_tree = workdir / "base"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base_tree), args.base], check=True,
                    capture_output=True)
+    compile_hot_path(base_tree)
     procs = []
     try:
         farm = subprocess.Popen([sys.executable, str(ROOT / "bench" / "standin_farm.py"), "1", "0", "0"],
