@@ -21,6 +21,7 @@ import time
 import urllib.parse
 
 import httptools
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ngm.channels.http_middleware import presented_key, request_id
@@ -354,15 +355,57 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                 self.idle_timer = None
             super().connection_lost(exc)
 
+        # The parser's callbacks as uvicorn's, compiled with this module (uvicorn's run in the interpreter, for
+        # every request), except that the ASGI scope is made only for a request that goes to the ASGI app
+        def on_message_begin(self) -> None:
+            self.url = b""
+            self.expect_100_continue = False
+            self.headers = []
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            name = name.lower()
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
+
+        def on_body(self, body: bytes) -> None:
+            cycle = self.cycle
+            if type(cycle) is not AgentRequest:
+                return super().on_body(body)
+            if cycle.response_complete:
+                return
+            cycle.body += body
+            if len(cycle.body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+            cycle.set()
+
+        def on_message_complete(self) -> None:
+            cycle = self.cycle
+            if type(cycle) is not AgentRequest:
+                return super().on_message_complete()
+            if not cycle.response_complete:
+                cycle.more_body = False
+                cycle.set()
+
+        def _to_asgi_app(self) -> None:
+            """uvicorn's on_headers_complete, with the scope its on_message_begin would have made."""
+            self.scope = {"type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                          "http_version": "1.1", "server": self.server, "client": self.client, "scheme": self.scheme,
+                          "root_path": self.root_path, "headers": self.headers, "state": self.app_state.copy()}
+            super().on_headers_complete()
+
         def on_headers_complete(self) -> None:
             url = self.url
             if not url.startswith(_PREFIX) or self.parser.should_upgrade():
-                return super().on_headers_complete()
+                return self._to_asgi_app()
             invoke = _invoke_targets.get(url, _UNSEEN)
             if invoke is _UNSEEN:
                 invoke = _invoke_target(url)
             if invoke is None:
-                return super().on_headers_complete()
+                return self._to_asgi_app()
             version = self.parser.get_http_version()
             request = AgentRequest(self, self.parser.get_method(), *invoke,
                                    version != "1.0" and self.parser.should_keep_alive())
