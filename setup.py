@@ -50,6 +50,11 @@ class BuildHotPath(build_ext):
     def run(self) -> None:
         self.built: dict[str, str] = {}
         super().run()
+        if self.inplace:  # builds of modules no longer listed would otherwise linger (and run as source)
+            listed = {Path(path).with_suffix("") for path in HOT_PATH}
+            for built in [*Path("ngm").glob("**/*.cpython-*.so"), *Path("ngm").glob("**/*.c")]:
+                if built.parent / built.name.split(".")[0] not in listed:
+                    built.unlink()
         target = Path(MANIFEST if self.inplace else os.path.join(self.build_lib, MANIFEST))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps({"modules": self.built}, indent=1, sort_keys=True) + "\n")
