@@ -40,10 +40,6 @@ HOT_PATH = [
 MANIFEST = "ngm/compiled.json"
 
 
-def module_name(path: str) -> str:
-    return path.removesuffix(".py").replace("/", ".")
-
-
 class BuildHotPath(build_ext):
     """Build what compiles, skip what does not (with a warning), and record which sources were built."""
 
