@@ -5,9 +5,10 @@
 
 Both versions serve at once (the other commit from a temporary git worktree, on this checkout's .venv, its
 hot path compiled as this checkout's is), and in every round wrk drives both at the same time, 16 connections
-each: whatever else the shared machine does during a round, both see it. CPU per request of each process comes from /proc; the figure to read is the
-median of the per-round ratios (and the minimum of each side, the least disturbed run). A change of 2-3%
-shows over 30 rounds; a run of one version after the other on this machine varies by 10-20%.
+each: whatever else the shared machine does during a round, both see it. CPU per request of each process
+comes from /proc; the figure to read is the median of the per-round ratios (and the minimum of each side,
+the least disturbed run). A change of 2-3% shows over 30 rounds; a run of one version after the other on
+this machine varies by 10-20%.
 """
 
 from __future__ import annotations

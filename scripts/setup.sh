@@ -19,5 +19,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 # the hot path's compiled modules (setup.py), rebuilt from sources changed since their build; without a C
-# compiler they stay Python
-.venv/bin/python -W ignore setup.py -q build_ext --inplace -j 2 >/dev/null
+# compiler, or if Cython fails, they run as Python (the test suite says so: tests/unit/test_compiled.py)
+.venv/bin/python -W ignore setup.py -q build_ext --inplace -j 2 >/dev/null \
+  || echo "warning: the hot path was not compiled; ngm runs it as Python" >&2
