@@ -33,11 +33,12 @@ SERVE = ("import sys; sys.path.insert(0, {src!r}); sys.argv[0] = 'ngm'; "
 
 
 def compile_hot_path(tree: Path) -> None:
-    """Build the other commit's compiled modules as this checkout's are built (like for like); a module whose
-    source equals this checkout's takes this one's build instead of compiling again."""
+    """Build the other commit's compiled modules as this checkout's are built (like for like); when both build
+    alike (the same setup.py), a module whose source equals this checkout's takes this one's build."""
     if not (tree / "setup.py").exists():
         return
-    for source in tree.glob("ngm/**/*.py"):
+    same_build = (tree / "setup.py").read_bytes() == (ROOT / "setup.py").read_bytes()
+    for source in tree.glob("ngm/**/*.py") if same_build else ():
         mine = ROOT / source.relative_to(tree)
         if mine.exists() and mine.read_bytes() == source.read_bytes():
             for built in [mine.with_suffix(".c"), *mine.parent.glob(mine.stem + ".cpython-*.so")]:
