@@ -71,7 +71,10 @@ def hot_path_extensions() -> list:
     except ImportError:
         print("warning: Cython is not installed; the hot path runs as Python", file=sys.stderr)
         return []
-    extensions = cythonize(HOT_PATH, quiet=True, compiler_directives={
+    # Cython regenerates a module's C when its source is newer; a change here (directives) must redo all
+    settings_changed = any(c.exists() and c.stat().st_mtime < Path(__file__).stat().st_mtime
+                           for c in (Path(path).with_suffix(".c") for path in HOT_PATH))
+    extensions = cythonize(HOT_PATH, quiet=True, force=settings_changed, compiler_directives={
         "language_level": 3,
         "annotation_typing": False,  # annotations document; they must not become C type checks
     })
