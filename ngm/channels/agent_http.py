@@ -109,16 +109,17 @@ class AgentRequest:
         return bytes(self.body)
 
     # -- the response
-    def start(self, status: int, headers: list[tuple[bytes, bytes]], has_length: bool) -> None:
-        """The status line and headers, held until the first body bytes (or flush(), or end()) so a small
-        answer leaves in one write; without a Content-Length the body goes chunked (or, to an HTTP/1.0
-        client, until the connection closes)."""
+    def start(self, status: int, headers: list[tuple[bytes, bytes]], has_length: bool, lines: bytes = b"") -> None:
+        """The status line and headers (and `lines`, more headers as on the wire), held until the first body
+        bytes (or flush(), or end()) so a small answer leaves in one write; without a Content-Length the body
+        goes chunked (or, to an HTTP/1.0 client, until the connection closes)."""
         self.started, self.status = True, status
         out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in self.protocol.server_state.default_headers:  # Date, kept current by uvicorn
             out += [name, b": ", value, b"\r\n"]
         for name, value in headers:
             out += [name, b": ", value, b"\r\n"]
+        out.append(lines)
         if not (has_length or self.head_only or status in _NO_BODY_STATUS):
             if self.protocol.parser.get_http_version() == "1.0":
                 self.keep_alive = False

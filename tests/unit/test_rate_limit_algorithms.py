@@ -114,7 +114,7 @@ def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_gener
     """RateLimiter.check_local takes MemoryBackend.admit_sliding when every sliding window admits; a twin
     limiter decides the same requests by check_now() and headers_for(): same headers, same refusals, same
     counts, over random traffic of three callers across window edges."""
-    from ngm.nodes.ratelimit.limiter import RateLimited, RateLimiter, _verdict
+    from ngm.nodes.ratelimit.limiter import RateLimited, RateLimiter, _verdict, header_lines
 
     class Caller:
         def __init__(self, key_id, rate_limit=None):
@@ -131,7 +131,7 @@ def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_gener
         caller = rng.choice(callers)
         scopes, policy, *_ = general._request_scopes(caller, limits, "gw", "bot", None)
         try:
-            expected = _verdict(scopes, general.local.check_now(scopes, "gw"), policy)
+            expected = header_lines(_verdict(scopes, general.local.check_now(scopes, "gw"), policy))
         except RateLimited as refused:
             expected = ("refused", refused.status, refused.message, refused.details, refused.headers)
         try:

@@ -86,6 +86,22 @@ def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | No
     return out
 
 
+def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """Headers as they go on the wire: what the router adds to its answer's head."""
+    return b"".join([b"%b: %b\r\n" % header for header in headers])
+
+
+_SCOPE_LINES = (b"x-ratelimit-limit: %d\r\nx-ratelimit-remaining: %d\r\nx-ratelimit-reset: %d\r\n"
+                b'ratelimit-policy: %b\r\nratelimit: "%b";r=%d;t=%d\r\n')
+
+
+def _scope_lines(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> bytes:
+    """header_lines(_scope_headers(...)) in one step: an admitted request's headers on the router, where five
+    header pairs built and serialised one by one cost 5% of its CPU per request (bench/router_ab.py)."""
+    reset = -(-reset_ms // 1000)  # whole seconds, rounded up
+    return _SCOPE_LINES % (s.limit, remaining, reset, policy, s.name.encode(), remaining, reset)
+
+
 def _scope_headers(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> list[tuple[bytes, bytes]]:
     reset = -(-reset_ms // 1000)  # whole seconds, rounded up
     return [(b"x-ratelimit-limit", b"%d" % s.limit), (b"x-ratelimit-remaining", b"%d" % remaining),
@@ -149,22 +165,24 @@ class RateLimiter:
         return self.local.check_now([s.divided(self.live_instances) for s in scopes], counter, peek)
 
     async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
-                    fail_closed: bool) -> list:
-        """The router's check before a request leaves: -> response headers, or raises RateLimited (429/503)."""
+                    fail_closed: bool) -> bytes:
+        """The router's check before a request leaves: -> the answer's header lines (header_lines()), or raises
+        RateLimited (429/503)."""
         scopes, policy, *_ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
         if not scopes:
-            return []
-        return _verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy)
+            return b""
+        return header_lines(_verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy))
 
     def check_then(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
-                   fail_closed: bool, done) -> list | None:
-        """check() without a coroutine: the headers now (or RateLimited raised) when no round trip is needed,
-        else None, and done(headers, None) or done(None, exception) once Redis has answered."""
+                   fail_closed: bool, done) -> bytes | None:
+        """check() without a coroutine: the header lines now (or RateLimited raised) when no round trip is
+        needed, else None, and done(lines, None) or done(None, exception) once Redis has answered."""
         scopes, policy, *_ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
         if not scopes:
-            return []
+            return b""
         if not self.redis_up:
-            return _verdict(scopes, self._decide_without_redis(scopes, gateway_id, fail_closed, False), policy)
+            return header_lines(_verdict(scopes, self._decide_without_redis(scopes, gateway_id, fail_closed, False),
+                                         policy))
 
         def answered(result, error):
             try:
@@ -174,32 +192,32 @@ class RateLimiter:
                     self._went_down(error)
                     result = self._decide_without_redis(scopes, gateway_id, fail_closed, False)
                 if type(result) is tuple:  # admitted: the tightest scope's index, remaining, reset ms
-                    headers = _scope_headers(scopes[result[0]], result[1], result[2], policy)
+                    lines = _scope_lines(scopes[result[0]], result[1], result[2], policy)
                 else:
-                    headers = _verdict(scopes, result, policy)
+                    lines = header_lines(_verdict(scopes, result, policy))
             except Exception as exc:  # RateLimited among them
                 done(None, exc)
                 return
-            done(headers, None)
+            done(lines, None)
 
         self.shared.check_then(scopes, gateway_id, answered)
         return None
 
     def check_local(self, principal, limits: Limits, gateway_id: str, agent_id: str,
-                    agent_override: int | None) -> list:
+                    agent_override: int | None) -> bytes:
         """check() on an instance without Redis, as a plain call (no coroutine: it runs for every request).
         Sliding windows that all admit take the backend's short path (in situ the general one cost the router
         17-19% of its CPU per request)."""
         scopes, policy, _, keys, scope_limits = self._request_scopes(principal, limits, gateway_id, agent_id,
                                                                      agent_override)
         if not scopes:
-            return []
+            return b""
         if keys is not None:
             admitted = self.local.admit_sliding(keys, scope_limits, limits.window_ms)
             if admitted is not None:
                 i, remaining, reset_ms = admitted
-                return _scope_headers(scopes[i], remaining, reset_ms, policy)
-        return _verdict(scopes, self.local.check_now(scopes, gateway_id), policy)
+                return _scope_lines(scopes[i], remaining, reset_ms, policy)
+        return header_lines(_verdict(scopes, self.local.check_now(scopes, gateway_id), policy))
 
     def _request_scopes(self, principal, limits: Limits, gateway_id: str, agent_id: str,
                         agent_override: int | None) -> tuple:

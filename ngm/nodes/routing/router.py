@@ -57,7 +57,7 @@ class Router:
         self.table, self.pool, self.breakers, self.stats, self.inflight = table, pool, breakers, stats, inflight
         self.selectors = selectors  # strategy -> Kailash node whose select() runs in process
         self.states: dict[tuple, RoutingState] = {}
-        self.limiter = None  # a RateLimiter: async check(...) -> headers, or raises RateLimited
+        self.limiter = None  # a RateLimiter: async check(...) -> header lines, or raises RateLimited
 
     # ------------------------------------------------------------ decisions
 
@@ -109,19 +109,19 @@ class Router:
         fw = self._prepare(request, principal, request_id)
         fw.body, fw.owner = body, owner
         target = self._choose(fw, frozenset())
-        limit_headers = self._limits_now(
-            fw, target, lambda headers, error: self._limits_came(fw, target, headers, error))
-        if limit_headers is None:  # Redis answers later: _limits_came goes on
+        limit_lines = self._limits_now(
+            fw, target, lambda lines, error: self._limits_came(fw, target, lines, error))
+        if limit_lines is None:  # Redis answers later: _limits_came goes on
             return None
-        return self._send_or_hand_over(fw, target, limit_headers)
+        return self._send_or_hand_over(fw, target, limit_lines)
 
-    def _limits_came(self, fw: "_Forwarding", target, limit_headers: list | None, error: Exception | None) -> None:
+    def _limits_came(self, fw: "_Forwarding", target, limit_lines: bytes | None, error: Exception | None) -> None:
         """Redis's verdict on a request of forward_now."""
         request = fw.request
         try:
             if error is not None:
                 raise self._refused(target, error) if isinstance(error, RateLimited) else error
-            rest = self._send_or_hand_over(fw, target, limit_headers)
+            rest = self._send_or_hand_over(fw, target, limit_lines)
         except Exception as exc:
             fw.owner.failed(request, exc)
             fw.owner.finished(request)
@@ -129,13 +129,13 @@ class Router:
         if rest is not None:
             fw.owner.resume(request, rest)
 
-    def _send_or_hand_over(self, fw: "_Forwarding", target, limit_headers: list):
+    def _send_or_hand_over(self, fw: "_Forwarding", target, limit_lines: bytes):
         """Send on a kept-alive connection (None), or the coroutine that opens one and goes on."""
         g = target.gateway
         conn = self.pool.idle_connection(g.scheme, g.host, g.port)
         if conn is None:
-            return self._attempts(fw, target, limit_headers)
-        self._send_now(fw, target, limit_headers, conn)
+            return self._attempts(fw, target, limit_lines)
+        self._send_now(fw, target, limit_lines, conn)
         return None
 
     def _prepare(self, request, principal, request_id: str) -> "_Forwarding":
@@ -173,13 +173,13 @@ class Router:
                           [(b"retry-after", b"5")])
         return decision.chosen.target
 
-    def _limits_now(self, fw: "_Forwarding", target, then=None) -> list | None:
-        """The rate-limit headers when they need no round trip to Redis (limits off or in memory, or Redis
-        down). None: they are in Redis; then(headers, error) hears Redis's verdict if given, else the caller
+    def _limits_now(self, fw: "_Forwarding", target, then=None) -> bytes | None:
+        """The rate-limit header lines when they need no round trip to Redis (limits off or in memory, or Redis
+        down). None: they are in Redis; then(lines, error) hears Redis's verdict if given, else the caller
         awaits _limits()."""
         limiter = self.limiter
         if limiter is None:
-            return []
+            return b""
         g = target.gateway
         try:
             if limiter.shared is None:
@@ -191,7 +191,7 @@ class Router:
         except RateLimited as refused:
             raise self._refused(target, refused) from None
 
-    async def _limits(self, fw: "_Forwarding", target) -> list:
+    async def _limits(self, fw: "_Forwarding", target) -> bytes:
         g = target.gateway
         try:
             return await self.limiter.check(fw.principal, g.limits, g.id, fw.request.agent_id, target.rate_limit,
@@ -203,25 +203,25 @@ class Router:
         self.stats.record_rejected(target.deployment_id)
         return Refusal(refused.status, refused.code, refused.message, refused.details, refused.headers)
 
-    async def _attempts(self, fw: "_Forwarding", target=None, limit_headers: list | None = None) -> None:
-        """From a chosen target (limits checked when `limit_headers` is given), or from the choice: one retry
+    async def _attempts(self, fw: "_Forwarding", target=None, limit_lines: bytes | None = None) -> None:
+        """From a chosen target (limits checked when `limit_lines` is given), or from the choice: one retry
         on another deployment for a connection failure of an idempotent request."""
         method = fw.request.method
         exclude = frozenset()
         for attempt in (1, 2):
             if target is None:
                 target = self._choose(fw, exclude)
-            if limit_headers is None:
-                limit_headers = self._limits_now(fw, target)
-                if limit_headers is None:
-                    limit_headers = await self._limits(fw, target)
+            if limit_lines is None:
+                limit_lines = self._limits_now(fw, target)
+                if limit_lines is None:
+                    limit_lines = await self._limits(fw, target)
             try:
-                await self._exchange(fw, target, limit_headers)
+                await self._exchange(fw, target, limit_lines)
                 return
             except UpstreamUnreachable as exc:
                 if method in IDEMPOTENT and attempt == 1:
                     exclude = frozenset({target.deployment_id})
-                    target = limit_headers = None
+                    target = limit_lines = None
                     log.info("retrying %s %s elsewhere: %s", method, fw.request.raw_path, exc)
                     continue
                 raise Refusal(502, "gateway_unreachable", f"the gateway could not be reached: {exc}") from None
@@ -243,7 +243,7 @@ class Router:
                  b"content-length: %d\r\n\r\n" % len(fw.body)]
         return b"".join(head)
 
-    def _answer_head(self, fw: "_Forwarding", target, limit_headers: list, response) -> bool:
+    def _answer_head(self, fw: "_Forwarding", target, limit_lines: bytes, response) -> bool:
         """The circuit told, the answer's head handed to the caller; True when it is a failure (5xx)."""
         g = target.gateway
         failed = response.status >= 500
@@ -251,14 +251,14 @@ class Router:
             self.breakers.failure(g.id)
         else:
             self.breakers.success(g.id)
-        out = [*target.answer_headers, (b"x-request-id", fw.rid), *limit_headers]
+        out = [*target.answer_headers, (b"x-request-id", fw.rid)]
         has_length = False
         for name, value in response.headers:
             lower = name.lower()
             if lower not in _NOT_RETURNED:
                 out.append((name, value))
                 has_length = has_length or lower == b"content-length"
-        fw.request.start(response.status, out, has_length)
+        fw.request.start(response.status, out, has_length, limit_lines)
         return failed
 
     def _settle(self, target, response, sent_at: float, failed: bool) -> None:
@@ -268,7 +268,7 @@ class Router:
         self.inflight.finish(dep)
         self.stats.record(dep, (time.perf_counter() - sent_at) * 1000, failed)
 
-    async def _exchange(self, fw: "_Forwarding", target, limit_headers: list) -> None:
+    async def _exchange(self, fw: "_Forwarding", target, limit_lines: bytes) -> None:
         g = target.gateway
         head = self._request_head(fw, target)
         sent_at = time.perf_counter()
@@ -280,13 +280,13 @@ class Router:
                 self.breakers.failure(g.id)
             self._settle(target, None, sent_at, True)
             raise
-        await self._stream(fw, target, limit_headers, response, sent_at)
+        await self._stream(fw, target, limit_lines, response, sent_at)
 
-    async def _stream(self, fw: "_Forwarding", target, limit_headers: list, response, sent_at: float) -> None:
+    async def _stream(self, fw: "_Forwarding", target, limit_lines: bytes, response, sent_at: float) -> None:
         """The answer from its head on, through to the caller; then the exchange is settled."""
         failed = True
         try:
-            failed = self._answer_head(fw, target, limit_headers, response)
+            failed = self._answer_head(fw, target, limit_lines, response)
             failed = await self._answer_body(fw, target, response, failed)
         finally:
             self._settle(target, response, sent_at, failed)
@@ -318,14 +318,14 @@ class Router:
 
     # -- the exchange as callbacks (forward_now)
 
-    def _send_now(self, fw: "_Forwarding", target, limit_headers: list, conn) -> None:
+    def _send_now(self, fw: "_Forwarding", target, limit_lines: bytes, conn) -> None:
         g = target.gateway
         head = self._request_head(fw, target)
         sent_at = time.perf_counter()
         response = conn.send(head, fw.body, fw.request.method == "HEAD", conn.loop.time() + g.timeout, g.timeout)
-        response.callback = lambda: self._on_upstream(fw, target, limit_headers, response, sent_at)
+        response.callback = lambda: self._on_upstream(fw, target, limit_lines, response, sent_at)
 
-    def _on_upstream(self, fw: "_Forwarding", target, limit_headers: list, response, sent_at: float) -> None:
+    def _on_upstream(self, fw: "_Forwarding", target, limit_lines: bytes, response, sent_at: float) -> None:
         """The gateway's connection has news: the whole answer (answered here), its head alone or a break
         after it (streamed on in a coroutine), or a failure before the head (the coroutine path takes over
         as if pool.request had met it)."""
@@ -333,15 +333,15 @@ class Router:
             return  # not yet
         response.callback = None
         if response.error is not None and not response.head_done:
-            fw.owner.resume(fw.request, self._after_send_failed(fw, target, limit_headers, response, sent_at))
+            fw.owner.resume(fw.request, self._after_send_failed(fw, target, limit_lines, response, sent_at))
             return
         if response.error is not None or not response.complete:
-            fw.owner.resume(fw.request, self._stream(fw, target, limit_headers, response, sent_at))
+            fw.owner.resume(fw.request, self._stream(fw, target, limit_lines, response, sent_at))
             return
         request = fw.request
         failed = True
         try:
-            failed = self._answer_head(fw, target, limit_headers, response)
+            failed = self._answer_head(fw, target, limit_lines, response)
             chunk = response.read_nowait()
             if chunk:
                 request.write(chunk, last=True)  # the last write: nothing to wait for after it
@@ -352,7 +352,7 @@ class Router:
             self._settle(target, response, sent_at, failed)
             fw.owner.finished(request)
 
-    async def _after_send_failed(self, fw: "_Forwarding", target, limit_headers: list, response,
+    async def _after_send_failed(self, fw: "_Forwarding", target, limit_lines: bytes, response,
                                  sent_at: float) -> None:
         error = response.error
         response.conn.response = None
@@ -360,7 +360,7 @@ class Router:
         if isinstance(error, UpstreamUnreachable):
             # a kept-alive connection the gateway had closed: what pool.request retries on a new connection
             self.inflight.finish(target.deployment_id)
-            await self._attempts(fw, target, limit_headers)
+            await self._attempts(fw, target, limit_lines)
             return
         self.breakers.failure(target.gateway.id)
         self._settle(target, None, sent_at, True)
