@@ -16,7 +16,6 @@ def test_an_inert_caller_id_is_kept_and_anything_else_replaced():
     assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in fresh) and len(set(fresh)) == len(fresh)
 
 
-
 def test_access_lines_are_formatted_when_written_with_the_time_each_request_ended():
     """A request leaves its fields (the path as bytes from agent traffic, as text from the ASGI app); the line
     is made when the batch is written, stamped with when the request ended, not when it was written."""

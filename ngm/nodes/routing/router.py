@@ -156,7 +156,7 @@ class Router:
         policy = self.table.policy(fw.scope)
         sticky_value = None
         if policy.sticky:
-            sticky_value = headers.get(policy.sticky_header.lower().encode())
+            sticky_value = headers.get(policy.sticky_key)
             if sticky_value is not None:
                 sticky_value = sticky_value.decode("latin-1")
         fw.key, fw.key_source = (sticky_value, "header") if sticky_value else (principal.key_id, "api_key")

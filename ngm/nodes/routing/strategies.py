@@ -130,6 +130,12 @@ class Policy:
     sticky_header: str = "X-Routing-Key"
     fallback: str = "any_region"
     fallback_regions: list[str] = field(default_factory=list)
+    # the sticky header's name as a request's header map holds it (lowercase bytes): made once per policy, not
+    # per routed request (policies are replaced whole, never changed)
+    sticky_key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.sticky_key = self.sticky_header.lower().encode()
 
     def view(self) -> dict:
         return {"strategy": self.strategy, "sticky": self.sticky, "sticky_header": self.sticky_header,
