@@ -48,6 +48,23 @@ def test_half_open_lets_one_trial_through():
     assert cb.state("g") == "closed"
 
 
+def test_a_failure_after_the_cool_down_reopens_whether_or_not_anyone_looked():
+    """Its state depends on time and events, not on who asked: the router's quick pick looks at fewer
+    gateways than the general path does."""
+    seen, unseen = (CircuitBreakers(threshold=1, cool_down=10, clock=clock) for clock in [Clock()] * 2)
+    clock = seen.clock
+    for cb in (seen, unseen):
+        cb.failure("g")
+    clock.now += 10
+    assert seen.state("g") == "half_open"
+    for cb in (seen, unseen):
+        cb.failure("g")  # a late answer of a request sent before the circuit opened
+    clock.now += 9
+    assert seen.state("g") == unseen.state("g") == "open"
+    clock.now += 1
+    assert seen.state("g") == unseen.state("g") == "half_open"
+
+
 def test_a_successful_active_probe_half_opens_at_once():
     cb = CircuitBreakers(threshold=1, cool_down=60, clock=Clock())
     cb.failure("g")

@@ -25,12 +25,16 @@ class CircuitBreakers:
         self.on_open = on_open  # callback(gateway_id): ask the monitor to probe it now
         self._circuits: dict[str, Circuit] = {}
 
+    def _cool(self, c: Circuit) -> None:
+        """An open circuit whose cool-down has passed is half-open, whether or not anyone has looked since."""
+        if c.state == "open" and self.clock() - c.opened_at >= self.cool_down:
+            c.state = "half_open"
+
     def state(self, gateway_id: str) -> str:
         c = self._circuits.get(gateway_id)
         if c is None:
             return "closed"
-        if c.state == "open" and self.clock() - c.opened_at >= self.cool_down:
-            c.state = "half_open"
+        self._cool(c)
         if c.state == "half_open" and c.trial_in_flight:
             return "open"  # one trial at a time
         return c.state
@@ -48,6 +52,7 @@ class CircuitBreakers:
 
     def failure(self, gateway_id: str) -> None:
         c = self._circuits.setdefault(gateway_id, Circuit())
+        self._cool(c)
         c.failures += 1
         c.trial_in_flight = False
         if c.state == "half_open" or (c.state == "closed" and c.failures >= self.threshold):
