@@ -1,8 +1,14 @@
+import random
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
+from ngm.nodes.routing.circuit import CircuitBreakers
+from ngm.nodes.routing.nodes import strategy_nodes
+from ngm.nodes.routing.router import Refusal, Router
 from ngm.nodes.routing.strategies import Candidate, Policy, RoutingState, SmoothWeighted, choose, rendezvous
+from ngm.nodes.routing.table import GatewayRoute, Target
 
 
 def cand(dep, weight=100, region="eu", **kw):
@@ -146,3 +152,59 @@ def test_explanation_lists_candidates_shares_and_skips():
 def test_smooth_weighted_reduces_by_gcd():
     sw = SmoothWeighted()
     assert [sw.pick([cand("a", 900), cand("b", 100)]).deployment_id for _ in range(10)].count("b") == 1
+
+
+def test_the_routers_quick_pick_makes_the_general_paths_choice_at_every_step():
+    """Router._choose picks on the routing table's Targets (pick_target) where it can: over a random run of
+    requests, table changes and gateway failures, it chooses what decide() chooses, with its own state."""
+    rng = random.Random(11)
+    policies = [Policy("weighted"), Policy("round_robin"), Policy("weighted", sticky=True),
+                Policy("round_robin", sticky=True), Policy("least_connections"), Policy("geographic")]
+    gateways = [GatewayRoute(f"g{i}", "org", f"gw {i}", "production", rng.choice(["eu", "us"]), "active", "healthy",
+                             "http", "127.0.0.1", 9000 + i, b"", b"h", None, 1.0) for i in range(4)]
+    targets = [Target(f"d{i}", "v1", rng.randint(1, 5), "active", gateways[i % 4], agent_id="bot") for i in range(6)]
+    scope = ("org", "bot", "production")
+    table = SimpleNamespace(targets={scope: targets}, policies={}, policy=lambda s: table.policies[s])
+    clock = [0.0]
+
+    def router():
+        return Router(table, None, CircuitBreakers(threshold=2, cool_down=5, clock=lambda: clock[0]), None,
+                      SimpleNamespace(counts={}, elsewhere={}), strategy_nodes())
+
+    quick, general = router(), router()
+    picked_quickly = 0
+    for step in range(20_000):
+        change = rng.random()
+        if change < 0.02:
+            rng.choice(targets).status = rng.choice(["active", "active", "draining", "inactive"])
+        elif change < 0.04:
+            rng.choice(targets).weight = rng.choice([0, 1, 2, 3, 5, 10])
+        elif change < 0.05:
+            g = rng.choice(gateways)
+            g.status, g.health_status = rng.choice(["active", "active", "error"]), rng.choice(["healthy", "unhealthy"])
+        elif change < 0.07:
+            failed = rng.choice(gateways).id
+            for r in (quick, general):
+                r.breakers.failure(failed)
+        elif change < 0.08:
+            clock[0] += 3
+        if step % 500 == 0:
+            table.policies[scope] = rng.choice(policies)
+        policy, key = table.policies[scope], rng.choice(["alice", "bob", "carol"])
+        expected = general.decide(*scope, routing_key=key, key_source="api_key").chosen
+        fw = SimpleNamespace(scope=scope, region=None, key=key, key_source="api_key")
+        picked_quickly += quick.selectors[policy.strategy].pick(policy, targets, RoutingState(), quick.breakers.state,
+                                                                key) is not None
+        try:
+            chosen = quick._choose(fw, frozenset())
+        except Refusal as refusal:
+            assert expected is None and refusal.status == 503
+        else:
+            assert expected is not None and chosen is expected.target, step
+        answered = rng.random() < 0.5
+        for r in (quick, general):  # the request went to its gateway: a half-open circuit's trial is on
+            if expected is not None:
+                r.breakers.admit(expected.gateway_id)
+                if answered:
+                    r.breakers.success(expected.gateway_id)
+    assert picked_quickly > 4_000  # the quick pick was made, not only the general path

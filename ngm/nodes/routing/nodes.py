@@ -11,7 +11,7 @@ from kailash.nodes.base import register_node
 
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.routing import policies
-from ngm.nodes.routing.strategies import Candidate, Decision, Policy, RoutingState, choose
+from ngm.nodes.routing.strategies import Candidate, Decision, Policy, RoutingState, choose, pick_target
 
 
 class StrategyNode(ContextNode):
@@ -24,6 +24,10 @@ class StrategyNode(ContextNode):
         # the request's fields spelled out, not **request: this runs for every forwarded request
         return choose(policy, candidates, state, region=region, routing_key=routing_key, key_source=key_source,
                       exclude=exclude, commit=commit)
+
+    def pick(self, policy: Policy, targets: list, state: RoutingState, circuit_state, routing_key: str | None):
+        """select()'s choice on the routing table's Targets, when it can be made without a Decision (else None)."""
+        return pick_target(policy, targets, state, circuit_state, routing_key)
 
     async def async_run(self, **kw):
         policy = Policy(**{**kw.get("policy", {}), "strategy": self.STRATEGY})

@@ -77,12 +77,15 @@ class Router:
         """The decision; its chosen candidate's `target` is the table's Target to forward to."""
         scope = (organization_id, agent_id, environment)
         policy = self.table.policy(scope)
+        return self.selectors[policy.strategy].select(
+            policy, self.candidates(scope), self._state(scope), region=region, routing_key=routing_key,
+            key_source=key_source, exclude=exclude, commit=commit)
+
+    def _state(self, scope: tuple) -> RoutingState:
         state = self.states.get(scope)
         if state is None:
             state = self.states[scope] = RoutingState()
-        return self.selectors[policy.strategy].select(
-            policy, self.candidates(scope), state, region=region, routing_key=routing_key, key_source=key_source,
-            exclude=exclude, commit=commit)
+        return state
 
     # ------------------------------------------------------------ forwarding
     #
@@ -164,6 +167,13 @@ class Router:
         return fw
 
     def _choose(self, fw: "_Forwarding", exclude: frozenset):
+        if not exclude:
+            scope = fw.scope
+            policy = self.table.policy(scope)
+            target = self.selectors[policy.strategy].pick(policy, self.table.targets.get(scope, ()),
+                                                          self._state(scope), self.breakers.state, fw.key)
+            if target is not None:
+                return target
         decision = self.decide(*fw.scope, region=fw.region, routing_key=fw.key, key_source=fw.key_source,
                                exclude=exclude)
         if decision.chosen is None:

@@ -219,6 +219,29 @@ def choose(policy: Policy, candidates: list[Candidate], state: RoutingState, *, 
     return decision
 
 
+def pick_target(policy: Policy, targets: list, state: RoutingState, circuit_state, routing_key: str | None):
+    """choose()'s pick for the router's hot path, made on the routing table's Targets without a Candidate per
+    deployment or a Decision (a tenth of the router's time went on building them): the same choice, with
+    the same effect on `state`, for the weighted and round-robin strategies, sticky or not, with nothing
+    excluded. None: choose() decides (least connections, geographic, or nothing eligible, when the
+    answer must say why)."""
+    if policy.strategy != "weighted" and policy.strategy != "round_robin":
+        return None
+    pool = []
+    for t in targets:  # ineligible_reason() on a Target
+        g = t.gateway
+        if (t.status == "active" and t.weight > 0 and g.status == "active" and g.health_status != "unhealthy"
+                and circuit_state(g.id) != "open"):
+            pool.append(t)
+    if not pool:
+        return None
+    if policy.sticky and routing_key:
+        return rendezvous(pool, routing_key)
+    if policy.strategy == "round_robin":
+        return state.round_robin.pick(pool)
+    return state.smooth().pick(pool)
+
+
 def _by_region(policy: Policy, eligible: list[Candidate], region: str | None) -> tuple[list[Candidate], str | None]:
     for preferred in ([region] if region else []) + list(policy.fallback_regions):
         pool = [c for c in eligible if c.region == preferred]
