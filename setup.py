@@ -1,14 +1,15 @@
 """The forwarding router's hot path compiled with Cython (everything else is in pyproject.toml).
 
 The modules below are plain Python and stay so: Cython compiles them unchanged (annotations are not used as C
-types), which cut the router's CPU per request by 12% (bench/router_ab.py, README "Measured"). Without a C
-compiler the build goes on without them and ngm runs them as Python. ngm/compiled.py loads a compiled module
-only when it was built from the source beside it (the hashes in ngm/compiled.json); else the source.
+types), which cut the router's CPU per request by 12% (bench/router_ab.py, README "Measured"); a .pxd beside a
+module gives C types to a chosen function of it (ngm/nodes/ratelimit/memory.pxd). Without a C compiler the
+build goes on without them and ngm runs them as Python. ngm/compiled.py loads a compiled module only when it
+was built from the source beside it (the hashes in ngm/compiled.json); else the source.
 
     .venv/bin/python setup.py build_ext --inplace    # what scripts/setup.sh runs when these sources change
 """
 
-import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -38,6 +39,10 @@ HOT_PATH = [
     "ngm/nodes/routing/upstream.py",
 ]
 MANIFEST = "ngm/compiled.json"
+# ngm/compiled.py's digest of what a module is built from, loaded alone (importing ngm would run its setup)
+_spec = importlib.util.spec_from_file_location("_ngm_compiled", Path(__file__).parent / "ngm" / "compiled.py")
+_compiled = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_compiled)
 
 
 class BuildHotPath(build_ext):
@@ -61,8 +66,7 @@ class BuildHotPath(build_ext):
         except Exception as exc:  # no compiler, no headers: that module stays Python
             print(f"warning: {ext.name} not compiled ({exc}); it runs as Python", file=sys.stderr)
             return
-        source = Path(ext.name.replace(".", "/") + ".py")
-        self.built[ext.name] = hashlib.sha256(source.read_bytes()).hexdigest()
+        self.built[ext.name] = _compiled.source_digest(Path(ext.name.replace(".", "/") + ".py"))
 
 
 def hot_path_extensions() -> list:

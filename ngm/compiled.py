@@ -3,8 +3,8 @@ never lets a compiled module run stale code.
 
 Python imports an extension module in preference to the .py beside it, so after an edit (or a checkout) a
 build from older source would silently run. The finder below loads a compiled module only when the sha256 of
-the source beside it is the one ngm/compiled.json recorded at its build; otherwise, or with NGM_COMPILED=0,
-it loads the source.
+the source beside it (and of its .pxd, if any) is the one ngm/compiled.json recorded at its build; otherwise,
+or with NGM_COMPILED=0, it loads the source.
 """
 
 from __future__ import annotations
@@ -19,6 +19,16 @@ from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 _MANIFEST = _PACKAGE / "compiled.json"
+
+
+def source_digest(source: Path) -> str:
+    """What a compiled module is built from: its .py and, when there is one, the .pxd that gives it C types
+    (setup.py records this at the build; loaded by path there, so nothing else may be imported here)."""
+    digest = hashlib.sha256(source.read_bytes())
+    declarations = source.with_suffix(".pxd")
+    if declarations.is_file():
+        digest.update(declarations.read_bytes())
+    return digest.hexdigest()
 
 
 class _FreshBuildsOnly:
@@ -42,7 +52,7 @@ class _FreshBuildsOnly:
         source = Path(spec.origin).parent / (name.rpartition(".")[2] + ".py")
         if not source.is_file():
             return spec  # shipped compiled only: nothing else to run
-        if self.allow and self.built.get(name) == hashlib.sha256(source.read_bytes()).hexdigest():
+        if self.allow and self.built.get(name) == source_digest(source):
             self.compiled.append(name)
             return spec
         self.stale.append(name)

@@ -14,9 +14,10 @@ import ngm
 PACKAGE = Path(ngm.__file__).resolve().parent
 PROBE = """
 import json, ngm.nodes.routing.circuit as circuit, ngm.nodes.routing.router as router
+import ngm.nodes.ratelimit.memory as memory
 from ngm import compiled
-print(json.dumps({"circuit": circuit.__file__, "router": router.__file__, "mark": getattr(circuit, "MARK", None),
-                  "status": compiled.status()}))
+print(json.dumps({"circuit": circuit.__file__, "router": router.__file__, "memory": memory.__file__,
+                  "mark": getattr(circuit, "MARK", None), "status": compiled.status()}))
 """
 
 
@@ -42,6 +43,17 @@ def test_a_module_edited_after_its_build_runs_from_its_source(tmp_path):
     assert seen["circuit"] == str(copy / "nodes/routing/circuit.py") and seen["mark"] == "edited"
     assert seen["router"].endswith(".so")  # its source is unchanged: still compiled
     assert seen["status"]["as_source"] == ["ngm.nodes.routing.circuit"]
+
+
+def test_a_module_whose_c_types_changed_after_its_build_runs_from_its_source(tmp_path):
+    copy = tmp_path / "ngm"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+    assert probe(tmp_path)["memory"].endswith(".so")
+    with (copy / "nodes/ratelimit/memory.pxd").open("a") as declarations:
+        declarations.write("\n# edited\n")
+    seen = probe(tmp_path)
+    assert seen["memory"] == str(copy / "nodes/ratelimit/memory.py")
+    assert seen["status"]["as_source"] == ["ngm.nodes.ratelimit.memory"]
 
 
 def test_a_module_missing_from_the_build_record_runs_from_its_source(tmp_path):

