@@ -13,7 +13,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
-from ngm.nodes.ratelimit.limiter import _scope_lines, header_lines, headers_for
+from ngm.nodes.ratelimit.limiter import _lines_template, _scope_lines, header_lines, headers_for
 from ngm.nodes.ratelimit.memory import MemoryBackend
 from ngm.nodes.ratelimit.pipe import Pipe
 from ngm.nodes.ratelimit.redis_backend import RedisBackend
@@ -193,7 +193,7 @@ async def test_one_script_call_decides_its_requests_as_the_memory_backend_does_o
                     i += n
                 elif all(o.allowed for o in expected):
                     tightest, remaining, reset_ms = flat[i:i + 3]
-                    assert (_scope_lines(scopes[tightest - 1], remaining, reset_ms, b"p")
+                    assert (_scope_lines(_lines_template(scopes[tightest - 1], b"p"), remaining, reset_ms)
                             == header_lines(headers_for(scopes, expected, b"p")))
                     briefly_admitted += 1
                     i += 3

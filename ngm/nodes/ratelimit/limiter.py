@@ -91,15 +91,21 @@ def header_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b"".join([b"%b: %b\r\n" % header for header in headers])
 
 
-_SCOPE_LINES = (b"x-ratelimit-limit: %d\r\nx-ratelimit-remaining: %d\r\nx-ratelimit-reset: %d\r\n"
-                b'ratelimit-policy: %b\r\nratelimit: "%b";r=%d;t=%d\r\n')
+_SCOPE_LINES = (b"x-ratelimit-limit: %d\r\nx-ratelimit-remaining: %%d\r\nx-ratelimit-reset: %%d\r\n"
+                b'ratelimit-policy: %b\r\nratelimit: "%b";r=%%d;t=%%d\r\n')
 
 
-def _scope_lines(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> bytes:
+def _lines_template(s: Scope, policy: bytes) -> bytes:
+    """An admitted request's header lines when `s` is the tightest scope, all but its remaining and reset
+    (for _scope_lines; made once per caller)."""
+    return _SCOPE_LINES % (s.limit, policy.replace(b"%", b"%%"), s.name.encode().replace(b"%", b"%%"))
+
+
+def _scope_lines(template: bytes, remaining: int, reset_ms: int) -> bytes:
     """header_lines(_scope_headers(...)) in one step: an admitted request's headers on the router, where five
     header pairs built and serialised one by one cost 5% of its CPU per request (bench/router_ab.py)."""
     reset = -(-reset_ms // 1000)  # whole seconds, rounded up
-    return _SCOPE_LINES % (s.limit, remaining, reset, policy, s.name.encode(), remaining, reset)
+    return template % (remaining, reset, remaining, reset)
 
 
 def _scope_headers(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> list[tuple[bytes, bytes]]:
@@ -168,7 +174,7 @@ class RateLimiter:
                     fail_closed: bool) -> bytes:
         """The router's check before a request leaves: -> the answer's header lines (header_lines()), or raises
         RateLimited (429/503)."""
-        scopes, policy, *_ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        scopes, policy, _, _, _, _ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
         if not scopes:
             return b""
         return header_lines(_verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy))
@@ -177,7 +183,8 @@ class RateLimiter:
                    fail_closed: bool, done) -> bytes | None:
         """check() without a coroutine: the header lines now (or RateLimited raised) when no round trip is
         needed, else None, and done(lines, None) or done(None, exception) once Redis has answered."""
-        scopes, policy, *_ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        scopes, policy, _, _, _, templates = self._request_scopes(principal, limits, gateway_id, agent_id,
+                                                                  agent_override)
         if not scopes:
             return b""
         if not self.redis_up:
@@ -192,7 +199,7 @@ class RateLimiter:
                     self._went_down(error)
                     result = self._decide_without_redis(scopes, gateway_id, fail_closed, False)
                 if type(result) is tuple:  # admitted: the tightest scope's index, remaining, reset ms
-                    lines = _scope_lines(scopes[result[0]], result[1], result[2], policy)
+                    lines = _scope_lines(templates[result[0]], result[1], result[2])
                 else:
                     lines = header_lines(_verdict(scopes, result, policy))
             except Exception as exc:  # RateLimited among them
@@ -208,21 +215,22 @@ class RateLimiter:
         """check() on an instance without Redis, as a plain call (no coroutine: it runs for every request).
         Sliding windows that all admit take the backend's short path (in situ the general one cost the router
         17-19% of its CPU per request)."""
-        scopes, policy, _, keys, scope_limits = self._request_scopes(principal, limits, gateway_id, agent_id,
-                                                                     agent_override)
+        scopes, policy, _, keys, scope_limits, templates = self._request_scopes(principal, limits, gateway_id,
+                                                                                agent_id, agent_override)
         if not scopes:
             return b""
         if keys is not None:
             admitted = self.local.admit_sliding(keys, scope_limits, limits.window_ms)
             if admitted is not None:
                 i, remaining, reset_ms = admitted
-                return _scope_lines(scopes[i], remaining, reset_ms, policy)
+                return _scope_lines(templates[i], remaining, reset_ms)
         return header_lines(_verdict(scopes, self.local.check_now(scopes, gateway_id), policy))
 
     def _request_scopes(self, principal, limits: Limits, gateway_id: str, agent_id: str,
                         agent_override: int | None) -> tuple:
-        """(scopes, their RateLimit-Policy, the Limits, and for sliding windows their keys and limits as
-        tuples for MemoryBackend.admit_sliding, else None, None), built once per caller."""
+        """(scopes, their RateLimit-Policy, the Limits, for sliding windows their keys and limits as tuples for
+        MemoryBackend.admit_sliding (else None, None), and each scope's _lines_template), built once per
+        caller."""
         # keyed by the Limits object's identity (the routing table makes one per refresh; hashing its
         # fields per request cost more than the check), guarded against a reused id by `is`
         which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
@@ -230,10 +238,11 @@ class RateLimiter:
         if cached is None or cached[2] is not limits:
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
-            sliding = limits.algorithm == SLIDING_WINDOW
-            cached = keep(self._scopes, which, (scopes, policy_header(scopes), limits,
+            sliding, policy = limits.algorithm == SLIDING_WINDOW, policy_header(scopes)
+            cached = keep(self._scopes, which, (scopes, policy, limits,
                                                 tuple(s.key for s in scopes) if sliding else None,
-                                                tuple(s.limit for s in scopes) if sliding else None), _MEMO)
+                                                tuple(s.limit for s in scopes) if sliding else None,
+                                                tuple(_lines_template(s, policy) for s in scopes)), _MEMO)
         return cached
 
     async def check_api(self, principal) -> list:
