@@ -208,3 +208,25 @@ def test_the_routers_quick_pick_makes_the_general_paths_choice_at_every_step():
                 if answered:
                     r.breakers.success(expected.gateway_id)
     assert picked_quickly > 4_000  # the quick pick was made, not only the general path
+
+
+def test_smooth_weighted_with_one_candidate_keeps_the_state_the_algorithm_would():
+    """nginx's smooth weighted round robin, written out plainly, against SmoothWeighted (which skips the work
+    for one candidate) over random sets of candidates: the same picks and the same remembered values."""
+    def plain(current: dict, candidates: list) -> str:
+        total = sum(c.weight for c in candidates)
+        for c in candidates:
+            current[c.deployment_id] = current.get(c.deployment_id, 0) + c.weight
+        best = max(candidates, key=lambda c: current[c.deployment_id])  # the first of equals, as pick()
+        current[best.deployment_id] -= total
+        for gone in set(current) - {c.deployment_id for c in candidates}:
+            del current[gone]
+        return best.deployment_id
+
+    rng = random.Random(5)
+    pool = [cand(name, weight) for name, weight in (("a", 5), ("b", 3), ("c", 2), ("d", 7))]
+    sw, reference = SmoothWeighted(), {}
+    for _ in range(5000):
+        candidates = rng.sample(pool, rng.choice((1, 1, 2, 3, 4)))
+        assert sw.pick(candidates).deployment_id == plain(reference, candidates)
+        assert sw.current == reference
