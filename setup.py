@@ -75,7 +75,21 @@ def hot_path_extensions() -> list:
     except ImportError:
         print("warning: Cython is not installed; the hot path runs as Python", file=sys.stderr)
         return []
-    # Cython regenerates a module's C when its source is newer; a change here (directives) must redo all
+    # Cython regenerates a module's C when its source is newer, which misses a .pxd removed since the last build,
+    # and setuptools rebuilds an extension when its C is newer to the second: a module whose sources differ from
+    # those its build record names is built afresh, its C and builds removed first
+    try:
+        recorded = json.loads(Path(MANIFEST).read_text())["modules"]
+    except (OSError, ValueError, KeyError):
+        recorded = {}
+    for path in HOT_PATH:
+        source = Path(path)
+        generated = source.with_suffix(".c")
+        if generated.exists() and recorded.get(path[:-len(".py")].replace("/", ".")) != _compiled.source_digest(source):
+            for stale in [generated, *Path().glob(f"build/lib*/{source.parent}/{source.stem}.cpython-*.so"),
+                          *source.parent.glob(f"{source.stem}.cpython-*.so")]:
+                stale.unlink()
+    # and a change here (directives) must redo all
     settings_changed = any(c.exists() and c.stat().st_mtime < Path(__file__).stat().st_mtime
                            for c in (Path(path).with_suffix(".c") for path in HOT_PATH))
     extensions = cythonize(HOT_PATH, quiet=True, force=settings_changed, compiler_directives={

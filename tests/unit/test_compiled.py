@@ -70,3 +70,30 @@ def test_ngm_compiled_0_runs_everything_from_source():
     seen = probe(PACKAGE.parent, NGM_COMPILED="0")
     assert seen["router"].endswith("router.py") and seen["circuit"].endswith("circuit.py")
     assert seen["status"]["disabled"] is True and seen["status"]["compiled"] == 0
+
+
+def test_a_rebuild_follows_a_pxd_added_and_removed(tmp_path):
+    """Cython remakes a module's C when a source is newer than it; a .pxd removed since the last build is not,
+    and setup.py remakes the C of a module whose sources differ from those of its build record."""
+    # this checkout with its builds, times kept (build/ holds what setuptools compares with): only circuit rebuilds
+    shutil.copytree(PACKAGE, tmp_path / "ngm", ignore=shutil.ignore_patterns("__pycache__"))
+    if (PACKAGE.parent / "build").is_dir():  # else every module compiles, slowly
+        shutil.copytree(PACKAGE.parent / "build", tmp_path / "build")
+    shutil.copy2(PACKAGE.parent / "setup.py", tmp_path / "setup.py")
+    declarations = tmp_path / "ngm/nodes/routing/circuit.pxd"
+    extension_type = ("import ngm.nodes.routing.circuit as c; "
+                      "print(c.__file__.endswith('.so'), hasattr(c.CircuitBreakers, '__reduce_cython__'))")
+
+    def build_and_look() -> str:
+        subprocess.run([sys.executable, "-W", "ignore", "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
+                       check=True, capture_output=True, timeout=300)
+        run = subprocess.run([sys.executable, "-c", extension_type], capture_output=True, text=True, cwd=tmp_path,
+                             env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split()
+
+    declarations.write_text("cdef class CircuitBreakers:\n    cdef public object threshold, cool_down, clock, on_open, "
+                            "_circuits\n")
+    assert build_and_look() == ["True", "True"]
+    declarations.unlink()
+    assert build_and_look() == ["True", "False"]
