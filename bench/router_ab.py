@@ -91,15 +91,16 @@ def main() -> None:
         runs = {"base": [], "this": []}
         rps = {"base": [], "this": []}
         with ThreadPoolExecutor(2) as pool:
-            for _ in range(args.rounds):
+            for round_ in range(args.rounds):
                 if args.alternate:
                     for name, (proc, invoke, key) in sides.items():
                         result = wrk(invoke, args.seconds, 16, {"X-API-Key": key}, proc.pid)
                         runs[name].append(result["cpu_us"])
                         rps[name].append(result["rps"])
                     continue
+                order = list(sides.items())[::1 if round_ % 2 else -1]  # either's wrk first, in turn
                 running = {name: pool.submit(wrk, invoke, args.seconds, 16, {"X-API-Key": key}, proc.pid)
-                           for name, (proc, invoke, key) in sides.items()}
+                           for name, (proc, invoke, key) in order}
                 for name, future in running.items():
                     runs[name].append(future.result()["cpu_us"])
     finally:
