@@ -41,6 +41,18 @@ class CallerGone(Exception):
     pass
 
 
+_defaults: tuple = (None, b"")  # uvicorn's default headers (Date, kept current) and their lines
+
+
+def _default_lines(server_state) -> bytes:
+    """The lines of uvicorn's default headers, made again only when uvicorn replaces them (once a second)."""
+    global _defaults
+    headers = server_state.default_headers
+    if headers is not _defaults[0]:
+        _defaults = (headers, b"".join([b"%b: %b\r\n" % header for header in headers]))
+    return _defaults[1]
+
+
 class AgentRequest:
     __slots__ = ("protocol", "transport", "flow", "method", "method_bytes", "agent_id", "raw_path", "target",
                  "headers", "header_map", "client", "forwarded", "expect_100", "body", "more_body", "message_event",
@@ -109,17 +121,13 @@ class AgentRequest:
         return bytes(self.body)
 
     # -- the response
-    def start(self, status: int, headers: list[tuple[bytes, bytes]], has_length: bool, lines: bytes = b"") -> None:
-        """The status line and headers (and `lines`, more headers as on the wire), held until the first body
-        bytes (or flush(), or end()) so a small answer leaves in one write; without a Content-Length the body
-        goes chunked (or, to an HTTP/1.0 client, until the connection closes)."""
+    def start(self, status: int, lines: list[bytes], has_length: bool) -> None:
+        """The status line and the header lines (`lines`: pieces of them as on the wire), held until the first
+        body bytes (or flush(), or end()) so a small answer leaves in one write; without a Content-Length the
+        body goes chunked (or, to an HTTP/1.0 client, until the connection closes)."""
         self.started, self.status = True, status
-        out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        for name, value in self.protocol.server_state.default_headers:  # Date, kept current by uvicorn
-            out += [name, b": ", value, b"\r\n"]
-        for name, value in headers:
-            out += [name, b": ", value, b"\r\n"]
-        out.append(lines)
+        out = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, _default_lines(self.protocol.server_state)]
+        out += lines
         if not (has_length or self.head_only or status in _NO_BODY_STATUS):
             if self.protocol.parser.get_http_version() == "1.0":
                 self.keep_alive = False
@@ -191,8 +199,8 @@ class AgentRequest:
     def reply_json(self, status: int, payload: dict, headers: list) -> None:
         """A whole small answer (an error): written at once, nothing to wait for after it."""
         body = json.dumps(payload).encode()
-        self.start(status, [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers], True)
+        self.start(status, [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+                            *[b"%b: %b\r\n" % header for header in headers]], True)
         self.write(body, last=True)
         self.end()
 

@@ -261,14 +261,15 @@ class Router:
             self.breakers.failure(g.id)
         else:
             self.breakers.success(g.id)
-        out = [*target.answer_headers, (b"x-request-id", fw.rid)]
+        out = [target.answer_lines, b"x-request-id: ", fw.rid, b"\r\n"]
         has_length = False
         for name, value in response.headers:
             lower = name.lower()
             if lower not in _NOT_RETURNED:
-                out.append((name, value))
+                out += [name, b": ", value, b"\r\n"]
                 has_length = has_length or lower == b"content-length"
-        fw.request.start(response.status, out, has_length, limit_lines)
+        out.append(limit_lines)
+        fw.request.start(response.status, out, has_length)
         return failed
 
     def _settle(self, target, response, sent_at: float, failed: bool) -> None:

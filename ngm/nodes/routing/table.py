@@ -50,14 +50,15 @@ class Target:
     agent_id: str = ""
     # what every forwarded request to this target carries, serialised once per table snapshot
     upstream_headers: bytes = b""  # to the gateway: its key, the agent, version and deployment
-    answer_headers: tuple = ()  # back to the caller: which deployment and gateway answered
+    answer_lines: bytes = b""  # back to the caller: which deployment and gateway answered
 
     def __post_init__(self):
         g = self.gateway
         self.upstream_headers = ((b"x-api-key: " + g.api_key.encode() + b"\r\n" if g.api_key else b"")
                                  + b"x-ngm-agent: %b\r\nx-ngm-agent-version: %b\r\nx-ngm-deployment: %b\r\n"
                                  % (self.agent_id.encode(), self.agent_version.encode(), self.deployment_id.encode()))
-        self.answer_headers = ((b"x-ngm-deployment", self.deployment_id.encode()), (b"x-ngm-gateway", g.id.encode()))
+        self.answer_lines = b"x-ngm-deployment: %b\r\nx-ngm-gateway: %b\r\n" % (self.deployment_id.encode(),
+                                                                                g.id.encode())
 
 
 class RoutingTable:
