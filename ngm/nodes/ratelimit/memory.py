@@ -92,8 +92,8 @@ class MemoryBackend:
 
 
 def _admit_sliding(windows: dict, keys: tuple, limits: tuple, window: int, now: int) -> tuple | None:
-    """MemoryBackend.admit_sliding's decision and count. Compiled with C numbers (memory.pxd): 0.4 against
-    1.1 µs for three scopes, run for every routed request; as Python the same arithmetic in Python numbers."""
+    """MemoryBackend.admit_sliding's decision and count, run for every routed request. Compiled, its numbers are
+    C's (memory.pxd): admit_sliding takes 0.56 against 1.10 µs for three scopes in a tight loop."""
     index = now // window
     elapsed = now - index * window
     states = []

@@ -66,8 +66,10 @@ class SmoothWeighted:
         self._reduced: dict[tuple, tuple] = {}  # weights -> (weights / their gcd, their sum): once per weight set
 
     def pick(self, candidates: list[Candidate], commit: bool = True) -> Candidate:
-        if len(candidates) == 1:  # (most agents) it is the pick, and its value does not move: what the loop
-            only, current = candidates[0], self.current  # below would do, without the work
+        # One candidate (most agents): it is the pick and its value does not move; only departed deployments are
+        # forgotten, as the loop below would do
+        if len(candidates) == 1:
+            only, current = candidates[0], self.current
             if commit and (len(current) != 1 or only.deployment_id not in current):
                 self.current = {only.deployment_id: current.get(only.deployment_id, 0)}
             return only
