@@ -130,6 +130,16 @@ def test_refusals(fleet, deployment):
     assert r.headers["retry-after"] == "5"
 
 
+def test_an_unreachable_gateway_with_nowhere_to_retry_answers_502(fleet):
+    gw, standin = fleet.gateway()
+    fleet.deploy(gw)
+    standin.stop()  # its port closed: connections are refused
+    for method in ("GET", "POST"):  # the GET is retried, on nothing: the caller hears why, not "no healthy deployment"
+        r = fleet.invoke(method=method)
+        assert r.status_code == 502 and r.json()["error"]["code"] == "gateway_unreachable", r.text
+        assert r.json()["error"]["message"].startswith("the gateway could not be reached")
+
+
 def test_sticky_users_stay_on_one_variant(fleet):
     a, _ = fleet.gateway()
     b, _ = fleet.gateway()

@@ -218,9 +218,15 @@ class Router:
         on another deployment for a connection failure of an idempotent request."""
         method = fw.request.method
         exclude = frozenset()
+        unreachable = None  # the first attempt's connection failure
         for attempt in (1, 2):
             if target is None:
-                target = self._choose(fw, exclude)
+                try:
+                    target = self._choose(fw, exclude)
+                except Refusal:
+                    if unreachable is None:
+                        raise
+                    raise _unreachable(unreachable) from None  # nowhere to retry: what went wrong, not a 503
             if limit_lines is None:
                 limit_lines = self._limits_now(fw, target)
                 if limit_lines is None:
@@ -230,11 +236,11 @@ class Router:
                 return
             except UpstreamUnreachable as exc:
                 if method in IDEMPOTENT and attempt == 1:
-                    exclude = frozenset({target.deployment_id})
+                    exclude, unreachable = frozenset({target.deployment_id}), exc
                     target = limit_lines = None
                     log.info("retrying %s %s elsewhere: %s", method, fw.request.raw_path, exc)
                     continue
-                raise Refusal(502, "gateway_unreachable", f"the gateway could not be reached: {exc}") from None
+                raise _unreachable(exc) from None
             except (UpstreamTimeout, UpstreamBroken) as exc:  # before the answer's head
                 raise _refusal(exc) from None
 
@@ -376,6 +382,10 @@ class Router:
         self.breakers.failure(target.gateway.id)
         self._settle(target, None, sent_at, True)
         raise _refusal(error)
+
+
+def _unreachable(error: UpstreamUnreachable) -> Refusal:
+    return Refusal(502, "gateway_unreachable", f"the gateway could not be reached: {error}")
 
 
 def _refusal(error: UpstreamTimeout | UpstreamBroken) -> Refusal:
