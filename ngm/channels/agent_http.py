@@ -28,6 +28,7 @@ from ngm.channels.http_middleware import presented_key, request_id
 from ngm.config.logging import access_log
 from ngm.errors import NgmError
 from ngm.memo import keep
+from ngm.nodes.ratelimit.limiter import header_lines
 from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
 from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
 
@@ -49,7 +50,7 @@ def _default_lines(server_state) -> bytes:
     global _defaults
     headers = server_state.default_headers
     if headers is not _defaults[0]:
-        _defaults = (headers, b"".join([b"%b: %b\r\n" % header for header in headers]))
+        _defaults = (headers, header_lines(headers))
     return _defaults[1]
 
 
@@ -200,7 +201,7 @@ class AgentRequest:
         """A whole small answer (an error): written at once, nothing to wait for after it."""
         body = json.dumps(payload).encode()
         self.start(status, [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
-                            *[b"%b: %b\r\n" % header for header in headers]], True)
+                            header_lines(headers)], True)
         self.write(body, last=True)
         self.end()
 

@@ -192,7 +192,7 @@ def test_the_routers_quick_pick_makes_the_general_paths_choice_at_every_step():
             table.policies[scope] = rng.choice(policies)
         policy, key = table.policies[scope], rng.choice(["alice", "bob", "carol"])
         expected = general.decide(*scope, routing_key=key, key_source="api_key").chosen
-        fw = SimpleNamespace(scope=scope, region=None, key=key, key_source="api_key")
+        fw = SimpleNamespace(scope=scope, policy=policy, region=None, key=key, key_source="api_key")
         picked_quickly += quick.selectors[policy.strategy].pick(policy, targets, RoutingState(), quick.breakers.state,
                                                                 key) is not None
         try:

@@ -156,7 +156,7 @@ class Router:
         if fw.scope not in self.table.targets:  # the table is kept current in the background, never here
             raise Refusal(404, "agent_not_deployed", f"agent {request.agent_id} has no deployments in {environment}",
                           [{"field": "agent_id", "message": "no deployments"}])
-        policy = self.table.policy(fw.scope)
+        policy = fw.policy = self.table.policy(fw.scope)
         sticky_value = None
         if policy.sticky:
             sticky_value = headers.get(policy.sticky_key)
@@ -168,8 +168,7 @@ class Router:
 
     def _choose(self, fw: "_Forwarding", exclude: frozenset):
         if not exclude:
-            scope = fw.scope
-            policy = self.table.policy(scope)
+            scope, policy = fw.scope, fw.policy
             target = self.selectors[policy.strategy].pick(policy, self.table.targets.get(scope, ()),
                                                           self._state(scope), self.breakers.state, fw.key)
             if target is not None:
@@ -398,10 +397,10 @@ def _refusal(error: UpstreamTimeout | UpstreamBroken) -> Refusal:
 class _Forwarding:
     """One invoke request on its way: what every step needs."""
 
-    __slots__ = ("request", "principal", "request_id", "rid", "scope", "region", "key", "key_source", "body",
-                 "owner")
+    __slots__ = ("request", "principal", "request_id", "rid", "scope", "policy", "region", "key", "key_source",
+                 "body", "owner")
 
     def __init__(self, request, principal, request_id: str):
         self.request, self.principal, self.request_id = request, principal, request_id
         self.rid = request_id.encode()
-        self.scope = self.region = self.key = self.key_source = self.body = self.owner = None
+        self.scope = self.policy = self.region = self.key = self.key_source = self.body = self.owner = None
