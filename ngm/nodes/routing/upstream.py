@@ -40,8 +40,8 @@ class UpstreamBroken(UpstreamError):
     """The answer started and then failed."""
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection to a gateway; its parser lives as long as it does."""
+class _Connection:
+    """One keep-alive connection to a gateway (an asyncio protocol); its parser lives as long as it does."""
 
     def __init__(self, pool: "UpstreamPool", key, loop: asyncio.AbstractEventLoop):
         # the loop kept: asyncio.get_running_loop() makes a getpid() system call on Python 3.11
@@ -130,6 +130,9 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self):
         pass
+
+    def eof_received(self):  # the transport closes itself; connection_lost follows
+        return None
 
     # -- parser callbacks, passed to the exchange under way
     def on_header(self, name: bytes, value: bytes):

@@ -1,0 +1,12 @@
+# C types for agent_http.py when it is compiled (setup.py); the .py stays plain Python.
+cdef class AgentRequest:
+    cdef public object protocol, transport, flow, client, message_event, waiter, pending, principal
+    cdef public str method, agent_id, rid
+    cdef public bytes method_bytes, raw_path, target, forwarded
+    cdef public list headers
+    cdef public dict header_map
+    cdef public bytearray body
+    cdef public bint expect_100, more_body, response_complete, disconnected, keep_alive, started, chunked
+    cdef public bint terminated, head_only
+    cdef public int status
+    cdef public double started_at
