@@ -10,3 +10,20 @@ cdef class AgentRequest:
     cdef public bint terminated, head_only
     cdef public int status
     cdef public double started_at
+
+    cpdef void set(self)
+    cpdef object complete_body(self)
+    cpdef void start(self, int status, list lines, bint has_length)
+    cpdef void flush(self)
+    cpdef bint write(self, bytes data, bint last=*)
+    cpdef void _write_now(self, bytes data)
+    cpdef void _write_later(self, bytes data)
+    cpdef void abort(self)
+    cpdef void end(self)
+
+
+cdef class AgentTraffic:
+    cdef public object authenticator, router
+
+    cpdef object begin(self, AgentRequest request)
+    cpdef void finished(self, AgentRequest request)

@@ -29,7 +29,7 @@ from ngm.config.logging import access_log
 from ngm.errors import NgmError
 from ngm.memo import keep
 from ngm.nodes.ratelimit.limiter import header_lines
-from ngm.nodes.routing.router import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
+from ngm.nodes.routing.invoke import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
 from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
 
 log = logging.getLogger("ngm.routing")

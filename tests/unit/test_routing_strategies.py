@@ -6,7 +6,7 @@ import pytest
 
 from ngm.nodes.routing.circuit import CircuitBreakers
 from ngm.nodes.routing.nodes import strategy_nodes
-from ngm.nodes.routing.router import Refusal, Router
+from ngm.nodes.routing.router import Refusal, Router, _Forwarding
 from ngm.nodes.routing.strategies import Candidate, Policy, RoutingState, SmoothWeighted, choose, rendezvous
 from ngm.nodes.routing.table import GatewayRoute, Target
 
@@ -192,7 +192,8 @@ def test_the_routers_quick_pick_makes_the_general_paths_choice_at_every_step():
             table.policies[scope] = rng.choice(policies)
         policy, key = table.policies[scope], rng.choice(["alice", "bob", "carol"])
         expected = general.decide(*scope, routing_key=key, key_source="api_key").chosen
-        fw = SimpleNamespace(scope=scope, policy=policy, region=None, key=key, key_source="api_key")
+        fw = _Forwarding(None, None, "")  # what the router's _prepare would make of a request
+        fw.scope, fw.policy, fw.key, fw.key_source = scope, policy, key, "api_key"
         picked_quickly += quick.selectors[policy.strategy].pick(policy, targets, RoutingState(), quick.breakers.state,
                                                                 key) is not None
         try:

@@ -1,10 +1,48 @@
-# C types for router.py when it is compiled (setup.py); the .py stays plain Python.
+# C types for router.py when it is compiled (setup.py); the .py stays plain Python. The request path's steps
+# are cpdef methods with typed arguments: attributes read from the C structs, steps called as C functions.
+import cython
+
+from ngm.channels.agent_http cimport AgentRequest, AgentTraffic
+from ngm.nodes.routing.table cimport GatewayRoute, Target
+from ngm.nodes.routing.upstream cimport UpstreamResponse
+
+
 cdef class Router:
     cdef public object table, pool, breakers, stats, inflight, limiter
     cdef public dict selectors, states
 
+    cpdef object _state(self, tuple scope)
+
+    @cython.locals(fw=_Forwarding, headers=dict)
+    cpdef _Forwarding _prepare(self, AgentRequest request, object principal, str request_id)
+
+    cpdef Target _choose(self, _Forwarding fw, frozenset exclude)
+
+    @cython.locals(g=GatewayRoute)
+    cpdef object _send_or_hand_over(self, _Forwarding fw, Target target, bytes limit_lines)
+
+    @cython.locals(g=GatewayRoute)
+    cpdef bytes _limits_now(self, _Forwarding fw, Target target, object then=*)
+
+    cpdef object _refused(self, Target target, object refused)
+
+    @cython.locals(request=AgentRequest, g=GatewayRoute, head=list)
+    cpdef bytes _request_head(self, _Forwarding fw, Target target)
+
+    @cython.locals(g=GatewayRoute, failed=bint, out=list, has_length=bint)
+    cpdef bint _answer_head(self, _Forwarding fw, Target target, bytes limit_lines, UpstreamResponse response)
+
+    cpdef void _settle(self, Target target, object response, double sent_at, bint failed)
+
+    @cython.locals(request=AgentRequest, failed=bint)
+    cpdef void _on_upstream(self, _Forwarding fw, Target target, bytes limit_lines, UpstreamResponse response,
+                            double sent_at)
+
 
 cdef class _Forwarding:
-    cdef public object request, principal, scope, policy, region, key, key_source, body, owner
+    cdef public AgentRequest request
+    cdef public AgentTraffic owner
+    cdef public object principal, policy, region, key, key_source
+    cdef public tuple scope
+    cdef public bytes body, rid
     cdef public str request_id
-    cdef public bytes rid

@@ -14,11 +14,11 @@ import time
 
 from ngm.nodes.gateways.validation import ENVIRONMENTS
 from ngm.nodes.ratelimit.limiter import RateLimited
+from ngm.nodes.routing.invoke import Refusal
 from ngm.nodes.routing.strategies import Candidate, Decision, RoutingState
 from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 log = logging.getLogger("ngm.routing")
-PREFIX = "/api/v1/agents/"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
                          b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
@@ -26,30 +26,6 @@ _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"
 _NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"expect", b"authorization", b"x-api-key", b"content-length", b"x-request-id",
                                 b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 _NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server", b"x-request-id"}  # we send our own Date and id
-MAX_BODY = 10 * 1024 * 1024
-
-
-def parse_invoke_path(path: str) -> tuple[str, str] | None:
-    """'/api/v1/agents/bot/invoke/a/b' -> ('bot', '/a/b'); None when not an invoke path."""
-    if not path.startswith(PREFIX):
-        return None
-    agent, sep, rest = path[len(PREFIX):].partition("/invoke")
-    if not agent or not sep or "/" in agent or (rest and not rest.startswith("/")):
-        return None
-    return agent, rest or "/"
-
-
-def upstream_target(raw_path: bytes, query: bytes) -> bytes:
-    """The gateway's request target: the path after /invoke and the query exactly as the caller sent them
-    (percent-encoding intact)."""
-    rest = raw_path[len(PREFIX):].partition(b"/invoke")[2] or b"/"
-    return rest + b"?" + query if query else rest
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str, details=None, headers: list | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
 
 
 class Router:
