@@ -3,8 +3,8 @@ never lets a compiled module run stale code.
 
 Python imports an extension module in preference to the .py beside it, so after an edit (or a checkout) a
 build from older source would silently run. The finder below loads a compiled module only when the sha256 of
-the source beside it (and of its .pxd, if any) is the one ngm/compiled.json recorded at its build; otherwise,
-or with NGM_COMPILED=0, it loads the source.
+the source beside it (and of its .pxd, if any, and of the modules whose C types that .pxd cimports) is the one
+ngm/compiled.json recorded at its build; otherwise, or with NGM_COMPILED=0, it loads the source.
 """
 
 from __future__ import annotations
@@ -14,20 +14,29 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
 _MANIFEST = _PACKAGE / "compiled.json"
+_CIMPORT = re.compile(rb"^\s*(?:from\s+(ngm[\w.]*)\s+cimport|cimport\s+(ngm[\w.]*))", re.M)
 
 
 def source_digest(source: Path) -> str:
-    """What a compiled module is built from: its .py and, when there is one, the .pxd that gives it C types
-    (setup.py records this at the build; loaded by path there, so nothing else may be imported here)."""
+    """What a compiled module is built from: its .py, the .pxd that gives it C types when there is one, and
+    what each module whose C types that .pxd cimports is built from. Such a module run as source (edited
+    since its build) would hand this one a Python class where its C type is expected, so this one must run
+    as source too. (setup.py records this at the build; loaded by path there, so nothing else may be
+    imported here.)"""
     digest = hashlib.sha256(source.read_bytes())
     declarations = source.with_suffix(".pxd")
     if declarations.is_file():
-        digest.update(declarations.read_bytes())
+        text = declarations.read_bytes()
+        digest.update(text)
+        for match in _CIMPORT.finditer(text):
+            name = (match.group(1) or match.group(2)).decode()
+            digest.update(source_digest(_PACKAGE.parent / (name.replace(".", "/") + ".py")).encode())
     return digest.hexdigest()
 
 

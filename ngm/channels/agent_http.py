@@ -318,7 +318,19 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             # a pipelining caller's answers before uvicorn's own (a 400, say) when the loop reads this connection
             # twice in one turn (it does after a full buffer)
             self.writes.flush_for(self)
-            super().data_received(data)
+            # uvicorn's data_received, compiled here (its keep-alive timer, which it would cancel first, is
+            # never armed: see on_response_complete)
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
             request = self.unstarted
             if request is not None:
                 self.unstarted = None

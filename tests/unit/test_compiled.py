@@ -41,8 +41,10 @@ def test_a_module_edited_after_its_build_runs_from_its_source(tmp_path):
         source.write("\nMARK = 'edited'\n")
     seen = probe(tmp_path)
     assert seen["circuit"] == str(copy / "nodes/routing/circuit.py") and seen["mark"] == "edited"
-    assert seen["router"].endswith(".so")  # its source is unchanged: still compiled
-    assert seen["status"]["as_source"] == ["ngm.nodes.routing.circuit"]
+    # the router takes circuit's C types (router.pxd cimports them): with circuit as source, it runs as source
+    # too; the memory limiter takes none of them and stays compiled
+    assert seen["router"] == str(copy / "nodes/routing/router.py") and seen["memory"].endswith(".so")
+    assert seen["status"]["as_source"] == ["ngm.nodes.routing.circuit", "ngm.nodes.routing.router"]
 
 
 def test_a_module_whose_c_types_changed_after_its_build_runs_from_its_source(tmp_path):
@@ -75,14 +77,15 @@ def test_ngm_compiled_0_runs_everything_from_source():
 def test_a_rebuild_follows_a_pxd_added_and_removed(tmp_path):
     """Cython remakes a module's C when a source is newer than it; a .pxd removed since the last build is not,
     and setup.py remakes the C of a module whose sources differ from those of its build record."""
-    # this checkout with its builds, times kept (build/ holds what setuptools compares with): only circuit rebuilds
+    # this checkout with its builds, times kept (build/ holds what setuptools compares with): only it rebuilds
     shutil.copytree(PACKAGE, tmp_path / "ngm", ignore=shutil.ignore_patterns("__pycache__"))
     if (PACKAGE.parent / "build").is_dir():  # else every module compiles, slowly
         shutil.copytree(PACKAGE.parent / "build", tmp_path / "build")
     shutil.copy2(PACKAGE.parent / "setup.py", tmp_path / "setup.py")
-    declarations = tmp_path / "ngm/nodes/routing/circuit.pxd"
-    extension_type = ("import ngm.nodes.routing.circuit as c; "
-                      "print(c.__file__.endswith('.so'), hasattr(c.CircuitBreakers, '__reduce_cython__'))")
+    declarations = tmp_path / "ngm/channels/http_middleware.pxd"
+    assert not declarations.exists()
+    extension_type = ("import ngm.channels.http_middleware as m; "
+                      "print(m.__file__.endswith('.so'), hasattr(m.RequestMiddleware, '__reduce_cython__'))")
 
     def build_and_look() -> str:
         subprocess.run([sys.executable, "-W", "ignore", "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
@@ -92,8 +95,7 @@ def test_a_rebuild_follows_a_pxd_added_and_removed(tmp_path):
         assert run.returncode == 0, run.stderr
         return run.stdout.split()
 
-    declarations.write_text("cdef class CircuitBreakers:\n    cdef public object threshold, cool_down, clock, on_open, "
-                            "_circuits\n")
+    declarations.write_text("cdef class RequestMiddleware:\n    cdef public object app, limiter, authenticate\n")
     assert build_and_look() == ["True", "True"]
     declarations.unlink()
     assert build_and_look() == ["True", "False"]

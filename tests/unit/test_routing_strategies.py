@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 
 from ngm.nodes.routing.circuit import CircuitBreakers
+from ngm.nodes.routing.inflight import InFlight
 from ngm.nodes.routing.nodes import strategy_nodes
 from ngm.nodes.routing.router import Refusal, Router, _Forwarding
 from ngm.nodes.routing.strategies import Candidate, Policy, RoutingState, SmoothWeighted, choose, rendezvous
@@ -169,7 +170,7 @@ def test_the_routers_quick_pick_makes_the_general_paths_choice_at_every_step():
 
     def router():
         return Router(table, None, CircuitBreakers(threshold=2, cool_down=5, clock=lambda: clock[0]), None,
-                      SimpleNamespace(counts={}, elsewhere={}), strategy_nodes())
+                      InFlight(), strategy_nodes())
 
     quick, general = router(), router()
     picked_quickly = 0

@@ -3,12 +3,18 @@
 import cython
 
 from ngm.channels.agent_http cimport AgentRequest, AgentTraffic
+from ngm.nodes.routing.circuit cimport CircuitBreakers
+from ngm.nodes.routing.inflight cimport InFlight
 from ngm.nodes.routing.table cimport GatewayRoute, Target
+from ngm.nodes.routing.traffic cimport TrafficStats
 from ngm.nodes.routing.upstream cimport UpstreamResponse
 
 
 cdef class Router:
-    cdef public object table, pool, breakers, stats, inflight, limiter
+    cdef public object table, pool, limiter
+    cdef public CircuitBreakers breakers
+    cdef public TrafficStats stats
+    cdef public InFlight inflight
     cdef public dict selectors, states
 
     cpdef object _state(self, tuple scope)

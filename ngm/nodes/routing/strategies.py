@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 
 from ngm.memo import keep
+from ngm.nodes.routing.table import Policy
 
 STRATEGIES = ("round_robin", "least_connections", "weighted", "geographic")
 
@@ -128,25 +129,6 @@ def rendezvous(candidates: list[Candidate], key: str) -> Candidate:
         return c.weight / -math.log(u)
 
     return max(candidates, key=score)
-
-
-@dataclass
-class Policy:
-    strategy: str = "weighted"
-    sticky: bool = False
-    sticky_header: str = "X-Routing-Key"
-    fallback: str = "any_region"
-    fallback_regions: list[str] = field(default_factory=list)
-    # the sticky header's name as a request's header map holds it (lowercase bytes): made once per policy, not
-    # per routed request (policies are replaced whole, never changed)
-    sticky_key: bytes = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        self.sticky_key = self.sticky_header.lower().encode()
-
-    def view(self) -> dict:
-        return {"strategy": self.strategy, "sticky": self.sticky, "sticky_header": self.sticky_header,
-                "fallback": self.fallback, "fallback_regions": list(self.fallback_regions)}
 
 
 @dataclass(slots=True)

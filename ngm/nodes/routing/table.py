@@ -7,15 +7,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ngm.models.sql import json_list
 from ngm.nodes.gateways.validation import base_url
 from ngm.nodes.ratelimit.limiter import Limits
-from ngm.nodes.routing.strategies import Policy
 
 log = logging.getLogger("ngm.routing")
+
+
+@dataclass
+class Policy:
+    """How one agent's requests in one environment are routed (the strategies' input)."""
+
+    strategy: str = "weighted"
+    sticky: bool = False
+    sticky_header: str = "X-Routing-Key"
+    fallback: str = "any_region"
+    fallback_regions: list[str] = field(default_factory=list)
+    # the sticky header's name as a request's header map holds it (lowercase bytes): made once per policy, not
+    # per routed request (policies are replaced whole, never changed)
+    sticky_key: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.sticky_key = self.sticky_header.lower().encode()
+
+    def view(self) -> dict:
+        return {"strategy": self.strategy, "sticky": self.sticky, "sticky_header": self.sticky_header,
+                "fallback": self.fallback, "fallback_regions": list(self.fallback_regions)}
+
+
 _DEFAULT_POLICY = Policy()  # an agent without a policy of its own (never changed: policies are replaced whole)
 
 
