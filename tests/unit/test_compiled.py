@@ -55,7 +55,8 @@ def test_a_module_whose_c_types_changed_after_its_build_runs_from_its_source(tmp
         declarations.write("\n# edited\n")
     seen = probe(tmp_path)
     assert seen["memory"] == str(copy / "nodes/ratelimit/memory.py")
-    assert seen["status"]["as_source"] == ["ngm.nodes.ratelimit.memory"]
+    # and the limiter, which takes memory's C types, with it
+    assert seen["status"]["as_source"] == ["ngm.nodes.ratelimit.limiter", "ngm.nodes.ratelimit.memory"]
 
 
 def test_a_module_missing_from_the_build_record_runs_from_its_source(tmp_path):

@@ -240,9 +240,9 @@ class RateLimiter:
                                     principal.rate_limit)
             sliding, policy = limits.algorithm == SLIDING_WINDOW, policy_header(scopes)
             cached = keep(self._scopes, which, (scopes, policy, limits,
-                                                tuple(s.key for s in scopes) if sliding else None,
-                                                tuple(s.limit for s in scopes) if sliding else None,
-                                                tuple(_lines_template(s, policy) for s in scopes)), _MEMO)
+                                                tuple([s.key for s in scopes]) if sliding else None,
+                                                tuple([s.limit for s in scopes]) if sliding else None,
+                                                tuple([_lines_template(s, policy) for s in scopes])), _MEMO)
         return cached
 
     async def check_api(self, principal) -> list:
