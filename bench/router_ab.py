@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,17 +32,11 @@ SERVE = ("import sys; sys.path.insert(0, {src!r}); sys.argv[0] = 'ngm'; "
 
 
 def compile_hot_path(tree: Path) -> None:
-    """Build the other commit's compiled modules as this checkout's are built (like for like); when both build
-    alike (the same setup.py), a module whose source equals this checkout's takes this one's build."""
+    """Build the other commit's compiled modules as this checkout's are built (like for like), all of them from
+    its own sources. (This once copied this checkout's build of each module whose .py was the same: a change
+    made in a .pxd alone then ran on both sides, and read as no change.)"""
     if not (tree / "setup.py").exists():
         return
-    same_build = (tree / "setup.py").read_bytes() == (ROOT / "setup.py").read_bytes()
-    for source in tree.glob("ngm/**/*.py") if same_build else ():
-        mine = ROOT / source.relative_to(tree)
-        if mine.exists() and mine.read_bytes() == source.read_bytes():
-            for built in [mine.with_suffix(".c"), *mine.parent.glob(mine.stem + ".cpython-*.so")]:
-                if built.exists():
-                    shutil.copy(built, source.parent / built.name)  # newer than the source: not rebuilt
     subprocess.run([sys.executable, "-W", "ignore", "setup.py", "-q", "build_ext", "--inplace", "-j", "2"],
                    cwd=tree, check=True, capture_output=True)
 
