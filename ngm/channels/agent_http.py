@@ -341,7 +341,9 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.server_state.total_requests += 1
             if self.transport.is_closing():
                 return
-            self.flow.resume_reading()
+            flow = self.flow
+            if flow.read_paused:  # (uvicorn's FlowControl is interpreted: asked first, called only when paused)
+                flow.resume_reading()
             if self.pipeline:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)

@@ -17,16 +17,22 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _OURS = ("ngm", "uvicorn")
 
 
-_last_stamp = (-1, "")
+_last_stamp = (-1, "")  # (second, its text)
+_last_ms_stamp = (-1, "")  # (millisecond, its whole stamp): the access log writes dozens of lines a millisecond
 
 
 def utc_stamp(created: float) -> str:
-    """2026-11-23T12:00:00.123Z; one strftime a second, not one a line (the access log is on the hot path)."""
-    global _last_stamp
-    second = int(created)
+    """2026-11-23T12:00:00.123Z; one strftime a second and one format a millisecond, not one a line (the access
+    log is on the hot path)."""
+    global _last_stamp, _last_ms_stamp
+    ms = int(created * 1000)
+    if ms == _last_ms_stamp[0]:
+        return _last_ms_stamp[1]
+    second = ms // 1000
     if second != _last_stamp[0]:
         _last_stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_last_stamp[1]}.{int((created - second) * 1000):03d}Z"
+    _last_ms_stamp = (ms, f"{_last_stamp[1]}.{ms - second * 1000:03d}Z")
+    return _last_ms_stamp[1]
 
 
 class _UTCFormatter(logging.Formatter):
