@@ -7,11 +7,12 @@ from ngm.nodes.routing.circuit cimport CircuitBreakers
 from ngm.nodes.routing.inflight cimport InFlight
 from ngm.nodes.routing.table cimport GatewayRoute, Target
 from ngm.nodes.routing.traffic cimport TrafficStats
-from ngm.nodes.routing.upstream cimport UpstreamResponse
+from ngm.nodes.routing.upstream cimport UpstreamPool, UpstreamResponse, _Connection
 
 
 cdef class Router:
-    cdef public object table, pool, limiter
+    cdef public object table, limiter
+    cdef public UpstreamPool pool
     cdef public CircuitBreakers breakers
     cdef public TrafficStats stats
     cdef public InFlight inflight
@@ -40,6 +41,9 @@ cdef class Router:
 
     cpdef void _settle(self, Target target, object response, double sent_at, bint failed)
 
+    @cython.locals(g=GatewayRoute, conn=_Connection)
+    cpdef void _send_now(self, _Forwarding fw, Target target, bytes limit_lines, _Connection conn)
+
     @cython.locals(request=AgentRequest, failed=bint)
     cpdef void _on_upstream(self, _Forwarding fw, Target target, bytes limit_lines, UpstreamResponse response,
                             double sent_at)
@@ -50,5 +54,11 @@ cdef class _Forwarding:
     cdef public AgentTraffic owner
     cdef public object principal, policy, region, key, key_source
     cdef public tuple scope
-    cdef public bytes body, rid
+    cdef public bytes body, rid, limit_lines
     cdef public str request_id
+    cdef public Router router
+    cdef public Target target
+    cdef public UpstreamResponse response
+    cdef public double sent_at
+
+    cpdef void upstream_news(self)

@@ -313,9 +313,10 @@ class Router:
     def _send_now(self, fw: "_Forwarding", target, limit_lines: bytes, conn) -> None:
         g = target.gateway
         head = self._request_head(fw, target)
-        sent_at = time.perf_counter()
-        response = conn.send(head, fw.body, fw.request.method == "HEAD", conn.loop.time() + g.timeout, g.timeout)
-        response.callback = lambda: self._on_upstream(fw, target, limit_lines, response, sent_at)
+        fw.sent_at = time.perf_counter()
+        fw.response = conn.send(head, fw.body, fw.request.method == "HEAD", conn.loop.time() + g.timeout, g.timeout)
+        fw.router, fw.target, fw.limit_lines = self, target, limit_lines
+        fw.response.callback = fw.upstream_news
 
     def _on_upstream(self, fw: "_Forwarding", target, limit_lines: bytes, response, sent_at: float) -> None:
         """The gateway's connection has news: the whole answer (answered here), its head alone or a break
@@ -374,9 +375,16 @@ class _Forwarding:
     """One invoke request on its way: what every step needs."""
 
     __slots__ = ("request", "principal", "request_id", "rid", "scope", "policy", "region", "key", "key_source",
-                 "body", "owner")
+                 "body", "owner", "router", "target", "limit_lines", "response", "sent_at")
 
     def __init__(self, request, principal, request_id: str):
         self.request, self.principal, self.request_id = request, principal, request_id
         self.rid = request_id.encode()
         self.scope = self.policy = self.region = self.key = self.key_source = self.body = self.owner = None
+        # sent by Router._send_now: what the gateway connection's news goes on with (a bound method of this
+        # object, rather than a closure made for every request)
+        self.router = self.target = self.limit_lines = self.response = None
+        self.sent_at = 0.0
+
+    def upstream_news(self) -> None:
+        self.router._on_upstream(self, self.target, self.limit_lines, self.response, self.sent_at)
