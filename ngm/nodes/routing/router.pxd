@@ -41,12 +41,12 @@ cdef class Router:
 
     cpdef void _settle(self, Target target, object response, double sent_at, bint failed)
 
-    @cython.locals(g=GatewayRoute, conn=_Connection)
+    @cython.locals(g=GatewayRoute)
     cpdef void _send_now(self, _Forwarding fw, Target target, bytes limit_lines, _Connection conn)
 
-    @cython.locals(request=AgentRequest, failed=bint)
-    cpdef void _on_upstream(self, _Forwarding fw, Target target, bytes limit_lines, UpstreamResponse response,
-                            double sent_at)
+    @cython.locals(target=Target, limit_lines=bytes, response=UpstreamResponse, sent_at=cython.double,
+                   request=AgentRequest, failed=bint)
+    cpdef void _on_upstream(self, _Forwarding fw)
 
 
 cdef class _Forwarding:

@@ -318,10 +318,11 @@ class Router:
         fw.router, fw.target, fw.limit_lines = self, target, limit_lines
         fw.response.callback = fw.upstream_news
 
-    def _on_upstream(self, fw: "_Forwarding", target, limit_lines: bytes, response, sent_at: float) -> None:
-        """The gateway's connection has news: the whole answer (answered here), its head alone or a break
-        after it (streamed on in a coroutine), or a failure before the head (the coroutine path takes over
-        as if pool.request had met it)."""
+    def _on_upstream(self, fw: "_Forwarding") -> None:
+        """The gateway's connection has news of what _send_now sent: the whole answer (answered here), its head
+        alone or a break after it (streamed on in a coroutine), or a failure before the head (the coroutine
+        path takes over as if pool.request had met it)."""
+        target, limit_lines, response, sent_at = fw.target, fw.limit_lines, fw.response, fw.sent_at
         if response.error is None and not response.head_done:
             return  # not yet
         response.callback = None
@@ -387,4 +388,4 @@ class _Forwarding:
         self.sent_at = 0.0
 
     def upstream_news(self) -> None:
-        self.router._on_upstream(self, self.target, self.limit_lines, self.response, self.sent_at)
+        self.router._on_upstream(self)
