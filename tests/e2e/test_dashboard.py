@@ -465,3 +465,29 @@ def test_every_page_has_labelled_controls_and_readable_contrast(operator, server
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Live transitions").wait_for()
+
+
+def test_a_view_left_before_its_data_came_does_not_take_the_page_back(operator, server):
+    """The operator leaves an agent's page while its traffic figures are still on their way (held back here):
+    when they come, the page the operator went to stays shown, focused and in charge."""
+    _, key, client = org_with(server)
+    gw = client.post("/api/v1/gateways", json={"name": "late", "environment": "production",
+                                               "api_url": "https://late.example.com"}).json()
+    client.post("/api/v1/deployments", json={"gateway_id": gw["id"], "agent_id": "bot", "agent_version": "v1"})
+    page = operator.sign_in(key)
+    held = []
+    page.route("**/api/v1/agents/bot/traffic*", lambda route: held.append(route))
+    operator.go("#/agents/bot/production")
+    page.get_by_role("heading", name="Why this gateway", exact=True).wait_for()
+    # (Playwright hands the held request over only while it runs: each look lets it run a moment)
+    wait_for(lambda: page.wait_for_timeout(20) or held, 10, what="the agent page's traffic request, held back")
+    operator.go("#/gateways")
+    page.wait_for_function("() => document.getElementById('main').dataset.shown === '#/gateways'")
+    with page.expect_response("**/api/v1/agents/bot/traffic*"):  # now the late figures come
+        for route in held:
+            route.continue_()
+    page.evaluate("() => new Promise(done => setTimeout(done, 200))")  # the agent page's loading has ended
+    assert page.evaluate("() => document.getElementById('main').dataset.shown") == "#/gateways"
+    assert page.evaluate("() => document.activeElement.id") == "main"
+    assert page.get_by_role("heading", name="Gateways", exact=True).is_visible()
+    assert page.get_by_role("heading", name="Why this gateway").count() == 0

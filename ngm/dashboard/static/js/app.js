@@ -19,25 +19,39 @@ const routes = [
 const main = document.getElementById('main');
 const top = document.getElementById('top');
 let leave = null;
+let navigation = 0;  // show()'s calls: one that a newer navigation overtook while it waited must not finish
 
 async function show() {
+  const mine = ++navigation;
   if (leave) { leave(); leave = null; }
   delete main.dataset.shown;
   const hash = location.hash || '#/gateways';
   if (!session.key) return signIn(hash.startsWith('#/signin?expired') ? 'Your key is no longer accepted; sign in again.' : '');
   if (!session.me) {
-    try { session.me = await api('GET', '/keys/me'); } catch (err) { return signIn(err.message); }
+    try { session.me = await api('GET', '/keys/me'); } catch (err) { return mine === navigation && signIn(err.message); }
+    if (mine !== navigation) return;
   }
   header();
   const path = hash.split('?')[0];
   const route = routes.find(([re]) => re.test(path));
   if (!route) { location.hash = '#/gateways'; return; }
-  main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
+  // The view renders into a container of its own: one the operator has already left (its data came late)
+  // writes into a container no longer shown, never over the view that replaced it.
+  const view = h('div', { class: 'view' }, h('p', { class: 'loading' }, 'Loading…'));
+  main.replaceChildren(view);
+  let stop = null;
+  let failure = null;
   try {
-    leave = await route[1](path.match(route[0]), main) || null;
+    stop = await route[1](path.match(route[0]), view) || null;
   } catch (err) {
-    replace(main, h('p', { class: 'form-error', role: 'alert' }, err.message));
+    failure = err;
   }
+  if (mine !== navigation) {  // overtaken: stop what this view started; the newer one owns the page
+    if (stop) stop();
+    return;
+  }
+  leave = stop;
+  if (failure) replace(view, h('p', { class: 'form-error', role: 'alert' }, failure.message));
   for (const link of top.querySelectorAll('nav a')) {
     link.toggleAttribute('aria-current', path.startsWith(link.getAttribute('href')));
   }
