@@ -25,6 +25,7 @@ HOT_PATH = [
     "ngm/memo.py",
     "ngm/nodes/auth/store.py",
     "ngm/nodes/ratelimit/algorithms.py",
+    "ngm/nodes/ratelimit/leases.py",
     "ngm/nodes/ratelimit/limiter.py",
     "ngm/nodes/ratelimit/memory.py",
     "ngm/nodes/ratelimit/pipe.py",

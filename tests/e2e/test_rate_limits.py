@@ -67,12 +67,8 @@ def wait_window_start(window: float, after: float = 0.05) -> float:
     return start
 
 
-def test_four_instances_admit_exactly_the_limit_per_window(cluster):
-    servers, standin = cluster["servers"], cluster["standin"]
-    key = make_key(cluster["url"], "rl-exact")
-    limit, window = 40, 4.0
-    deploy(servers[0], key, standin, "exact", global_rate_limit=limit, rate_limit_window=window)
-    time.sleep(1.2)  # every instance has the deployment and its limits by now (they promise < 1 s)
+def hammer_one_window(servers, key: str, agent: str, window: float) -> list[int]:
+    """16 clients over the four instances from the start of a window to half a second before its end."""
     start = wait_window_start(window)
     stop_at = start + window - 0.5
     statuses: list[int] = []
@@ -81,15 +77,40 @@ def test_four_instances_admit_exactly_the_limit_per_window(cluster):
     def hammer(n: int):
         with httpx.Client() as client:
             while time.time() < stop_at:
-                code = invoke(servers[n % 4], key, "exact", client).status_code
+                code = invoke(servers[n % 4], key, agent, client).status_code
                 with lock:
                     statuses.append(code)
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(hammer, range(16)))
+    return statuses
+
+
+def test_four_instances_admit_exactly_the_limit_per_window(cluster):
+    servers, standin = cluster["servers"], cluster["standin"]
+    key = make_key(cluster["url"], "rl-exact")
+    limit, window = 40, 4.0
+    deploy(servers[0], key, standin, "exact", global_rate_limit=limit, rate_limit_window=window)
+    time.sleep(1.2)  # every instance has the deployment and its limits by now (they promise < 1 s)
+    statuses = hammer_one_window(servers, key, "exact", window)
     assert set(statuses) <= {200, 429}
     assert statuses.count(200) == limit, (statuses.count(200), len(statuses))  # none over, none short
     assert statuses.count(429) > limit  # demand was well above the limit
+
+
+def test_busy_instances_lease_quota_and_still_admit_exactly_the_limit(cluster):
+    """A limit with room for leases (busy instances take a few units at a time: leases.py): still exactly N."""
+    servers, standin = cluster["servers"], cluster["standin"]
+    key = make_key(cluster["url"], "rl-leases")
+    limit, window = 1200, 8.0
+    deploy(servers[0], key, standin, "leases", global_rate_limit=limit, rate_limit_window=window)
+    time.sleep(1.2)
+    granted_before = sum(limiter_status(s)["leases_granted"] for s in servers)
+    statuses = hammer_one_window(servers, key, "leases", window)
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(200) == limit, (statuses.count(200), len(statuses))
+    assert statuses.count(429) > 100
+    assert sum(limiter_status(s)["leases_granted"] for s in servers) > granted_before
 
 
 def test_users_are_isolated_and_refused_requests_spend_no_quota(cluster):

@@ -1,6 +1,7 @@
 # C types for limiter.py when it is compiled (setup.py); the .py stays plain Python.
 import cython
 
+from ngm.nodes.ratelimit.leases cimport Leases
 from ngm.nodes.ratelimit.memory cimport MemoryBackend
 
 
@@ -9,6 +10,7 @@ cpdef bytes _scope_lines(bytes template, long long remaining, long long reset_ms
 
 cdef class RateLimiter:
     cdef public MemoryBackend local
+    cdef public Leases leases
     cdef public object shared, redis, instance, namespace, api_limit, api_window_ms, live_instances, _task
     cdef public bint redis_up
     cdef public dict counters, _scopes

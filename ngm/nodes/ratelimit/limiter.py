@@ -5,9 +5,11 @@ Scopes of a forwarded request: the gateway (global_rate_limit), the agent on tha
 or the API key's override); 0 means unlimited and the scope is left out. All are decided together: a
 request refused by one scope is counted in none.
 
-With Redis the decision is shared by every instance. When Redis fails, each deployment's policy applies:
-fail-open (default) decides locally at limit / live instances, fail-closed answers 503. Once Redis has
-failed, requests stop trying it; a watcher probes it twice a second and switches back when it answers.
+With Redis the decision is shared by every instance; an instance that a sliding window keeps busy takes its
+quota a few units at a time (leases.py), near the limit one request at a time. When Redis fails, each
+deployment's policy applies: fail-open (default) decides locally at limit / live instances, fail-closed
+answers 503. Once Redis has failed, requests stop trying it; a watcher probes it twice a second and switches
+back when it answers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from redis.exceptions import RedisError
 
 from ngm.memo import keep
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
+from ngm.nodes.ratelimit.leases import LEASE_SHARE
 from ngm.nodes.ratelimit.memory import MemoryBackend
 from ngm.tasks import stop_tasks
 
@@ -136,6 +139,7 @@ class RateLimiter:
                  redis=None, namespace: str = "ngm", clock=time.time):
         self.local = MemoryBackend(clock)
         self.shared = redis_backend
+        self.leases = redis_backend.leases if redis_backend is not None else None
         self.redis, self.instance, self.namespace = redis, instance, namespace
         self.api_limit, self.api_window_ms = api_limit, api_window_ms
         self.redis_up = True
@@ -182,14 +186,21 @@ class RateLimiter:
     def check_then(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
                    fail_closed: bool, done) -> bytes | None:
         """check() without a coroutine: the header lines now (or RateLimited raised) when no round trip is
-        needed, else None, and done(lines, None) or done(None, exception) once Redis has answered."""
-        scopes, policy, _, _, _, templates = self._request_scopes(principal, limits, gateway_id, agent_id,
-                                                                  agent_override)
+        needed (a lease admits it, or Redis is down), else None, and done(lines, None) or done(None, exception)
+        once Redis has answered."""
+        scopes, policy, _, keys, scope_limits, templates = self._request_scopes(principal, limits, gateway_id,
+                                                                                agent_id, agent_override)
         if not scopes:
             return b""
         if not self.redis_up:
             return header_lines(_verdict(scopes, self._decide_without_redis(scopes, gateway_id, fail_closed, False),
                                          policy))
+        wishes = None
+        if keys is not None:  # sliding windows: leased quota first
+            admitted = self.leases.admit(keys, scope_limits)
+            if admitted is not None:
+                return _scope_lines(templates[admitted[0]], admitted[1], admitted[2])
+            wishes = self.leases.wishes(keys)
 
         def answered(result, error):
             try:
@@ -207,7 +218,7 @@ class RateLimiter:
                 return
             done(lines, None)
 
-        self.shared.check_then(scopes, gateway_id, answered)
+        self.shared.check_then(scopes, gateway_id, answered, wishes)
         return None
 
     def check_local(self, principal, limits: Limits, gateway_id: str, agent_id: str,
@@ -318,6 +329,8 @@ class RateLimiter:
             async for _ in self.redis.scan_iter(match=f"{self.namespace}:instances:*", count=100):
                 live += 1
             self.live_instances = max(1, live)
+            if self.leases is not None:
+                self.leases.share = LEASE_SHARE * self.live_instances
             if not self.redis_up:
                 self.redis_up = True
                 self.counters["recovered"] += 1
@@ -326,7 +339,9 @@ class RateLimiter:
             self._went_down(exc)
 
     def status(self) -> dict:
+        leases = {} if self.leases is None else {"leases_granted": self.leases.granted,
+                                                 "lease_units_given_back": self.leases.given_back}
         return {"ok": True, "backend": "redis" if self.shared is not None else "memory",
                 "mode": "shared" if self.shared is not None and self.redis_up else "local",
-                "live_instances": self.live_instances, **self.counters}
+                "live_instances": self.live_instances, **self.counters, **leases}
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import NamedTuple
 
 from redis.exceptions import NoScriptError
 
 from ngm.memo import keep
 from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
+from ngm.nodes.ratelimit.leases import LEASE_MIN, LEASE_SECONDS, Leases
 from ngm.nodes.ratelimit.pipe import Pipe, pack_items, resolve
 
 log = logging.getLogger("ngm.ratelimit")
@@ -27,7 +29,10 @@ MAX_BATCH = 128
 # and per scope: algorithm (w|t), limit, window ms, burst, name.
 # The reply, per request by its mode: '0' (check) and '1' (peek) five numbers per scope (allowed, used,
 # remaining, reset ms, retry ms); '2' (brief, the router's) when admitted three: the tightest scope's index
-# (1-based), its remaining and reset ms (all its headers need), else 0 and the five per scope.
+# (1-based), its remaining and reset ms (all its headers need), else 0 and the five per scope; '3' (brief, asking
+# for leases: leases.py) as '2', its arguments followed by the units wished for per scope, the share of what is
+# left a lease may take (1/share), the least time left in the window (ms) and the least units worth a lease, and
+# when admitted its reply by four numbers per scope: units granted, remaining, the window's index, reset ms.
 #
 # The requests of a call are decided one after the other, each on the state the ones before it left, but
 # Redis is read once (one MGET of every key the call needs) and each key written once at the end, and a
@@ -54,6 +59,7 @@ local function want(key)
 end
 local k, a, j = 0, 1, 0
 while a < #ARGV do
+  local leasing = ARGV[a + 1] == '3'
   local n = tonumber(ARGV[a + 2])
   a = a + 2
   for i = 1, n do
@@ -79,6 +85,7 @@ while a < #ARGV do
     end
     a = a + 5
   end
+  if leasing then a = a + n + 3 end
   k = k + n + 1
 end
 if #wanted > 0 then
@@ -148,7 +155,8 @@ while a < #ARGV do
     if algo == 'w' then expiry[cur_keys[j]] = window * 2 + 1000 end
     a = a + 5
   end
-  if mode == '2' and all then
+  local brief = mode == '2' or mode == '3'
+  if brief and all then
     local t = 1  -- the tightest: the least remaining, then the longest reset (as headers_for picks it)
     for i = 2, n do
       local r, rt = v[i * 5 - 2], v[t * 5 - 2]
@@ -157,7 +165,7 @@ while a < #ARGV do
     out[o + 1] = t; out[o + 2] = v[t * 5 - 2]; out[o + 3] = v[t * 5 - 1]
     o = o + 3
   else
-    if mode == '2' then o = o + 1; out[o] = 0 end
+    if brief then o = o + 1; out[o] = 0 end
     for x = 1, n * 5 do out[o + x] = v[x] end
     o = o + n * 5
   end
@@ -174,6 +182,28 @@ while a < #ARGV do
           added[key] = added[key] + 1
         end
       end
+      if mode == '3' then  -- leases (leases.py): per scope, units wished for at ARGV[a + i], then three limits
+        local share, life, least = tonumber(ARGV[a + n + 1]), tonumber(ARGV[a + n + 2]), tonumber(ARGV[a + n + 3])
+        for i = 1, n do
+          local wish, grant, index, s = tonumber(ARGV[a + i]), 0, 0, j - n + i
+          if wish > 0 and ARGV[a - (n - i) * 5 - 4] == 'w' and v[i * 5 - 1] >= life then
+            local limit, window = tonumber(ARGV[a - (n - i) * 5 - 3]), tonumber(ARGV[a - (n - i) * 5 - 2])
+            local key = cur_keys[s]
+            local u = value[prev_keys[s]] * (window - nowi % window) / window + value[key]
+            grant = floor((limit - u) / share)
+            if grant > wish then grant = wish end
+            if grant < least then
+              grant = 0
+            else
+              value[key] = value[key] + grant
+              added[key] = added[key] + grant
+              index = floor(nowi / window)
+            end
+          end
+          out[o + 1] = grant; out[o + 2] = v[i * 5 - 2]; out[o + 3] = index; out[o + 4] = v[i * 5 - 1]
+          o = o + 4
+        end
+      end
     else
       local counter = KEYS[k + n + 1]
       for i = 1, n do
@@ -186,6 +216,7 @@ while a < #ARGV do
       end
     end
   end
+  if mode == '3' then a = a + n + 3 end
   k = k + n + 1
 end
 
@@ -207,6 +238,15 @@ return out
 """
 
 
+# A lease's unused units given back: subtracted from the window's count unless it has expired meanwhile (its
+# count no longer weighs, and a key made by DECRBY would never expire).
+_GIVE_BACK = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, ARGV[i]) end
+end
+"""
+
+
 class _Request(NamedTuple):
     """What one check sends: its keys and arguments, and the same already in RESP (pipe.pack) for the pipe."""
 
@@ -216,6 +256,7 @@ class _Request(NamedTuple):
     packed_args: bytes
     scopes: list  # the list these were built from (the cache's guard)
     brief: bool  # admitted: (tightest scope's index, its remaining, reset ms) rather than every Outcome
+    wishes: tuple | None = None  # units of a lease asked for per scope (leases.py)
 
 
 def _joined(batch: list) -> tuple[list, list]:
@@ -235,6 +276,9 @@ class RedisBackend:
         self._queue: list[tuple] = []  # (request, number of scopes, peek, answered(outcomes, error)) this turn
         self._flush_soon = False
         self._requests: dict[tuple, _Request] = {}
+        self.leases = Leases(self.give_back)
+        self._give_back = redis.register_script(_GIVE_BACK)
+        self._returns: list[tuple[str, int]] = []  # (window's key, units) to give back this turn
 
     def _request(self, scopes: list[Scope], counter: str, peek: bool, brief: bool = False) -> _Request:
         """Built once per list of scopes (the limiter keeps one per caller): a check then packs nothing."""
@@ -259,11 +303,15 @@ class RedisBackend:
         self._enqueue(request, len(scopes), peek, lambda outcomes, error: resolve(future, outcomes, error))
         return await future
 
-    def check_then(self, scopes: list[Scope], counter: str, answered) -> None:
+    def check_then(self, scopes: list[Scope], counter: str, answered, wishes: tuple | None = None) -> None:
         """check() without a coroutine: answered(result, error) once Redis has replied (or failed). The result of
         an admitted request is (index of the tightest scope, its remaining, ms until its reset), all its headers
-        need; of a refused one, its Outcomes."""
-        self._enqueue(self._request(scopes, counter, False, True), len(scopes), False, answered)
+        need; of a refused one, its Outcomes. `wishes`: leases asked for with it (Leases.wishes())."""
+        request = self._request(scopes, counter, False, True)
+        if wishes is not None:  # its own arguments: asked for once a lease at most, not worth keeping
+            args = ["3", *request.args[1:], *wishes, self.leases.share, int(LEASE_SECONDS * 1000), LEASE_MIN]
+            request = request._replace(args=args, packed_args=pack_items(args), wishes=wishes)
+        self._enqueue(request, len(scopes), False, answered)
 
     def _enqueue(self, request: _Request, n: int, peek: bool, answered) -> None:
         self._queue.append((request, n, peek, answered))
@@ -275,6 +323,7 @@ class RedisBackend:
         """The requests of one loop turn go as one script call, without waiting for earlier calls' replies."""
         self._flush_soon = False
         queue, self._queue = self._queue, []
+        sent_at = time.monotonic()
         for start in range(0, len(queue), MAX_BATCH):
             batch = queue[start:start + MAX_BATCH]
             if self._pipe is not None:
@@ -283,24 +332,27 @@ class RedisBackend:
                 head = b"*%d\r\n" % (3 + nkeys + nargs) + pack_items(["EVALSHA", self._script.sha, nkeys])
                 self._pipe.send(b"".join([head, *(r.packed_keys for r, *_ in batch), b"$0\r\n\r\n",
                                           *(r.packed_args for r, *_ in batch)]),
-                                lambda reply, error, batch=batch: self._answer(batch, reply, error))
+                                lambda reply, error, batch=batch: self._answer(batch, reply, error, sent_at))
             else:
                 self._call_later(batch, self._call(*_joined(batch)))
 
     def _call_later(self, batch: list, call) -> None:
+        sent_at = time.monotonic()
+
         def done(f: asyncio.Future) -> None:
             error = ConnectionError("cancelled") if f.cancelled() else f.exception()
-            self._answer(batch, None if error else f.result(), error)
+            self._answer(batch, None if error else f.result(), error, sent_at)
 
         asyncio.ensure_future(call).add_done_callback(done)
 
-    def _answer(self, batch: list, reply: list | None, error: BaseException | None) -> None:
+    def _answer(self, batch: list, reply: list | None, error: BaseException | None, sent_at: float) -> None:
         if isinstance(error, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
             keys, args = _joined(batch)
             self._call_later(batch, self._script(keys=keys, args=args))
             return
         at, result = 0, None
         for request, n, peek, answered in batch:  # every waiting request learns its result, or that Redis failed
+            grants = None
             if error is None:
                 if not request.brief:
                     result = self._outcomes(reply[at:at + n * 5], peek)
@@ -308,13 +360,36 @@ class RedisBackend:
                 elif reply[at]:
                     result = (reply[at] - 1, reply[at + 1], reply[at + 2])
                     at += 3
+                    if request.wishes is not None:
+                        grants = reply[at:at + n * 4]
+                        at += n * 4
                 else:
                     result = self._outcomes(reply[at + 1:at + 1 + n * 5], False)
                     at += 1 + n * 5
+            if request.wishes is not None:  # granted or not, the scopes may ask again
+                self.leases.granted_in(tuple([s.key for s in request.scopes]),
+                                       tuple([s.limit for s in request.scopes]), request.wishes, grants, sent_at)
             try:
                 answered(result, error)
             except Exception:  # one caller's bug must not leave the rest of the batch unanswered
                 log.exception("rate-limit check's continuation failed")
+
+    def give_back(self, key: str, index: int, units: int) -> None:
+        """A lease's unused units taken off the count of the window it was counted in (the turn's in one call)."""
+        if not self._returns:
+            asyncio.get_running_loop().call_soon(self._send_returns)
+        self._returns.append((f"{self.prefix}{key}:{index}", units))
+
+    def _send_returns(self) -> None:
+        returns, self._returns = self._returns, []
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:  # the count stays high: fewer admitted, never more
+                log.info("rate limits: unused lease units not given back (%s)",
+                         "cancelled" if f.cancelled() else type(f.exception()).__name__)
+
+        call = self._give_back(keys=[key for key, _ in returns], args=[units for _, units in returns])
+        asyncio.ensure_future(call).add_done_callback(done)
 
     async def _call(self, keys: list, args: list) -> list:
         try:  # EVALSHA straight away: redis-py's Script wrapper costs a tenth of a check
