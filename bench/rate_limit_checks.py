@@ -1,6 +1,8 @@
 """Checks per second and p50/p99 latency of the Redis rate-limit backend (one Lua script deciding three
 scopes per request) with 1 and 50 concurrent callers, next to a raw INCR loop on the same client and Redis
 and `redis-benchmark -t incr` when installed, all in the same run. Goal: >= 60% of the raw round-trip rate.
+Then the router's check of the same three scopes (RateLimiter.check_then), where a busy caller's requests
+are mostly admitted by leases of quota (leases.py) without a round trip.
 
     .venv/bin/python bench/rate_limit_checks.py [--seconds 5] [--redis redis://127.0.0.1:6379/0]
 """
@@ -16,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -23,6 +26,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import pct, print_table  # noqa: E402
 from ngm.nodes.ratelimit.algorithms import Scope  # noqa: E402
+from ngm.nodes.ratelimit.limiter import Limits, RateLimiter  # noqa: E402
 from ngm.nodes.ratelimit.redis_backend import RedisBackend  # noqa: E402
 
 
@@ -66,6 +70,15 @@ async def main() -> None:
     scopes = [Scope("gateway", "g:bench:w60000", 10**9, 60_000), Scope("agent", "a:bench:bot:w60000", 10**9, 60_000),
               Scope("user", "u:bench:key:w60000", 10**9, 60_000)]
     counter = f"{namespace}:incr"
+    limiter = RateLimiter(RedisBackend(client, namespace))
+    limits = Limits(10**9, 10**9, 10**9, 60_000)
+    caller = SimpleNamespace(key_id="key", rate_limit=None)  # what the limiter reads of a principal
+
+    async def router_check() -> None:
+        answer = asyncio.get_running_loop().create_future()
+        if limiter.check_then(caller, limits, "bench", "bot", None, False,
+                              lambda lines, error: answer.set_result(lines)) is None:
+            await answer
     rows = []
     try:
         await backend.check(scopes, "bench")  # load the script
@@ -80,6 +93,9 @@ async def main() -> None:
             if tool:
                 rows.append([f"redis-benchmark -t incr -c {callers}", f"{tool:,.0f}", "-", "-",
                              f"{tool / raw[0]:.2f}x"])
+            router = await measure(router_check, callers, args.seconds)
+            rows.append([f"router's check (leases), {callers}", f"{router[0]:,.0f}", f"{router[1]:.3f}",
+                         f"{router[2]:.3f}", f"{router[0] / raw[0]:.2f}x"])
     finally:
         async for key in client.scan_iter(match=namespace + "*"):
             await client.delete(key)
