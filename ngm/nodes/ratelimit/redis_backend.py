@@ -277,7 +277,7 @@ class RedisBackend:
         self._flush_soon = False
         self._requests: dict[tuple, _Request] = {}
         self.leases = Leases(self.give_back)
-        self._give_back = redis.register_script(_GIVE_BACK)
+        self._give_back_script = redis.register_script(_GIVE_BACK)
         self._returns: list[tuple[str, int]] = []  # (window's key, units) to give back this turn
 
     def _request(self, scopes: list[Scope], counter: str, peek: bool, brief: bool = False) -> _Request:
@@ -388,7 +388,7 @@ class RedisBackend:
                 log.info("rate limits: unused lease units not given back (%s)",
                          "cancelled" if f.cancelled() else type(f.exception()).__name__)
 
-        call = self._give_back(keys=[key for key, _ in returns], args=[units for _, units in returns])
+        call = self._give_back_script(keys=[key for key, _ in returns], args=[units for _, units in returns])
         asyncio.ensure_future(call).add_done_callback(done)
 
     async def _call(self, keys: list, args: list) -> list:
