@@ -166,3 +166,15 @@ async def test_no_lease_is_asked_for_below_the_least_demand_nor_again_soon_after
     assert leases.wishes(KEYS) is None and leases.granted == 0
     leases.granted_in(KEYS, LIMITS, (1, 0), None, time.monotonic())  # a failed ask is not a grant either
     assert leases.granted == 0
+
+
+async def test_an_instance_that_stops_gives_its_unused_units_back(instances):
+    [limiter] = await instances(1)
+    limits = Limits(global_limit=1_000_000, window_ms=60_000)
+    room_in_window(60, room=5)
+    for _ in range(40):
+        await check(limiter, limits)
+    assert limiter.leases.granted >= 1
+    assert await used_in_redis(limiter, 1_000_000) > 40  # a lease's units, not all used yet
+    await limiter.stop()  # at once, long before the lease would end
+    assert await used_in_redis(limiter, 1_000_000) == 40

@@ -134,6 +134,12 @@ class Leases:
             self.granted += 1
             asyncio.get_running_loop().call_later(h.until - now, self._expire, keys[i], h, h.serial)
 
+    def release_all(self) -> None:
+        """Every lease's unused units given back (the instance stops: they would count until the window ends)."""
+        for key, h in list(self.held.items()):
+            if h.units > 0:
+                self._return(key, h)
+
     def _expire(self, key: str, h: Held, serial: int) -> None:
         if h.serial == serial and h.units > 0:
             self._return(key, h)

@@ -315,6 +315,11 @@ class RateLimiter:
     async def stop(self) -> None:
         if self._task is not None:
             await stop_tasks([self._task])
+        if self.shared is not None and self.redis_up:
+            try:  # leased units not used would count until their window ends
+                await asyncio.wait_for(self.shared.give_back_all(), 1)
+            except _REDIS_DOWN as exc:
+                log.info("rate limits: unused lease units not given back at stop (%s)", type(exc).__name__)
 
     async def _watch(self) -> None:
         while True:

@@ -381,15 +381,22 @@ class RedisBackend:
         self._returns.append((f"{self.prefix}{key}:{index}", units))
 
     def _send_returns(self) -> None:
-        returns, self._returns = self._returns, []
-
         def done(f: asyncio.Future) -> None:
             if f.cancelled() or f.exception() is not None:  # the count stays high: fewer admitted, never more
                 log.info("rate limits: unused lease units not given back (%s)",
                          "cancelled" if f.cancelled() else type(f.exception()).__name__)
 
-        call = self._give_back_script(keys=[key for key, _ in returns], args=[units for _, units in returns])
-        asyncio.ensure_future(call).add_done_callback(done)
+        asyncio.ensure_future(self._give_back_now()).add_done_callback(done)
+
+    async def give_back_all(self) -> None:
+        """Every lease's unused units given back now (the instance stops)."""
+        self.leases.release_all()
+        await self._give_back_now()
+
+    async def _give_back_now(self) -> None:
+        returns, self._returns = self._returns, []
+        if returns:
+            await self._give_back_script(keys=[key for key, _ in returns], args=[units for _, units in returns])
 
     async def _call(self, keys: list, args: list) -> list:
         try:  # EVALSHA straight away: redis-py's Script wrapper costs a tenth of a check
