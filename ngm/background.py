@@ -9,6 +9,7 @@ import logging
 import time
 from datetime import timedelta
 
+from ngm.models.database import DatabaseUnavailable
 from ngm.models.rows import utcnow
 from ngm.tasks import stop_tasks
 
@@ -25,7 +26,7 @@ class BackgroundServices:
         self.lease = ctx.lease
         self.monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound,
                                      concurrency=s.monitor_concurrency)
-        self.dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.outbound, s.webhook_max_attempts)
+        self.dispatcher = WebhookDispatcher(ctx.database, ctx.keyring, ctx.outbound, s.webhook_max_attempts)
         self.prune_every, self.dispatch_every = prune_every, dispatch_every
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
@@ -48,6 +49,8 @@ class BackgroundServices:
                 await job()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:  # logged once per outage where it was found; try again shortly
+                await self._sleep(1.0)
             except Exception:
                 log.exception("background job %s failed; restarting in 1 s", name)
                 await asyncio.sleep(1.0)
@@ -113,4 +116,4 @@ class BackgroundServices:
 
     def status(self) -> dict:
         return {"leader": self.lease.may_work, "mode": self.lease.mode, "gateways": len(self.monitor.gateways),
-                "probes": self.monitor.probes}
+                "probes": self.monitor.probes, "unrecorded": self.monitor.unrecorded}

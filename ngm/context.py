@@ -1,7 +1,8 @@
 """What every node and channel needs at run time: settings, database, keyring, HTTP client.
 
 One AppContext per process (tests may open several). The executor binds it to a ContextVar around each
-workflow execution, so Kailash nodes reach it without passing live objects through workflow inputs.
+workflow execution, with the operation's transaction, so Kailash nodes reach both without passing live
+objects through workflow inputs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ngm.config import Settings
+from ngm.models.database import Database, Transaction
 
 log = logging.getLogger("ngm.context")
 _current: contextvars.ContextVar["AppContext"] = contextvars.ContextVar("ngm_app_context")
+_transaction: contextvars.ContextVar["Transaction | None"] = contextvars.ContextVar("ngm_transaction",
+                                                                                     default=None)
 
 
 def current() -> "AppContext":
@@ -25,18 +29,23 @@ def current() -> "AppContext":
         raise RuntimeError("no AppContext bound: run nodes through ngm.workflows.executor") from None
 
 
-def bind(ctx: "AppContext"):
-    return _current.set(ctx)
+def current_transaction() -> "Transaction | None":
+    return _transaction.get()
 
 
-def unbind(token) -> None:
-    _current.reset(token)
+def bind(ctx: "AppContext", transaction: "Transaction | None" = None):
+    return _current.set(ctx), _transaction.set(transaction)
+
+
+def unbind(tokens) -> None:
+    _current.reset(tokens[0])
+    _transaction.reset(tokens[1])
 
 
 @dataclass
 class AppContext:
     settings: Settings
-    db: Any
+    database: Database
     keyring: Any
     outbound: Any  # OutboundClient: every call to an operator-configured address (probes, webhooks)
     redis: Any = None  # redis.asyncio client when NGM_REDIS_URL is set
@@ -57,15 +66,13 @@ class AppContext:
         from ngm.nodes.events.bus import LocalBus, RedisBus
         from ngm.nodes.health.lease import LocalLease, RedisLease
         from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
-        from ngm.nodes.secrets.keyring import load_keyring
-        from ngm.nodes.secrets.verify import verify_stored_secrets
+        from ngm.nodes.secrets.verify import open_keyring
 
-        keyring = load_keyring(settings.encryption_keys, settings.encryption_key_file, create=create_key_file)
-        db = await open_database(settings.database_url)
+        database = await open_database(settings.database_url)
         try:
-            await verify_stored_secrets(db, keyring)
+            keyring = await open_keyring(database, settings, create=create_key_file)
         except Exception:
-            await db.close_async()
+            await database.close()
             raise
         outbound = OutboundClient(OutboundPolicy.from_setting(settings.outbound_allow),
                                   max_connections=max(settings.monitor_concurrency, 16))
@@ -74,7 +81,7 @@ class AppContext:
             import redis.asyncio as aioredis
 
             redis = aioredis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return cls(settings=settings, db=db, keyring=keyring, outbound=outbound, redis=redis,
+        return cls(settings=settings, database=database, keyring=keyring, outbound=outbound, redis=redis,
                    bus=RedisBus(redis, f"{settings.redis_namespace}:events") if redis else LocalBus(),
                    lease=RedisLease(redis, f"{settings.redis_namespace}:monitor-lease",
                                     settings.monitor_lease_seconds) if redis else LocalLease())
@@ -92,7 +99,7 @@ class AppContext:
         if self._auth is None:
             from ngm.nodes.auth.store import KeyAuthenticator
 
-            self._auth = KeyAuthenticator(self.db, ttl=self.settings.auth_cache_seconds)
+            self._auth = KeyAuthenticator(self.database, ttl=self.settings.auth_cache_seconds)
         return self._auth
 
     @property
@@ -100,7 +107,7 @@ class AppContext:
         if self._health_store is None:
             from ngm.nodes.health.store import HealthStore
 
-            self._health_store = HealthStore(self.settings.database_url)
+            self._health_store = HealthStore(self.database)
         return self._health_store
 
     @property
@@ -159,7 +166,7 @@ class AppContext:
         from ngm.nodes.routing.table import RoutingTable
         from ngm.nodes.routing.traffic import TrafficStats
 
-        table = RoutingTable(self.health_store.sql, self.keyring)
+        table = RoutingTable(self.database, self.keyring)
         await table.refresh()
         return Router(table, None, CircuitBreakers(), TrafficStats(), self.inflight, strategy_nodes())
 
@@ -201,8 +208,6 @@ class AppContext:
         await self.outbound.close()
         if self.bus is not None:
             await self.bus.close()
-        if self._health_store is not None:
-            await self._health_store.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self._limiter is not None and self._limiter.redis is not None:
@@ -210,4 +215,4 @@ class AppContext:
             await self._limiter.redis.aclose()
         if self._runtime is not None:
             self._runtime.close()
-        await self.db.close_async()
+        await self.database.close()

@@ -12,6 +12,7 @@ from typing import Any
 class NgmError(Exception):
     status = 500
     code = "internal_error"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, message: str, *, field: str | None = None, details: Any = None, code: str | None = None):
         super().__init__(message)
@@ -64,6 +65,14 @@ class Unavailable(NgmError):
     code = "unavailable"
 
 
+class BodyTooLarge(NgmError):
+    status = 413
+    code = "body_too_large"
+
+    def __init__(self, limit: int):
+        super().__init__(f"request bodies are limited to {limit} bytes", field="body")
+
+
 class RateLimitExceeded(NgmError):
     status = 429
     code = "rate_limited"
@@ -74,11 +83,12 @@ class BadGateway(NgmError):
     code = "bad_gateway"
 
 
-def find_ngm_error(exc: BaseException | None) -> NgmError | None:
-    """Kailash wraps node exceptions (WorkflowExecutionError -> NodeExecutionError -> ours)."""
+def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in exc's chain: Kailash wraps node exceptions (WorkflowExecutionError ->
+    NodeExecutionError -> ours)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, NgmError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__

@@ -45,6 +45,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     from ngm.channels.rest import install_error_handlers, mount_operations
     from ngm.channels.sse import mount_event_stream
     from ngm.dashboard import mount_dashboard
+    from ngm.nodes.routing.invoke import trusted_networks
     from ngm.workflows import load_operations
     from ngm.workflows.executor import Executor
 
@@ -100,12 +101,12 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
 
     @fa.get("/readyz", include_in_schema=False)
     async def readyz():
-        checks, ready = await readiness(ctx, services)
-        return JSONResponse({"status": "ready" if ready else "not_ready", "instance": INSTANCE, "checks": checks},
-                            status_code=200 if ready else 503)
+        checks, status = await readiness(ctx, services)
+        return JSONResponse({"status": status, "instance": INSTANCE, "checks": checks},
+                            status_code=503 if status == "not_ready" else 200)
 
     async def call_tool(op, params, resource_id, request_ctx):
-        return await executor.run(op, principal_of_request(request_ctx), params, resource_id)
+        return await executor.run(op, principal_of_request(request_ctx), params, resource_id, source="json")
 
     mcp = build_mcp_server(registry, call_tool)
     # API keys guard /mcp, so the SDK's DNS-rebinding Host check adds nothing and would break proxies.
@@ -121,7 +122,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     # Outermost, in front of FastAPI's own middleware.
     fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, limiter=ctx.limiter)
     # Agent traffic never reaches the ASGI app: the server's protocol hands it to the router (agent_http.py).
-    fa.state.agent_traffic = AgentTraffic(ctx.auth, routing.router)
+    fa.state.agent_traffic = AgentTraffic(ctx.auth, routing.router, trusted_networks(ctx.settings.trusted_proxies))
     return app
 
 
@@ -138,23 +139,54 @@ def _run_during_lifespan(fa, context_factory) -> None:
     fa.router.lifespan_context = lifespan
 
 
-async def readiness(ctx: AppContext, services=None) -> tuple[dict, bool]:
-    checks = {}
+async def readiness(ctx: AppContext, services=None) -> tuple[dict, str]:
+    """Each dependency's state: ok, degraded (a fallback is serving: what it degrades is said) or down. The
+    instance is ready while it can serve agent traffic: the router works from its last snapshot when the
+    database is down, and rate limits fall back per deployment when Redis is, so both are `degraded`
+    (200 with status "degraded"), not "not_ready" (503)."""
+    checks: dict[str, dict] = {}
     start = time.perf_counter()
     try:
-        await asyncio.wait_for(ctx.db.express.count("ApiKey", filter={}), timeout=2.0)
-        checks["database"] = {"ok": True, "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
+        await asyncio.wait_for(ctx.database.ping(), timeout=2.0)
+        checks["database"] = {"state": "ok", "latency_ms": round((time.perf_counter() - start) * 1000, 1)}
     except Exception as exc:  # reported, not raised: this is what readiness is for
-        checks["database"] = {"ok": False, "error": type(exc).__name__}
-    checks["encryption"] = {"ok": ctx.keyring.key_count > 0, "keys": ctx.keyring.key_count}
+        ctx.database.availability.failed(exc)
+        checks["database"] = {"state": "down", "error": type(exc).__name__,
+                              "degraded": "management operations answer 503; the router serves from its last snapshot"}
+    checks["database"]["outages"] = ctx.database.availability.outages
+    checks["encryption"] = {"state": "ok" if ctx.keyring.key_count > 0 else "down", "keys": ctx.keyring.key_count}
     if ctx.redis is not None:
         try:
             await asyncio.wait_for(ctx.redis.ping(), timeout=1.0)
-            checks["redis"] = {"ok": True}
-        except Exception as exc:  # reported, not fatal: the monitor and limits have fallbacks
-            checks["redis"] = {"ok": True, "reachable": False, "error": type(exc).__name__}
-    checks["rate_limits"] = ctx.limiter.status()
-    checks["monitor"] = {"ok": True, **services.status()} if services is not None else {"ok": True,
-                                                                                          "enabled": False}
-    checks["hot_path"] = {"ok": True, **compiled.status()}  # informational: as source it is slower, not wrong
-    return checks, all(c["ok"] for c in checks.values())
+            checks["redis"] = {"state": "ok"}
+        except Exception as exc:  # reported, not fatal: limits, counts and the monitor have fallbacks
+            checks["redis"] = {"state": "down", "error": type(exc).__name__,
+                               "degraded": "shared rate limits, in-flight counts, traffic figures, events and the "
+                                           "monitor lease fall back to this instance (see their checks)"}
+    limits = ctx.limiter.status()
+    degraded = limits["backend"] == "redis" and limits["mode"] != "shared"
+    checks["rate_limits"] = {"state": "degraded" if degraded else "ok", **limits}
+    if degraded:
+        checks["rate_limits"]["degraded"] = ("Redis unreachable: fail-open deployments are limited locally at "
+                                             "limit / live instances; fail-closed deployments answer 503")
+    if ctx.redis is not None:
+        checks["in_flight"] = ctx.inflight.fallback.status()
+    if ctx.routing is not None and ctx.routing.redis_traffic is not None:
+        checks["traffic_figures"] = ctx.routing.traffic_fallback.status()
+    if services is not None:
+        monitor = services.status()
+        lease = services.lease
+        fallback = getattr(lease, "fallback", False)
+        unreachable = getattr(lease, "unreachable", False)
+        state = "degraded" if fallback or unreachable else "ok"
+        checks["monitor"] = {"state": state, **monitor}
+        if state == "degraded":
+            checks["monitor"]["degraded"] = lease.mode
+    else:
+        checks["monitor"] = {"state": "ok", "enabled": False}
+    checks["hot_path"] = {"state": "ok", **compiled.status()}  # informational: as source it is slower, not wrong
+    for check in checks.values():  # ok: what earlier versions of /readyz said, kept for scripts reading it
+        check["ok"] = check["state"] == "ok"
+    states = {c["state"] for c in checks.values()}
+    fatal = checks["encryption"]["state"] != "ok"
+    return checks, "not_ready" if fatal else "degraded" if states - {"ok"} else "ready"

@@ -111,6 +111,7 @@ def _shared_port_socket(host: str, port: int):
 
 async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None = None) -> int:
     from ngm.context import AppContext
+    from ngm.models.query import count
     from ngm.nexus_app import build_app
     from ngm.nodes.secrets.keyring import KeyringError
 
@@ -120,7 +121,7 @@ async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None 
         log.error("cannot start: %s", exc.message)
         return 2
     try:
-        if await ctx.db.express.count("ApiKey", filter={"revoked_at": None}) == 0:
+        if await count(ctx.database, "ApiKey", {"revoked_at": None}) == 0:
             log.warning("no API keys yet: create the first with `ngm keys create --org ORG --role org_owner`")
         app = build_app(ctx)
         # Everything built so far lives as long as the process: keep it out of the collector's full passes,

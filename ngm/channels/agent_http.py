@@ -18,7 +18,6 @@ import http
 import json
 import logging
 import time
-import urllib.parse
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -29,7 +28,7 @@ from ngm.config.logging import access_log
 from ngm.errors import NgmError
 from ngm.memo import keep
 from ngm.nodes.ratelimit.limiter import header_lines
-from ngm.nodes.routing.invoke import MAX_BODY, PREFIX, Refusal, parse_invoke_path, upstream_target
+from ngm.nodes.routing.invoke import MAX_BODY, PREFIX, Refusal, forwarded_lines, invoke_target, is_trusted
 from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
 
 log = logging.getLogger("ngm.routing")
@@ -209,8 +208,9 @@ class AgentRequest:
 class AgentTraffic:
     """Authenticate, forward, log: what RequestMiddleware does for the ASGI app, for agent traffic."""
 
-    def __init__(self, authenticator, router):
+    def __init__(self, authenticator, router, trusted: tuple = ()):
         self.authenticator, self.router = authenticator, router
+        self.trusted = trusted  # NGM_TRUSTED_PROXIES: whose X-Forwarded-* are believed
 
     def begin(self, request: AgentRequest):
         """Start serving a request whose head (and whatever body came with it) is in: without a coroutine
@@ -220,6 +220,14 @@ class AgentTraffic:
         request.rid = request_id(headers.get(b"x-request-id"))
         body = request.complete_body()
         try:
+            if request.target is None:
+                raise Refusal(400, "invalid_path", "the path may not contain dot segments ('.', '..'), encoded "
+                                                   "slashes or backslashes, in any encoding",
+                              [{"field": "path", "message": "could leave the gateway's base path"}])
+            if request.forwarded is None:  # from a trusted proxy: its chain, extended
+                client = request.client
+                request.forwarded = forwarded_lines(client[0] if client else "", request.protocol.scheme, headers,
+                                                    self.trusted)
             principal = self.authenticator.cached(presented_key(headers))
             if principal is None or body is None:  # the key to load, the body to wait for
                 return self.serve(request)
@@ -266,8 +274,11 @@ class AgentTraffic:
             request.abort()
             return
         rid = [(b"x-request-id", request.rid.encode())]
-        if isinstance(exc, NgmError):  # authentication
-            request.reply_json(exc.status, exc.to_body(), [*rid, (b"www-authenticate", b'Bearer realm="ngm"')])
+        if isinstance(exc, NgmError):  # authentication: refused (401), or not known while the database is down
+            extra = [(b"www-authenticate", b'Bearer realm="ngm"')] if exc.status == 401 else []
+            if exc.retry_after:
+                extra.append((b"retry-after", str(exc.retry_after).encode()))
+            request.reply_json(exc.status, exc.to_body(), [*rid, *extra])
         elif isinstance(exc, Refusal):
             request.reply_json(exc.status, {"error": {"code": exc.code, "message": exc.message,
                                                       "details": exc.details}}, [*rid, *(exc.headers or ())])
@@ -281,14 +292,12 @@ _invoke_targets: dict[bytes, tuple | None] = {}
 _UNSEEN = object()
 
 
-def _invoke_target(url: bytes) -> tuple[str, bytes, bytes] | None:
+def _invoke_target(url: bytes) -> tuple[str, bytes, bytes | None] | None:
+    """(agent id, raw path, the gateway's target: None when the path could leave the gateway's base path)."""
     parsed = httptools.parse_url(url)  # raises on an invalid target, as uvicorn's own parse does: a 400
     raw_path = parsed.path
-    path = raw_path.decode("ascii")
-    if "%" in path:
-        path = urllib.parse.unquote(path)
-    invoke = parse_invoke_path(path)
-    target = None if invoke is None else (invoke[0], raw_path, upstream_target(raw_path, parsed.query or b""))
+    invoke = invoke_target(raw_path, parsed.query or b"")
+    target = None if invoke is None else (invoke[0], raw_path, invoke[1])
     return keep(_invoke_targets, url, target, 4096)
 
 
@@ -303,15 +312,16 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         idle_timer = None
         unstarted: AgentRequest | None = None  # begun once the parser has had all the bytes that came
         writes: TurnWrites
-        forwarded = b"\r\n"
+        forwarded: bytes | None = b"\r\n"  # None: from a trusted proxy, made per request (AgentTraffic.begin)
         unflushed = False  # the end of an answer waits in `writes` (whatever uvicorn writes must follow it)
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
             super().connection_made(transport)
             # what every request forwarded from this connection tells the gateway about it
-            self.forwarded = b"\r\nx-forwarded-proto: %b\r\nx-forwarded-for: %b\r\n" % (
-                self.scheme.encode(), (self.client[0] if self.client else "").encode())
+            peer = self.client[0] if self.client else ""
+            self.forwarded = (None if is_trusted(peer, traffic.trusted)
+                              else forwarded_lines(peer, self.scheme))
 
         def data_received(self, data: bytes) -> None:
             self.idle_since = None

@@ -352,7 +352,8 @@ def _build_tree() -> None:
 @click.option("--prune", is_flag=True, help="key file only: remove the old keys once nothing needs them")
 @click.option("--json", "as_json", is_flag=True)
 def rotate_encryption(prune, as_json):
-    """Re-encrypt every stored gateway key under the newest encryption key (no downtime)."""
+    """Re-encrypt every stored secret (gateway keys, webhook signing secrets) under the newest encryption key
+    (no downtime)."""
     from ngm.nodes.secrets.rotation import rotate_encryption as rotate
 
     try:
@@ -362,8 +363,11 @@ def rotate_encryption(prune, as_json):
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"re-encrypted {result['reencrypted']} gateway key(s); {result['source']} now holds "
-                   f"{result['keys']} key(s)")
+        click.echo(f"re-encrypted {result['reencrypted']} stored secret(s) (gateway keys and webhook secrets); "
+                   f"{result['source']} now holds {result['keys']} key(s)")
+        if result["left_under_other_keys"]:
+            click.echo(f"warning: {result['left_under_other_keys']} stored secret(s) are under a key other than the "
+                       "newest: run it again before removing old keys", err=True)
 
 
 _build_tree()

@@ -1,8 +1,12 @@
-"""One ASGI middleware for every HTTP request: request id, API-key authentication, access log.
+"""One ASGI middleware for every HTTP request: request id, API-key authentication, the body limit, access log.
 
 Pure ASGI (not BaseHTTPMiddleware) so streamed responses (SSE) pass through unbuffered. The access line
 names the key id, never the key, and logs the path without the query. Agent traffic (the forwarding
 router) never gets here: ngm/channels/agent_http.py serves it on the connection.
+
+Bodies: a declared length over the limit is refused (413) once the key is known, before anything is read;
+the REST routes read at most the limit after their role check (ngm/channels/rest.py); MCP's transport
+reads the body itself, so the middleware reads it first, at most the limit, and hands it on.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import re
 import time
 
 from ngm.config.logging import access_log
-from ngm.errors import NgmError, RateLimitExceeded
+from ngm.errors import BodyTooLarge, NgmError, RateLimitExceeded
 from ngm.nodes.ratelimit.limiter import RateLimited
 
 PROTECTED_PREFIXES = ("/api/", "/mcp")
+MAX_BODY_BYTES = 1024 * 1024  # management and MCP bodies are small; agent traffic has its own limit
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
 _ID_PREFIX = os.urandom(8).hex()
 _ids = itertools.count(1)
@@ -45,6 +50,8 @@ async def send_error(send, exc: NgmError, request_id: str, extra_headers: list |
     body = json.dumps(exc.to_body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"x-request-id", request_id.encode())] + (extra_headers or [])
+    if getattr(exc, "retry_after", None):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -78,7 +85,8 @@ class RequestMiddleware:
                     principal = await self.authenticate(presented_key(headers))
                 except NgmError as exc:
                     status["code"] = exc.status
-                    return await send_error(send, exc, rid, [(b"www-authenticate", b'Bearer realm="ngm"')])
+                    challenge = [(b"www-authenticate", b'Bearer realm="ngm"')] if exc.status == 401 else []
+                    return await send_error(send, exc, rid, challenge)
                 scope["state"]["principal"] = principal
                 if self.limiter is not None:
                     try:
@@ -87,9 +95,43 @@ class RequestMiddleware:
                         status["code"] = refused.status
                         return await send_error(send, RateLimitExceeded(refused.message, details=refused.details),
                                                 rid, refused.headers)
+                length = headers.get(b"content-length")
+                if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                    status["code"] = 413
+                    return await send_error(send, BodyTooLarge(MAX_BODY_BYTES), rid)
+                if scope["path"].startswith("/mcp") and scope["method"] == "POST":
+                    try:
+                        receive = await _buffered(receive)
+                    except NgmError as exc:
+                        status["code"] = exc.status
+                        return await send_error(send, exc, rid)
             await self.app(scope, receive, send_with_id)
         finally:
             access_log.add(scope.get("client"), scope["method"], _path(scope), status["code"], start, principal, rid)
+
+
+async def _buffered(receive):
+    """Read the whole body (at most MAX_BODY_BYTES, else 413) and return a receive that hands it on."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge(MAX_BODY_BYTES)
+        if not message.get("more_body"):
+            break
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _path(scope) -> str:

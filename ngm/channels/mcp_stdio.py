@@ -31,12 +31,16 @@ async def _serve(api_key: str, url: str | None) -> int:
         from ngm.workflows.executor import Executor
 
         ctx = await AppContext.open(Settings.from_env())
-        await ctx.auth.authenticate(api_key)  # refuse to start with a bad key
+        try:
+            await ctx.auth.authenticate(api_key)  # refuse to start with a bad key
+        except BaseException:
+            await ctx.close()
+            raise
         executor = Executor(ctx, registry)
 
         async def call(op, params, resource_id, _ctx):
             principal = await ctx.auth.authenticate(api_key)  # per call: a revoked key stops working
-            return await executor.run(op, principal, params, resource_id)
+            return await executor.run(op, principal, params, resource_id, source="json")
 
         closer = ctx.close
     server = build_mcp_server(registry, call)

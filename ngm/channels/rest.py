@@ -1,64 +1,138 @@
-"""REST routes derived from the operation registry, with typed OpenAPI, and the JSON error handlers."""
+"""REST routes derived from the operation registry, with typed OpenAPI, and the JSON error handlers.
+
+Each route authorizes before it reads anything: the middleware has authenticated the key (401), the route
+checks the operation's role (403), and only then reads the body (at most MAX_BODY_BYTES, 413 beyond) or the
+query and hands them to the executor, which validates them. So FastAPI does not parse inputs here; the
+OpenAPI description of each route's parameters and body is made from the same input models.
+"""
 
 from __future__ import annotations
 
-import inspect
 import logging
-from typing import Annotated
+from typing import Any
 
-from fastapi import Body, FastAPI, Path, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ngm.errors import NgmError, ValidationFailed
-from ngm.workflows.executor import field_errors
+from ngm.channels.http_middleware import MAX_BODY_BYTES
+from ngm.errors import BodyTooLarge, NgmError, ValidationFailed
+from ngm.workflows.executor import authorize, field_errors, parse_json
 from ngm.workflows.registry import Operation, Registry
+from ngm.workflows.schema import ID_PATTERN
 
 log = logging.getLogger("ngm.rest")
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"},
+        "details": {"description": "for validation errors: [{field, message}]"}}}},
+}
 
 
-def _error_schema() -> dict:
-    return {"content": {"application/json": {"schema": {
-        "type": "object",
-        "properties": {"error": {"type": "object", "properties": {
-            "code": {"type": "string"}, "message": {"type": "string"},
-            "details": {"description": "for validation errors: [{field, message}]"}}}},
-    }}}}
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
 
 
-def _responses(op: Operation) -> dict:
-    out = {401: {"description": "missing or invalid API key", **_error_schema()},
-           403: {"description": f"needs role {op.role} or stronger", **_error_schema()},
-           422: {"description": "invalid input; details name each field", **_error_schema()}}
-    if op.id_param:
-        out[404] = {"description": "not found in the caller's organization", **_error_schema()}
+def responses(op: Operation) -> dict:
+    """Every status the route can answer besides its success, each with the error body."""
+    out = {401: _error("missing or invalid API key"),
+           403: _error(f"needs role {op.role} or stronger"),
+           422: _error("invalid input; details name each field"),
+           429: _error("the key's management API rate limit is reached (Retry-After says when to retry)"),
+           503: _error("the database is unreachable (database_unavailable, with Retry-After), or too busy")}
+    out[404] = _error("not found in the caller's organization")
     if op.method in ("POST", "PUT", "DELETE"):
-        out[409] = {"description": "conflicts with the current state", **_error_schema()}
+        out[409] = _error("conflicts with the current state")
+    if not op.input_in_query:
+        out[413] = _error(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    return out
+
+
+def _query_params(op: Operation) -> list[dict]:
+    if op.input_model is None or not op.input_in_query:
+        return []
+    schema = op.input_model.model_json_schema(ref_template="#/components/schemas/{model}")
+    required = set(schema.get("required", ()))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop,
+             **({"description": prop["description"]} if prop.get("description") else {})}
+            for name, prop in schema.get("properties", {}).items()]
+
+
+def openapi_extra(op: Operation) -> dict:
+    params = []
+    if op.id_param:
+        params.append({"name": op.id_param, "in": "path", "required": True,
+                       "schema": {"type": "string", "pattern": ID_PATTERN}})
+    params += _query_params(op)
+    extra: dict[str, Any] = {"parameters": params} if params else {}
+    if op.input_model is not None and not op.input_in_query:
+        optional = not any(f.is_required() for f in op.input_model.model_fields.values())
+        extra["requestBody"] = {"required": not optional, "content": {"application/json": {
+                                    "schema": {"$ref": f"#/components/schemas/{op.input_model.__name__}"}}},
+                                **({"description": "every field is optional: the body may be left out"}
+                                   if optional else {})}
+    return extra
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON (an empty one as no input), at most MAX_BODY_BYTES: a longer one is refused while it is
+    read, before it is all in memory."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge(MAX_BODY_BYTES)
+    if not body.strip():
+        return None
+    return parse_json(bytes(body))
+
+
+def _query(request: Request) -> dict:
+    out: dict = {}
+    for name, value in request.query_params.multi_items():
+        if name in out:
+            raise ValidationFailed(f"{name}: must be given once", field=name)
+        out[name] = value
     return out
 
 
 def _endpoint(op: Operation):
-    params = [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)]
-    if op.id_param:
-        params.append(inspect.Parameter(op.id_param, inspect.Parameter.KEYWORD_ONLY,
-                                        annotation=Annotated[str, Path(max_length=128)]))
-    if op.input_model is not None:
-        where = Query() if op.input_in_query else Body()
-        params.append(inspect.Parameter("payload", inspect.Parameter.KEYWORD_ONLY,
-                                        annotation=Annotated[op.input_model, where]))
-
-    async def endpoint(request: Request, **kwargs):
+    async def endpoint(request: Request):
+        principal = request.state.principal
+        authorize(op, principal)
+        if op.input_in_query:
+            params, source = _query(request), "query"
+        else:
+            params, source = await read_json(request), "json"
         executor = request.app.state.executor
-        result = await executor.run(op, request.state.principal, kwargs.get("payload"),
-                                    kwargs.get(op.id_param) if op.id_param else None)
+        result = await executor.run(op, principal, params, request.path_params.get(op.id_param), source=source)
         if op.status_code == 204:
             return Response(status_code=204)
         return JSONResponse(result, status_code=op.status_code)
 
-    endpoint.__signature__ = inspect.Signature(params)
     endpoint.__name__ = op.name
     return endpoint
+
+
+def _with_input_schemas(app: FastAPI, registry: Registry) -> None:
+    """The bodies' schemas as components, where the routes' requestBody refers to them."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = generate()
+        components = spec.setdefault("components", {}).setdefault("schemas", {})
+        for op in registry:
+            if op.input_model is not None and not op.input_in_query:
+                schema = op.input_model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[op.input_model.__name__] = schema
+        return spec
+
+    app.openapi = openapi
 
 
 def mount_operations(app: FastAPI, registry: Registry) -> None:
@@ -67,13 +141,15 @@ def mount_operations(app: FastAPI, registry: Registry) -> None:
         app.add_api_route(
             op.http_path, _endpoint(op), methods=[op.method], status_code=op.status_code,
             response_model=op.output_model if op.status_code != 204 else None,
-            responses=_responses(op), summary=op.summary, description=op.description or op.summary,
-            tags=[op.resource], operation_id=op.name, name=op.name,
+            responses=responses(op), summary=op.summary, description=op.description or op.summary,
+            tags=[op.resource], operation_id=op.name, name=op.name, openapi_extra=openapi_extra(op),
         )
+    _with_input_schemas(app, registry)
 
 
 def _json_error(exc: NgmError, request: Request) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else None
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,20 @@ from pathlib import Path
 from typing import Mapping
 
 
+def _cidrs(env: Mapping[str, str], name: str) -> str:
+    """A comma-separated list of CIDRs, checked here so that a typo stops the start with the variable's name."""
+    import ipaddress
+
+    value = env.get(name) or ""
+    for item in value.split(","):
+        if item.strip():
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{name}: {item.strip()!r} is not an address or CIDR (e.g. 10.0.0.0/8)") from None
+    return value
+
+
 def _default_data_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "ngm"
@@ -30,6 +44,7 @@ class Settings:
     outbound_allow: str = ""  # CIDRs exempt from the link-local/metadata block, comma-separated
     webhook_max_attempts: int = 8
     api_rate_limit: int = 3000  # management API requests per key per minute; 0 = unlimited
+    trusted_proxies: str = ""  # CIDRs of proxies in front of the router whose X-Forwarded-For is believed
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -53,6 +68,7 @@ class Settings:
             outbound_allow=env.get("NGM_OUTBOUND_ALLOW") or "",
             webhook_max_attempts=int(env.get("NGM_WEBHOOK_MAX_ATTEMPTS") or 8),
             api_rate_limit=int(env.get("NGM_API_RATE_LIMIT") or 3000),
+            trusted_proxies=_cidrs(env, "NGM_TRUSTED_PROXIES"),
             environ=dict(env),
         )
 

@@ -1,20 +1,71 @@
-"""Open the DataFlow database named by the settings.
+"""The database: tables created by DataFlow from the models, then read and written through ngm's own
+connections, with transactions on both backends.
 
-PostgreSQL: the database is created when missing and pinned to UTC, because DataFlow's automatic
-created_at/updated_at are `timestamp without time zone` filled with the session's local time.
+Why not DataFlow's own read/write paths: `db.express` is not transactional (a change, the checks it depends
+on and its audit record could not commit together), DataFlow's transaction manager does not work on SQLite,
+and its workflow nodes rewrite user text. So DataFlow declares and creates the tables (`create_schema`) and
+`Database` talks to them: asyncpg on PostgreSQL, aiosqlite on SQLite (a thread per connection: the event
+loop never waits on the file). Both are what DataFlow itself installs.
+
+SQL is written once with `:name` parameters (sqlite3's style), rewritten to `$n` for asyncpg. Values go in as
+Python values: naive UTC datetimes, booleans, `Json(...)` for JSON columns.
+
+A transaction (`async with database.transaction() as tx`) is the unit of a change: on PostgreSQL the rows it
+depends on are locked with `tx.lock` (`SELECT ... FOR UPDATE`); on SQLite a write transaction takes the
+database's write lock at BEGIN (BEGIN IMMEDIATE), so changes are serialised and every read in it sees the
+state it will commit on. A connection that fails (the server stopped, the file unreadable) raises
+`DatabaseUnavailable` (503 `database_unavailable`), logged once per outage rather than once per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import re
+import sqlite3
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any, AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
+from ngm.errors import Conflict, NgmError, Unavailable, ValidationFailed
 from ngm.models import MODEL_NAMES, register_models
 
 log = logging.getLogger("ngm.db")
+RETRY_AFTER_SECONDS = 5
+
+
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
+    retry_after = RETRY_AFTER_SECONDS
+
+    def __init__(self, message: str = "the database is unreachable; try again shortly"):
+        super().__init__(message)
+
+
+class Json:
+    """A value for a JSON column (JSONB on PostgreSQL, text on SQLite)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+# ---------------------------------------------------------------- schema (DataFlow)
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        return Path(url[len("sqlite:///"):])
+    return None
 
 
 def ensure_postgres_database(url: str) -> None:
@@ -52,21 +103,25 @@ def ensure_postgres_database(url: str) -> None:
         conn.close()
 
 
-def sqlite_path(url: str) -> Path | None:
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        return Path(url[len("sqlite:///"):])
-    return None
+def prepare_sqlite_file(path: Path) -> None:
+    """The embedded database is private: its folder 0700, the file 0600 (SQLite gives its -wal and -shm
+    files the file's mode), created so before anything opens it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-async def open_database(url: str):
-    """Return a connected DataFlow with every model's table in place."""
-    if url.startswith(("postgresql://", "postgres://")):
-        ensure_postgres_database(url)
+async def create_schema(url: str) -> None:
+    """Every model's table and indexes, created by DataFlow where missing."""
+    if is_postgres(url):
+        await asyncio.to_thread(ensure_postgres_database, url)
         async with _schema_lock(url):  # instances starting together must not race each other's CREATE TABLEs
-            return await _open_dataflow(url)
+            await _create_with_dataflow(url)
+        return
     if (path := sqlite_path(url)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return await _open_dataflow(url)
+        prepare_sqlite_file(path)
+    await _create_with_dataflow(url)
 
 
 @contextlib.asynccontextmanager
@@ -84,16 +139,440 @@ async def _schema_lock(url: str):
         conn.close()  # releases the lock
 
 
-async def _open_dataflow(url: str):
+async def _create_with_dataflow(url: str) -> None:
     from dataflow import DataFlow
 
     db = DataFlow(
         url,
-        cache_enabled=False,  # the default cache serves stale reads across instances
+        cache_enabled=False,
         enable_model_persistence=False,
-        test_mode=False,  # else DataFlow changes its pooling when it notices pytest: test what runs in production
+        test_mode=False,  # else DataFlow changes its pooling when it notices pytest
     )
-    register_models(db)
-    for model in MODEL_NAMES:  # the first operation on a model creates its table and indexes
-        await db.express.count(model, filter={})
-    return db
+    try:
+        register_models(db)
+        for model in MODEL_NAMES:  # the first operation on a model creates its table and indexes
+            await db.express.count(model, filter={})
+    finally:
+        await db.close_async()
+
+
+async def open_database(url: str, *, create: bool = True) -> "Database":
+    """The tables in place (create=True), and a connected Database."""
+    if create:
+        await create_schema(url)
+    database = PostgresDatabase(url) if is_postgres(url) else SqliteDatabase(url)
+    await database.connect()
+    return database
+
+
+# ---------------------------------------------------------------- availability
+
+class Availability:
+    """Whether the database answers, as the last attempts found: a switch is logged once (not once per
+    request) and counted; /readyz shows it."""
+
+    def __init__(self):
+        self.up = True
+        self.down_since: float | None = None
+        self.outages = 0
+        self.reason: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.up:
+            self.up, self.down_since, self.outages = False, time.monotonic(), self.outages + 1
+            self.reason = _describe(exc)
+            log.error("database unreachable (%s): management operations answer 503 and the router serves from "
+                      "its last snapshot until it is back", self.reason)
+
+    def worked(self) -> None:
+        if not self.up:
+            log.warning("database reachable again after %.1f s", time.monotonic() - (self.down_since or 0))
+            self.up, self.down_since, self.reason = True, None, None
+
+    def status(self) -> dict:
+        out: dict = {"state": "ok" if self.up else "down", "outages": self.outages}
+        if not self.up:
+            out["down_seconds"] = round(time.monotonic() - (self.down_since or 0), 1)
+            out["error"] = self.reason
+        return out
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- the query interface
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class Queries:
+    """What a Database and a Transaction both offer. Subclasses implement _call()."""
+
+    dialect: str
+    #  ' FOR UPDATE' where row locks exist (PostgreSQL); SQLite's write transactions hold the database's lock
+    lock: str = ""
+
+    async def rows(self, sql: str, params: dict | None = None) -> list[dict]:
+        return await self._call("rows", sql, params)
+
+    async def row(self, sql: str, params: dict | None = None) -> dict | None:
+        found = await self._call("rows", sql, params)
+        return found[0] if found else None
+
+    async def value(self, sql: str, params: dict | None = None) -> Any:
+        found = await self._call("rows", sql, params)
+        return next(iter(found[0].values())) if found else None
+
+    async def execute(self, sql: str, params: dict | None = None) -> int:
+        """Runs a statement; returns the number of rows it changed."""
+        return await self._call("execute", sql, params)
+
+    async def many(self, sql: str, params: list[dict]) -> None:
+        """One statement for many parameter sets (in one transaction)."""
+        if params:
+            await self._call("many", sql, params)
+
+    async def _call(self, kind: str, sql: str, params):
+        raise NotImplementedError
+
+
+class Database(Queries):
+    """A pool of connections; each call outside a transaction runs on its own (autocommit)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.availability = Availability()
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager["Transaction"]:
+        raise NotImplementedError
+
+    async def ping(self) -> None:
+        await self.value("SELECT 1 AS one")
+
+
+class Transaction(Queries):
+    def __init__(self, database: Database, conn):
+        self.database, self.conn, self.dialect, self.lock = database, conn, database.dialect, database.lock
+        self._after: list = []
+
+    def after_commit(self, callback) -> None:
+        """An async callable run once the transaction has committed (never if it rolls back)."""
+        self._after.append(callback)
+
+    async def run_after_commit(self) -> None:
+        for callback in self._after:
+            await callback()
+
+
+class TransactionConflict(Exception):
+    """The database aborted a transaction that met another (a deadlock): running it again is safe."""
+
+
+def _writes(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+
+
+def _refusal(exc: BaseException) -> NgmError | None:
+    """What a driver error means for the caller, when it is the caller's doing rather than ours."""
+    text = str(exc)
+    if "UNIQUE constraint failed" in text or "duplicate key value violates unique constraint" in text:
+        return Conflict("conflicts with an existing record", code="conflict")
+    return None
+
+
+# ---------------------------------------------------------------- PostgreSQL (asyncpg)
+
+_PG_TIMEOUT = 3.0  # connecting; a stopped server must cost a request seconds, not minutes
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+    lock = " FOR UPDATE"
+
+    def __init__(self, url: str, *, max_size: int = 10):
+        super().__init__(url)
+        self._pool = None
+        self._max = max_size
+        self._statements: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    async def connect(self) -> None:
+        import asyncpg
+
+        async def setup(conn):
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._max, init=setup,
+                                               timeout=_PG_TIMEOUT, command_timeout=30,
+                                               max_inactive_connection_lifetime=60)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    def _statement(self, sql: str) -> tuple[str, tuple[str, ...]]:
+        found = self._statements.get(sql)
+        if found is None:
+            names: list[str] = []
+
+            def number(match):
+                name = match.group(1)
+                if name not in names:
+                    names.append(name)
+                return f"${names.index(name) + 1}"
+
+            found = self._statements[sql] = (_NAMED.sub(number, sql), tuple(names))
+        return found
+
+    def _args(self, names: tuple[str, ...], params: dict | None) -> list:
+        params = params or {}
+        return [_pg_value(params[n]) for n in names]
+
+    async def run(self, conn, kind: str, sql: str, params):
+        text, names = self._statement(sql)
+        if kind == "rows":
+            return [dict(r) for r in await conn.fetch(text, *self._args(names, params))]
+        if kind == "execute":
+            status = await conn.execute(text, *self._args(names, params))
+            tail = status.rsplit(" ", 1)[-1]
+            return int(tail) if tail.isdigit() else 0
+        await conn.executemany(text, [self._args(names, p) for p in params])
+        return None
+
+    async def _call(self, kind: str, sql: str, params):
+        for attempt in (1, 2):
+            try:
+                async with self._pool.acquire() as conn:
+                    result = await self.run(conn, kind, sql, params)
+                self.availability.worked()
+                return result
+            except Exception as exc:
+                if _pg_unavailable(exc):
+                    if attempt == 1 and self.availability.up and not _writes(sql):
+                        continue  # a pooled connection the server closed (a restart): once more, on a new one
+                    raise self._down(exc) from None
+                raise _pg_error(exc) from exc
+
+    def _down(self, exc: BaseException) -> DatabaseUnavailable:
+        self.availability.failed(exc)
+        return DatabaseUnavailable()
+
+    async def _begin(self):
+        """A connection with a transaction started on it; a pooled connection the server has closed (after a
+        restart) is replaced once."""
+        for attempt in (1, 2):
+            conn = await self._pool.acquire()
+            pg_tx = conn.transaction()
+            try:
+                await pg_tx.start()
+                return conn, pg_tx
+            except Exception as exc:
+                await _quietly(self._pool.release(conn))
+                if attempt == 2 or not _pg_unavailable(exc):
+                    raise
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        try:
+            conn, pg_tx = await self._begin()
+        except Exception as exc:
+            if _pg_unavailable(exc):
+                raise self._down(exc) from None
+            raise
+        tx = PostgresTransaction(self, conn)
+        try:
+            try:
+                yield tx
+            except BaseException:
+                await _quietly(pg_tx.rollback())
+                raise
+            await pg_tx.commit()
+            self.availability.worked()
+        except Exception as exc:
+            if _pg_unavailable(exc):
+                raise self._down(exc) from None
+            raise
+        finally:
+            await _quietly(self._pool.release(conn))
+        await tx.run_after_commit()
+
+
+class PostgresTransaction(Transaction):
+    async def _call(self, kind: str, sql: str, params):
+        try:
+            return await self.database.run(self.conn, kind, sql, params)
+        except Exception as exc:
+            if _pg_unavailable(exc):
+                raise
+            raise _pg_error(exc) from exc
+
+
+def _pg_value(value):
+    if isinstance(value, Json):
+        return value.value
+    return value
+
+
+def _pg_unavailable(exc: BaseException) -> bool:
+    import asyncpg
+
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.exceptions.PostgresConnectionError,
+                        asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc) or "connection" in str(exc).lower() and "lost" in str(exc).lower()
+    return False
+
+
+def _pg_error(exc: BaseException) -> BaseException:
+    import asyncpg
+
+    refusal = _refusal(exc)
+    if refusal is not None:
+        return refusal
+    if isinstance(exc, (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)):
+        return TransactionConflict(_describe(exc))
+    if isinstance(exc, asyncpg.exceptions.DataError):
+        log.warning("the database refused a value the input checks let through: %s", _describe(exc))
+        return ValidationFailed("a value is out of the range the database can store", field="body")
+    return exc
+
+
+async def _quietly(awaitable) -> None:
+    try:
+        await awaitable
+    except Exception:  # the connection is gone: nothing to roll back or release
+        pass
+
+
+# ---------------------------------------------------------------- SQLite (aiosqlite)
+
+_SQLITE_BUSY_MS = 10_000  # another process's write transaction: wait this long for it
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, url: str, *, readers: int = 3):
+        super().__init__(url)
+        path = sqlite_path(url)
+        self._target = str(path) if path is not None else "file:ngm-memory?mode=memory&cache=shared"
+        self._uri = path is None
+        self._readers = readers
+        self._idle: asyncio.Queue | None = None
+        self._all: list = []
+        self._writer = None
+        self._write_lock = asyncio.Lock()  # one write transaction at a time in this process
+
+    async def _open_one(self):
+        import aiosqlite
+
+        conn = aiosqlite.connect(self._target, uri=self._uri, isolation_level=None, timeout=_SQLITE_BUSY_MS / 1000)
+        thread = getattr(conn, "_thread", None)
+        if thread is not None:  # a process that ends without closing must not wait for it (commits are durable)
+            thread.daemon = True
+        conn = await conn
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")  # WAL: committed work survives a process crash
+        self._all.append(conn)
+        return conn
+
+    async def connect(self) -> None:
+        self._idle = asyncio.Queue()
+        try:
+            for _ in range(self._readers):
+                self._idle.put_nowait(await self._open_one())
+            self._writer = await self._open_one()
+        except sqlite3.Error as exc:
+            self.availability.failed(exc)
+            raise DatabaseUnavailable(f"cannot open the SQLite database: {exc}") from None
+
+    async def close(self) -> None:
+        for conn in self._all:
+            await _quietly(conn.close())
+        self._all.clear()
+
+    @staticmethod
+    async def run(conn, kind: str, sql: str, params):
+        if kind == "rows":
+            async with conn.execute(sql, _sqlite_params(params)) as cursor:
+                return [dict(r) for r in await cursor.fetchall()]
+        if kind == "execute":
+            async with conn.execute(sql, _sqlite_params(params)) as cursor:
+                return cursor.rowcount
+        await conn.executemany(sql, [_sqlite_params(p) for p in params])
+        return None
+
+    async def _call(self, kind: str, sql: str, params):
+        if kind != "rows" or _writes(sql):  # a write outside a transaction: a transaction of its own
+            async with self.transaction() as tx:
+                return await tx._call(kind, sql, params)
+        conn = await self._idle.get()
+        try:
+            result = await self.run(conn, kind, sql, params)
+            self.availability.worked()
+            return result
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            self._idle.put_nowait(conn)
+
+    def _error(self, exc: sqlite3.Error) -> BaseException:
+        refusal = _refusal(exc)
+        if refusal is not None:
+            return refusal
+        if isinstance(exc, sqlite3.OperationalError):  # locked past the busy timeout, unreadable, disk full
+            self.availability.failed(exc)
+            return DatabaseUnavailable(f"the database is busy or unreadable ({exc})")
+        return exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._write_lock:
+            conn = self._writer
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            tx = SqliteTransaction(self, conn)
+            try:
+                yield tx
+            except BaseException:
+                await _quietly(conn.execute("ROLLBACK"))
+                raise
+            try:
+                await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await _quietly(conn.execute("ROLLBACK"))
+                raise self._error(exc) from exc
+            self.availability.worked()
+        await tx.run_after_commit()
+
+
+class SqliteTransaction(Transaction):
+    async def _call(self, kind: str, sql: str, params):
+        try:
+            return await SqliteDatabase.run(self.conn, kind, sql, params)
+        except sqlite3.Error as exc:
+            raise self.database._error(exc) from exc
+
+
+def _sqlite_value(value):
+    if isinstance(value, Json):
+        return json.dumps(value.value)
+    if isinstance(value, datetime):  # the text form DataFlow's CURRENT_TIMESTAMP uses, with microseconds
+        return value.isoformat(sep=" ", timespec="microseconds")
+    return value
+
+
+def _sqlite_params(params: dict | None) -> dict:
+    return {k: _sqlite_value(v) for k, v in (params or {}).items()}

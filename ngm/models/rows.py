@@ -1,18 +1,11 @@
-"""Turn DataFlow rows into one canonical shape whatever the backend.
-
-SQLite returns booleans as 0/1 and datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]'; PostgreSQL returns
-real booleans and 'YYYY-MM-DDTHH:MM:SS[.ffffff]'. Both are naive UTC here; we render ISO 8601 with Z.
-"""
+"""Ids and times of rows: ids we generate (DataFlow never generates string ids), times stored as naive UTC
+and shown as ISO 8601 with Z."""
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from datetime import datetime, timezone
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_DATAFLOW_EXTRAS = ("found", "rows_affected", "updated", "filter", "fields", "conditions", "updates")
 
 
 def new_id() -> str:
@@ -48,26 +41,3 @@ def parse_time(value) -> datetime | None:
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
-
-
-def normalize(row: dict | None, *, bools=(), times=()) -> dict | None:
-    if row is None:
-        return None
-    out = {k: v for k, v in row.items() if k not in _DATAFLOW_EXTRAS}
-    for key in bools:
-        if key in out and out[key] is not None:
-            out[key] = bool(out[key])
-    for key in ("created_at", "updated_at", *times):
-        if key in out:
-            out[key] = iso(out[key])
-    return out
-
-
-def is_unique_violation(exc: BaseException) -> bool:
-    text = str(exc)
-    return "UNIQUE constraint failed" in text or "duplicate key value violates unique constraint" in text
-
-
-def clean_error(exc: BaseException) -> str:
-    """DataFlow error text without ANSI colours, first line only (for logs, never for callers)."""
-    return _ANSI.sub("", str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,13 +1,15 @@
-"""Base for ngm's Kailash nodes: parameters declared as a compact table, the AppContext at hand."""
+"""Base for ngm's Kailash nodes: parameters declared as a compact table, the AppContext at hand, and the
+operation's transaction (or, in a read-only operation, the database itself)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from kailash.nodes.base import NodeParameter
 from kailash.nodes.base_async import AsyncNode
 
-from ngm.context import current
+from ngm.context import current, current_transaction
+from ngm.models.database import Queries
 
 REQUIRED = object()
 
@@ -27,3 +29,17 @@ class ContextNode(AsyncNode):
     @property
     def ctx(self):
         return current()
+
+    @property
+    def db(self) -> Queries:
+        """Where this node reads and writes: the operation's transaction when it runs in one."""
+        return current_transaction() or self.ctx.database
+
+    async def after_commit(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` once the operation's change is committed (at once outside a transaction): what the
+        rest of the system is told must be what the database holds."""
+        tx = current_transaction()
+        if tx is None:
+            await action()
+        else:
+            tx.after_commit(action)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ngm.workflows.build import chain
 from ngm.workflows.registry import CliSpec, operation
+from ngm.workflows.schema import Offset, Strict
 
 
-class AuditQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AuditQuery(Strict):
     resource_type: Optional[str] = Field(None, max_length=64, description="e.g. gateway, api_key")
     resource_id: Optional[str] = Field(None, max_length=128)
     action: Optional[str] = Field(None, max_length=64, description="e.g. gateway.update")
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
 class AuditEventOut(BaseModel):

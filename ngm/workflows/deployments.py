@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import Strict, reject_null
+from ngm.workflows.schema import AgentId, Offset, Partial, Strict, Version
 
 _NODES = ["ngm.nodes.deployments.nodes"]
-_AGENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION = re.compile(r"^[\x21-\x7e]{1,64}$")
 _CLI = CliSpec(columns=("id", "agent_id", "agent_version", "gateway_id", "weight", "status", "in_flight",
                         "deployed_at"))
 
 
-def check_agent_id(value: str) -> str:
-    if not _AGENT.match(value):
-        raise ValueError("must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return value
-
-
-def check_version(value: str) -> str:
-    if not _VERSION.match(value):
-        raise ValueError("must be 1-64 printable characters without spaces")
-    return value
-
-
-AgentId = Annotated[str, AfterValidator(check_agent_id)]
-Version = Annotated[str, AfterValidator(check_version)]
 Weight = Annotated[int, Field(ge=0, le=10_000, description="share of traffic relative to the others; 0 = none")]
 AgentLimit = Annotated[int, Field(ge=0, le=1_000_000_000, description=(
     "requests per window for this agent on this gateway, overriding the gateway's per_agent_rate_limit; "
@@ -51,14 +34,12 @@ class DeploymentCreate(Strict):
     rate_limit_failure_mode: FailureMode = "open"
 
 
-class DeploymentUpdate(Strict):
+class DeploymentUpdate(Partial, table="GatewayDeployment"):
     agent_version: Optional[Version] = None
     workspace_id: Optional[str] = Field(None, min_length=1, max_length=128)
     weight: Optional[Weight] = None
     rate_limit: Optional[AgentLimit] = None
     rate_limit_failure_mode: Optional[FailureMode] = None
-
-    _not_null = reject_null("agent_version", "weight", "rate_limit_failure_mode")
 
 
 class DeploymentQuery(Strict):
@@ -66,7 +47,7 @@ class DeploymentQuery(Strict):
     agent_id: Optional[str] = Field(None, max_length=128)
     status: Optional[Literal["active", "draining", "inactive"]] = None
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
 class DrainInput(Strict):

@@ -5,18 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field
 
 from ngm.nodes.events.store import WEBHOOK_EVENT_TYPES
 from ngm.nodes.gateways import validation as v
 from ngm.workflows.build import audited, chain
 from ngm.workflows.gateway_schemas import TransitionOut
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import Strict
+from ngm.workflows.schema import HttpUrl, Partial, Strict
 
 _NODES = ["ngm.nodes.events.nodes", "ngm.nodes.audit.nodes"]
 EventType = Literal[WEBHOOK_EVENT_TYPES]
-WebhookUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(v.check_http_url)]
 _HOOK_CLI = CliSpec(columns=("id", "url", "events", "active", "description", "created_at"),
                     rename={"url": "webhook-url"})  # --url names the server to talk to
 
@@ -32,18 +31,21 @@ class TransitionList(BaseModel):
     items: list[TransitionOut]
 
 
+EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(WEBHOOK_EVENT_TYPES)),
+                       AfterValidator(v.check_unique_items)]
+
+
 class WebhookCreate(Strict):
-    url: WebhookUrl
+    url: HttpUrl
     description: Optional[str] = Field(None, max_length=1000)
-    events: Annotated[list[EventType], AfterValidator(v.check_unique_items)] = Field(
-        default_factory=lambda: list(WEBHOOK_EVENT_TYPES), min_length=1)
+    events: EventTypes = Field(default_factory=lambda: list(WEBHOOK_EVENT_TYPES))
     active: bool = True
 
 
-class WebhookUpdate(Strict):
-    url: Optional[WebhookUrl] = None
+class WebhookUpdate(Partial, table="Webhook"):
+    url: Optional[HttpUrl] = None
     description: Optional[str] = Field(None, max_length=1000)
-    events: Optional[Annotated[list[EventType], AfterValidator(v.check_unique_items)]] = Field(None, min_length=1)
+    events: Optional[EventTypes] = None
     active: Optional[bool] = None
 
 

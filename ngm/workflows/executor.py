@@ -1,24 +1,39 @@
-"""Run an operation for a principal: role check, input validation, then its Kailash workflow.
+"""Run an operation for a principal: role check, input validation, then its Kailash workflow, in one
+transaction when it changes anything.
 
 Every channel (REST, CLI in process, MCP) calls `Executor.run`, so authorization and validation cannot
-differ between channels.
+differ between channels. The role is checked before the input is even looked at (a viewer gets 403, not a
+validation error). Input arrives in one of three forms: a JSON document (REST bodies, MCP arguments),
+validated strictly (a boolean is not a number, a string is not a number); query strings (REST GETs), whose
+values are text by nature and converted; or Python values the CLI has already converted from its options.
+
+A changing operation's nodes share one transaction (bound with the AppContext for the workflow's run): the
+change, the checks it depends on and its audit record commit together or not at all. A transaction the
+database aborted for meeting another (a deadlock) is run again, up to three times.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from ngm.context import AppContext, bind, unbind
-from ngm.errors import Forbidden, NgmError, ValidationFailed, find_ngm_error
+from ngm.errors import Forbidden, NgmError, Unavailable, ValidationFailed, find_cause
+from ngm.models.database import TransactionConflict
 from ngm.nodes.auth.keys import Principal
 from ngm.workflows.registry import Operation, Registry
+from ngm.workflows.schema import ID_PATTERN, bad_text
 
 log = logging.getLogger("ngm.executor")
 _SKIP_LOC = {"body", "query", "path"}
+Source = Literal["json", "query", "python"]
+_ATTEMPTS = 3
+_ID = re.compile(ID_PATTERN)
 
 
 def _message(err: dict) -> str:
@@ -44,7 +59,20 @@ def field_errors(errors: list[dict]) -> list[dict]:
     return out
 
 
-def validate_input(op: Operation, raw: Any) -> BaseModel | None:
+def parse_json(raw: bytes | str) -> Any:
+    """A JSON document, or 422 naming the body: invalid UTF-8, invalid JSON, nesting too deep."""
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        message = "is not valid UTF-8"
+    except RecursionError:
+        message = "is nested too deeply"
+    except ValueError:
+        message = "is not valid JSON"
+    raise ValidationFailed.from_fields([{"field": "body", "message": message}])
+
+
+def validate_input(op: Operation, raw: Any, source: Source = "python") -> BaseModel | None:
     if op.input_model is None:
         if raw:
             extra = sorted(raw) if isinstance(raw, dict) else ["body"]
@@ -54,16 +82,31 @@ def validate_input(op: Operation, raw: Any) -> BaseModel | None:
         return raw
     if raw is not None and not isinstance(raw, dict):
         raise ValidationFailed.from_fields([{"field": "body", "message": "must be a JSON object"}])
+    if raw is None and source == "json" and any(f.is_required() for f in op.input_model.model_fields.values()):
+        raise ValidationFailed.from_fields([{"field": "body", "message": "is required"}])
+    unstorable = [{"field": str(k), "message": why} for k, v in (raw or {}).items() if (why := bad_text(v))]
+    if unstorable:  # before the JSON round trip below, whose parser refuses unpaired surrogates as a whole
+        raise ValidationFailed.from_fields(unstorable)
     try:
+        if source == "json":  # JSON's own types: true is not 1, "50" is not 50
+            return op.input_model.model_validate_json(json.dumps(raw or {}), strict=True)
         return op.input_model.model_validate(raw or {})
     except ValidationError as exc:
         raise ValidationFailed.from_fields(field_errors(exc.errors())) from None
 
 
 def check_id(op: Operation, resource_id: Any) -> str:
-    if not isinstance(resource_id, str) or not resource_id or len(resource_id) > 128:
-        raise ValidationFailed.from_fields([{"field": op.id_param, "message": "must be a non-empty id"}])
+    """Ids are ngm's own (hex, key_..., wh_...) or agent ids: nothing else can name a record."""
+    if not isinstance(resource_id, str) or not _ID.match(resource_id):
+        raise ValidationFailed.from_fields([{"field": op.id_param, "message": "must be an id: 1-128 letters, digits, "
+                                                                          "'.', '_', '~' or '-'"}])
     return resource_id
+
+
+def authorize(op: Operation, principal: Principal) -> None:
+    if not principal.allows(op.role):
+        raise Forbidden(f"{op.name} needs role {op.role} or stronger; this key has {principal.role}",
+                        code="insufficient_role")
 
 
 class Executor:
@@ -80,32 +123,42 @@ class Executor:
         return op
 
     async def run(self, op: Operation | str, principal: Principal, params: Any = None,
-                  resource_id: str | None = None) -> Any:
+                  resource_id: str | None = None, *, source: Source = "python") -> Any:
         if isinstance(op, str):
             op = self.operation(op)
-        if not principal.allows(op.role):
-            raise Forbidden(f"{op.name} needs role {op.role} or stronger; this key has {principal.role}",
-                            code="insufficient_role")
-        model = validate_input(op, params)
-        inputs = {
-            "organization_id": principal.organization_id,
-            "actor": principal.actor(),
-            "params": (model.model_dump(exclude_unset=op.partial) if model is not None else {}),
-        }
+        authorize(op, principal)
+        inputs = {"organization_id": principal.organization_id, "actor": principal.actor()}
         if op.id_param:
             inputs["resource_id"] = check_id(op, resource_id)
+        model = validate_input(op, params, source)
+        inputs["params"] = model.model_dump(exclude_unset=op.partial) if model is not None else {}
         workflow = self.registry.workflow(op)
-        token = bind(self.ctx)
+        if not op.in_transaction:
+            results = await self._execute(op, workflow, inputs, None)
+        else:
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    async with self.ctx.database.transaction() as tx:
+                        results = await self._execute(op, workflow, inputs, tx)
+                    break
+                except TransactionConflict:
+                    if attempt == _ATTEMPTS:
+                        raise Unavailable("the change met concurrent changes too often; try again",
+                                          code="busy") from None
+        node, key = op.result
+        return results[node][key]
+
+    async def _execute(self, op: Operation, workflow, inputs: dict, tx) -> dict:
+        tokens = bind(self.ctx, tx)
         try:
             results, _ = await self.ctx.runtime.execute_workflow_async(workflow, inputs)
+            return results
         except Exception as exc:
-            known = find_ngm_error(exc)
+            known = find_cause(exc, NgmError) or find_cause(exc, TransactionConflict)
             if known is not None:
                 raise known from None
             ref = uuid.uuid4().hex[:12]
             log.error("operation %s failed (ref %s)", op.name, ref, exc_info=exc)
             raise NgmError(f"internal error (ref {ref}); the server log has the details") from None
         finally:
-            unbind(token)
-        node, key = op.result
-        return results[node][key]
+            unbind(tokens)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
 from ngm.nodes.gateways import validation as v
 from ngm.nodes.health.stats import parse_window
-from ngm.workflows.schema import Strict, reject_null
+from ngm.workflows.schema import HttpUrl, Offset, Partial, Region, Strict
 
 Environment = Literal["development", "staging", "production"]
 GatewayType = Literal["shared", "dedicated", "private"]
@@ -20,14 +20,12 @@ AuthMethod = Literal["api_key", "jwt", "oauth2", "mtls"]
 Name = Annotated[str, StringConstraints(max_length=200), AfterValidator(v.check_name)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-HttpUrl = Annotated[str, StringConstraints(max_length=2048), AfterValidator(v.check_http_url)]
-Region = Annotated[str, AfterValidator(v.check_region)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Instances = Annotated[int, Field(ge=0, le=100_000)]
 RateLimit = Annotated[int, Field(ge=0, le=1_000_000_000)]
 RateWindow = Annotated[float, Field(ge=1, le=86_400)]
 RateAlgorithm = Literal["sliding_window", "token_bucket"]
-AuthMethods = Annotated[list[AuthMethod], AfterValidator(v.check_unique_items)]
+AuthMethods = Annotated[list[AuthMethod], Field(max_length=4), AfterValidator(v.check_unique_items)]
 Interval = Annotated[float, Field(ge=0.5, le=3600)]
 ProbeTimeout = Annotated[float, Field(ge=0.1, le=60)]
 Threshold = Annotated[int, Field(ge=1, le=100)]
@@ -69,6 +67,9 @@ _DESCRIPTIONS = {
 
 
 class GatewayCreate(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "edge-eu", "environment": "production", "api_url": "http://127.0.0.1:8081", "region": "eu-west-1"}]})
+
     name: Name
     description: Optional[Text] = None
     environment: Environment
@@ -103,15 +104,11 @@ class GatewayCreate(Strict):
     request_timeout: RequestTimeout = 30.0
 
 
-_HEALTH_POLICY = ("health_check_interval", "health_check_timeout", "healthy_threshold", "unhealthy_threshold",
-                  "degraded_latency_ms", "health_grace_period", "request_timeout")
-_NOT_NULL = (*_HEALTH_POLICY, "name", "environment", "gateway_type", "api_url", "ssl_enabled", "min_instances",
-             "max_instances", "current_instances", "auth_methods", "status")
 RATE_LIMIT_FIELDS = ("global_rate_limit", "per_agent_rate_limit", "per_user_rate_limit", "rate_limit_window",
                      "rate_limit_algorithm", "rate_limit_burst")
 
 
-class RateLimitSettings(Strict):
+class RateLimitSettings(Partial, table="Gateway"):
     """Partial: only the fields sent change. Limits are requests per window; 0 = unlimited."""
 
     global_rate_limit: Optional[RateLimit] = None
@@ -121,10 +118,8 @@ class RateLimitSettings(Strict):
     rate_limit_algorithm: Optional[RateAlgorithm] = None
     rate_limit_burst: Optional[RateLimit] = None
 
-    _rate_limits_not_null = reject_null(*RATE_LIMIT_FIELDS)
 
-
-class GatewayUpdate(RateLimitSettings):
+class GatewayUpdate(RateLimitSettings, table="Gateway", columns={"api_key": "api_key_encrypted"}):
     """Partial update: only the fields sent change; null clears an optional field."""
 
     name: Optional[Name] = None
@@ -154,8 +149,6 @@ class GatewayUpdate(RateLimitSettings):
     health_grace_period: Optional[Grace] = None
     request_timeout: Optional[RequestTimeout] = None
 
-    _not_null = reject_null(*_NOT_NULL)
-
 
 for _model in (GatewayCreate, RateLimitSettings, GatewayUpdate):
     for _field, _text in _DESCRIPTIONS.items():
@@ -169,7 +162,7 @@ class GatewayListQuery(Strict):
     status: Optional[Status] = None
     health_status: Optional[HealthStatus] = None
     limit: int = Field(50, ge=1, le=500)
-    offset: int = Field(0, ge=0)
+    offset: Offset = 0
 
 
 class GatewayDeleteQuery(Strict):
@@ -269,7 +262,7 @@ class HealthCheckOut(BaseModel):
 
 
 class HistoryQuery(Strict):
-    window: str = Field("24h", description="how far back: e.g. 30m, 1h, 24h, 7d (1m to 30d)")
+    window: str = Field("24h", max_length=16, description="how far back: e.g. 30m, 1h, 24h, 7d (1m to 30d)")
     limit: int = Field(100, ge=1, le=5000, description="most recent probes to list")
 
     @field_validator("window")

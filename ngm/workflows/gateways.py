@@ -81,7 +81,8 @@ operation(
     description="Probe the gateway's health URL (or api_url + /health) with its key now, and record the outcome "
                 "as the monitor does: history, hysteresis thresholds, status and transition events.",
     role="org_member", method="POST", path="/gateways/{gateway_id}/health", id_param="gateway_id",
-    output_model=HealthCheckOut,
+    output_model=HealthCheckOut, transaction=False,  # no transaction held open while the gateway answers:
+    # the outcome is recorded in one of its own
     cli=CliSpec(columns=("gateway_id", "status", "gateway_status", "outcome", "http_status", "response_time_ms",
                          "last_check")),
     build_workflow=lambda: chain(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import Strict, reject_null
+from ngm.workflows.schema import Partial, Strict
 
 Role = Literal["org_owner", "org_admin", "org_member", "org_viewer"]
 _NODES = ["ngm.nodes.auth.nodes", "ngm.nodes.audit.nodes"]
@@ -27,14 +27,12 @@ class KeyCreate(Strict):
     api_rate_limit: Optional[Limit] = Field(None, description=_API_LIMIT)
 
 
-class KeyUpdate(Strict):
+class KeyUpdate(Partial, table="ApiKey"):
     """Partial update: only the fields sent change; null returns a limit to the default."""
 
     name: Optional[str] = Field(None, min_length=1, max_length=200)
     rate_limit: Optional[Limit] = Field(None, description=_LIMIT)
     api_rate_limit: Optional[Limit] = Field(None, description=_API_LIMIT)
-
-    _not_null = reject_null("name")
 
 
 class KeyListQuery(Strict):

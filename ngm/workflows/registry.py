@@ -32,6 +32,7 @@ class Operation:
     description: str = ""
     partial: bool = False  # only the fields sent are applied (PUT as partial update)
     cli: CliSpec = field(default_factory=CliSpec)
+    transaction: bool | None = None  # run in one transaction (default: every method but GET changes something)
 
     @property
     def name(self) -> str:
@@ -44,6 +45,10 @@ class Operation:
     @property
     def http_path(self) -> str:
         return "/api/v1" + self.path
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.transaction if self.transaction is not None else self.method != "GET"
 
     @property
     def input_in_query(self) -> bool:

@@ -5,20 +5,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
 
-from ngm.nodes.gateways.validation import check_region
 from ngm.nodes.health.stats import parse_window
 from ngm.workflows.build import audited, chain
-from ngm.workflows.deployments import AgentId
 from ngm.workflows.gateway_schemas import Environment
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import Strict
+from ngm.workflows.schema import AgentId, Region, Strict
 
 _NODES = ["ngm.nodes.routing.nodes"]
 Strategy = Literal["round_robin", "least_connections", "weighted", "geographic"]
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
-Region = Annotated[str, AfterValidator(check_region)]
 _POLICY_CLI = CliSpec(columns=("agent_id", "environment", "strategy", "sticky", "sticky_header", "fallback",
                                "fallback_regions"))
 
@@ -38,11 +35,12 @@ class Scope(Strict):
 class PolicyInput(Scope):
     strategy: Strategy = "weighted"
     sticky: bool = Field(False, description="keep one user on one deployment while the weights allow it")
-    sticky_header: Annotated[str, AfterValidator(check_header)] = Field(
+    sticky_header: Annotated[str, StringConstraints(max_length=64), AfterValidator(check_header)] = Field(
         "X-Routing-Key", description="where the user's key comes from; without it, the caller's API key id")
     fallback: Literal["any_region", "none"] = Field(
         "any_region", description="geographic: when nothing is healthy in the caller's region")
-    fallback_regions: list[Region] = Field(default_factory=list, description="geographic: tried in order first")
+    fallback_regions: list[Region] = Field(default_factory=list, max_length=16,
+                                           description="geographic: tried in order first")
 
     @model_validator(mode="after")
     def _sticky_needs_a_choice(self):
@@ -113,7 +111,7 @@ class RouteOut(BaseModel):
 
 class TrafficQuery(Strict):
     environment: Environment = "production"
-    window: str = Field("5m", description="1m to 15m")
+    window: str = Field("5m", max_length=16, description="1m to 15m")
 
     @field_validator("window")
     @classmethod
@@ -189,6 +187,7 @@ operation(
     description="Strategy, candidates with weights and shares, skipped deployments with reasons. Does not "
                 "affect live traffic.",
     role="org_viewer", method="POST", path="/route", input_model=RouteQuery, output_model=RouteOut,
+    transaction=False,  # reads only
     cli=CliSpec(columns=("agent_id", "environment", "strategy", "reason", "deployment")),
     build_workflow=lambda: chain(_NODES, [("ExplainRouteNode", "explain", {})]), result=("explain", "route"),
 )

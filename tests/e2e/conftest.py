@@ -25,7 +25,7 @@ def make_key(database_url: str, org: str, role: str = "org_owner") -> str:
             key, _ = await create_key(db, org, role, f"test {role}", "tests")
             return key
         finally:
-            await db.close_async()
+            await db.close()
 
     with ThreadPoolExecutor(1) as pool:  # a loop of its own: callers may be async tests
         return pool.submit(asyncio.run, go()).result()

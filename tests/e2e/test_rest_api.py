@@ -160,14 +160,15 @@ def _deploy(database_url, gw):
     import asyncio
 
     from ngm.models.database import open_database
+    from ngm.models.query import insert
     from ngm.models.rows import new_id, utcnow
 
     async def go():
-        db = await open_database(database_url)
-        await db.express.create("GatewayDeployment", {
+        db = await open_database(database_url, create=False)
+        await insert(db, "GatewayDeployment", {
             "id": new_id(), "organization_id": gw["organization_id"], "gateway_id": gw["id"], "agent_id": "bot",
             "agent_version": "1", "deployed_at": utcnow(), "deployed_by": "test"})
-        await db.close_async()
+        await db.close()
 
     asyncio.run(go())
 

@@ -51,6 +51,6 @@ async def private_ctx(backend, tmp_path_factory, pg_database_factory):
 @pytest.fixture
 async def monitor_ctx(private_ctx):
     yield private_ctx
-    rows = await private_ctx.db.express.list("Gateway", filter={}, limit=100_000)
-    if rows:
-        await private_ctx.db.express.bulk_delete("Gateway", [r["id"] for r in rows])
+    from ngm.models.query import delete
+
+    await delete(private_ctx.database, "Gateway", {})

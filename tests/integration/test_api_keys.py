@@ -3,6 +3,7 @@
 import pytest
 
 from ngm.errors import Forbidden, NotFound, Unauthorized
+from ngm.models.query import select_one
 from ngm.nodes.auth.keys import hash_api_key
 from tests.integration.conftest import as_role
 
@@ -15,7 +16,7 @@ async def test_created_key_authenticates_as_its_org_and_role(ctx, executor, owne
     principal = await ctx.auth.authenticate(made["key"])
     assert (principal.organization_id, principal.role, principal.key_id) == (owner.organization_id, "org_member",
                                                                              made["id"])
-    row = await ctx.db.express.read("ApiKey", made["id"])
+    row = await select_one(ctx.database, "ApiKey", {"id": made["id"]})
     assert row["key_hash"] == hash_api_key(made["key"]) and made["key"] not in str(row)
 
 
@@ -41,10 +42,10 @@ async def test_revoked_key_stops_working(ctx, executor, owner):
 async def test_revocation_reaches_other_instances_within_the_cache_ttl(ctx, executor, owner):
     from ngm.nodes.auth.store import KeyAuthenticator, revoke_key
 
-    other_instance = KeyAuthenticator(ctx.db, ttl=0.2)
+    other_instance = KeyAuthenticator(ctx.database, ttl=0.2)
     made = await executor.run("keys_create", owner, {"role": "org_viewer"})
     await other_instance.authenticate(made["key"])
-    await revoke_key(ctx.db, owner.organization_id, made["id"])
+    await revoke_key(ctx.database, owner.organization_id, made["id"])
     import anyio
 
     await anyio.sleep(0.3)
@@ -57,7 +58,7 @@ async def test_concurrent_requests_of_one_key_share_one_load(ctx, executor, owne
 
     from ngm.nodes.auth.store import KeyAuthenticator
 
-    auth = KeyAuthenticator(ctx.db, ttl=5)
+    auth = KeyAuthenticator(ctx.database, ttl=5)
     loads = []
     real_load = auth._load
     auth._load = lambda digest: loads.append(digest) or real_load(digest)
@@ -76,11 +77,11 @@ async def test_a_key_in_use_is_re_read_before_it_expires(ctx, executor, owner):
     # ttl 3 s: the re-read behind the cache has 1.3 s to land (with 1 s it had 0.35 s, which a loaded
     # PostgreSQL on a shared machine once missed); the claim is the same: refused before the entry expires
     ttl = 3.0
-    auth = KeyAuthenticator(ctx.db, ttl=ttl)
+    auth = KeyAuthenticator(ctx.database, ttl=ttl)
     made = await executor.run("keys_create", owner, {"role": "org_viewer"})
     await auth.authenticate(made["key"])
     cached_at = time.monotonic()  # the answer is kept until cached_at + ttl at the earliest
-    await revoke_key(ctx.db, owner.organization_id, made["id"])
+    await revoke_key(ctx.database, owner.organization_id, made["id"])
     await anyio.sleep(0.55 * ttl)  # second half of the ttl: still answered from the cache, and re-read behind it
     assert (await auth.authenticate(made["key"])).key_id == made["id"]
     refused_after = None

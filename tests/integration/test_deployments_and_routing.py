@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from ngm.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ngm.models.query import update
 from ngm.nodes.auth.keys import Principal
 from ngm.nodes.deployments.drain import finish_drains
 from ngm.workflows.executor import Executor
@@ -146,7 +147,7 @@ async def test_explain_names_the_choice_and_every_skip(env):
     db = await deploy(b, weight=10)
     dc = await deploy(c, weight=0)
     dd = await deploy(d)
-    await ctx.db.express.update("Gateway", d["id"], {"health_status": "unhealthy"})
+    await update(ctx.database, "Gateway", d["id"], {"health_status": "unhealthy"})
     route = await explain(executor, owner)
     assert route["known"] is True and route["strategy"] == "weighted"
     assert route["deployment"]["deployment_id"] == da["id"]

@@ -3,6 +3,7 @@
 import pytest
 
 from ngm.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ngm.models.query import count, insert, select, select_one, update
 from ngm.models.rows import new_id, utcnow
 from ngm.nodes.auth.keys import Principal
 from tests.integration.conftest import as_role
@@ -33,12 +34,11 @@ async def create(executor, principal, **fields):
 
 
 async def raw_row(ctx, gateway_id):
-    return await ctx.db.express.read("Gateway", gateway_id)
+    return await select_one(ctx.database, "Gateway", {"id": gateway_id})
 
 
 async def audit_events(ctx, org):
-    return await ctx.db.express.list("AuditEvent", filter={"organization_id": org}, order_by=["occurred_at"],
-                                     limit=100)
+    return await select(ctx.database, "AuditEvent", {"organization_id": org}, order=["occurred_at", "id"])
 
 
 async def test_create_stores_the_key_encrypted_and_shows_only_last4(ctx, executor, owner):
@@ -89,7 +89,7 @@ async def test_list_filters_paginates_and_counts(ctx, executor, owner):
         await create(executor, owner, name=f"gw-{i}", environment=env,
                      status="inactive" if i == 4 else "active")
     ids = {g["name"]: g["id"] for g in (await executor.run("gateways_list", owner, {}))["items"]}
-    await ctx.db.express.update("Gateway", ids["gw-1"], {"health_status": "healthy"})
+    await update(ctx.database, "Gateway", ids["gw-1"], {"health_status": "healthy"})
 
     page = await executor.run("gateways_list", owner, {"environment": "production"})
     assert [g["name"] for g in page["items"]] == ["gw-0", "gw-1", "gw-4"] and page["total"] == 3
@@ -147,7 +147,7 @@ async def test_rename_onto_a_taken_name_is_409_and_changes_nothing(executor, own
 
 
 async def deploy(ctx, org, gateway_id, active=True):
-    await ctx.db.express.create("GatewayDeployment", {
+    await insert(ctx.database, "GatewayDeployment", {
         "id": new_id(), "organization_id": org, "gateway_id": gateway_id, "agent_id": "support-bot",
         "agent_version": "v2", "weight": 100, "is_active": active, "status": "active" if active else "inactive",
         "deployed_at": utcnow(), "deployed_by": "test"})
@@ -166,7 +166,7 @@ async def test_delete_refuses_while_deployments_are_active_unless_forced(ctx, ex
     assert gone == {"id": out["id"], "deleted_deployments": 2}
     with pytest.raises(NotFound):
         await executor.run("gateways_get", owner, None, out["id"])
-    assert await ctx.db.express.count("GatewayDeployment", filter={"gateway_id": out["id"]}) == 0
+    assert await count(ctx.database, "GatewayDeployment", {"gateway_id": out["id"]}) == 0
 
 
 async def test_delete_with_only_inactive_deployments_succeeds(ctx, executor, owner):
@@ -184,8 +184,8 @@ async def test_resolve_picks_the_first_active_gateway_of_the_environment(ctx, ex
     await create(executor, owner, name="staging-only", environment="staging")
     assert (await executor.run("gateways_resolve", owner, {"environment": "production"}))["id"] == first["id"]
     second = await create(executor, owner, name="second")
-    await ctx.db.express.update("Gateway", first["id"], {"health_status": "unhealthy"})
-    await ctx.db.express.update("Gateway", second["id"], {"health_status": "healthy"})
+    await update(ctx.database, "Gateway", first["id"], {"health_status": "unhealthy"})
+    await update(ctx.database, "Gateway", second["id"], {"health_status": "healthy"})
     assert (await executor.run("gateways_resolve", owner, {"environment": "production"}))["id"] == second["id"]
     assert off["id"] not in {second["id"], first["id"]}
 

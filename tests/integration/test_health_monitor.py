@@ -4,6 +4,7 @@ stopped: hysteresis, status changes, history and events, on SQLite and PostgreSQ
 import anyio
 import pytest
 
+from ngm.models.query import select
 from ngm.nodes.auth.keys import Principal
 from ngm.nodes.health.monitor import HealthMonitor
 from ngm.workflows.executor import Executor
@@ -38,8 +39,7 @@ def setup(monitor_ctx, org, standin):
 
 
 async def transitions(ctx, gw):
-    rows = await ctx.db.express.list("HealthEvent", filter={"gateway_id": gw["id"]}, order_by=["occurred_at"],
-                                     limit=100)
+    rows = await select(ctx.database, "HealthEvent", {"gateway_id": gw["id"]}, order=["occurred_at", "id"])
     return [(r["from_health"], r["to_health"], r["from_status"], r["to_status"]) for r in rows]
 
 

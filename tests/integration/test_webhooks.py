@@ -2,15 +2,18 @@
 
 import json
 import time
+from ipaddress import ip_network
 
 import pytest
 
 from ngm.errors import Forbidden, NotFound, ValidationFailed
+from ngm.models.query import select, update
 from ngm.models.rows import utcnow
 from ngm.nodes.auth.keys import Principal
 from ngm.nodes.events.dispatcher import WebhookDispatcher
 from ngm.nodes.events.signing import verify
 from ngm.nodes.health.monitor import HealthMonitor
+from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
 from ngm.workflows.executor import Executor
 from tests.integration.conftest import as_role
 
@@ -23,7 +26,7 @@ def env(monitor_ctx, org, standin):
     executor = Executor(ctx)
     owner = Principal(org, "org_owner", "k", "tester")
     monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound)
-    dispatcher = WebhookDispatcher(ctx.db, ctx.keyring, ctx.outbound, max_attempts=3)
+    dispatcher = WebhookDispatcher(ctx.database, ctx.keyring, ctx.outbound, max_attempts=3)
     return ctx, executor, owner, monitor, dispatcher, standin
 
 
@@ -80,7 +83,7 @@ async def test_failed_deliveries_are_retried_with_backoff_then_given_up(env):
     assert first["next_attempt_at"] > utcnow().isoformat()  # backed off into the future, not retried at once
     assert len(receiver.posts()) == 1
     for _ in (2, 3):  # make the retries due now instead of waiting for the backoff
-        await ctx.db.express.update("WebhookDelivery", first["id"], {"next_attempt_at": utcnow()})
+        await update(ctx.database, "WebhookDelivery", first["id"], {"next_attempt_at": utcnow()})
         await drain(ctx, dispatcher)
     [last] = (await executor.run("webhooks_deliveries", owner, {}, hook["id"]))["items"]
     assert (last["status"], last["attempts"]) == ("failed", 3) and len(receiver.posts()) == 3
@@ -103,13 +106,34 @@ async def test_inactive_and_unsubscribed_webhooks_get_nothing(env):
     assert (await executor.run("webhooks_update", owner, {"active": True}, hook["id"]))["active"] is True
 
 
-async def test_webhook_urls_to_metadata_addresses_are_refused_at_delivery(env):
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[64:ff9b::a9fe:a9fe]/",
+                                 "http://[::ffff:169.254.169.254]/", "http://１６９.254.169.254/"])
+async def test_webhook_urls_to_metadata_addresses_are_refused_when_written(env, url):
     ctx, executor, owner, monitor, dispatcher, standin = env
-    hook = await executor.run("webhooks_create", owner, {"url": "http://169.254.169.254/latest"})
-    await executor.run("webhooks_test", owner, None, hook["id"])
-    await drain(ctx, dispatcher)
+    with pytest.raises(ValidationFailed) as info:
+        await executor.run("webhooks_create", owner, {"url": url}, source="json")
+    assert info.value.details[0]["field"] == "url" and "link-local or metadata" in info.value.message
+    hook = await executor.run("webhooks_create", owner, {"url": "http://127.0.0.1:9/"})
+    with pytest.raises(ValidationFailed):
+        await executor.run("webhooks_update", owner, {"url": url}, hook["id"], source="json")
+    assert (await executor.run("webhooks_get", owner, None, hook["id"]))["url"] == "http://127.0.0.1:9/"
+
+
+async def test_a_delivery_the_policy_refuses_fails_at_once(env):
+    """A host name that resolves to a blocked address is refused when called: the delivery fails with that
+    reason after one attempt instead of being retried. (Loopback stands in for the blocked range here.)"""
+    ctx, executor, owner, monitor, dispatcher, standin = env
+    receiver = standin()
+    hook = await executor.run("webhooks_create", owner, {"url": receiver.url.replace("127.0.0.1", "localhost")})
+    strict = OutboundClient(OutboundPolicy(blocked=(ip_network("127.0.0.0/8"), ip_network("::1/128"))))
+    try:
+        await executor.run("webhooks_test", owner, None, hook["id"])
+        await drain(ctx, WebhookDispatcher(ctx.database, ctx.keyring, strict, max_attempts=8))
+    finally:
+        await strict.close()
     [d] = (await executor.run("webhooks_deliveries", owner, {}, hook["id"]))["items"]
-    assert "link-local or metadata" in d["last_error"]
+    assert (d["status"], d["attempts"]) == ("failed", 1) and "link-local or metadata" in d["last_error"]
+    assert receiver.posts() == []
 
 
 async def test_secret_rotation_signs_with_the_new_secret(env):
@@ -141,7 +165,7 @@ async def test_webhook_management(env):
                            hook["id"])
     await executor.run("webhooks_delete", owner, None, hook["id"])
     assert (await executor.run("webhooks_list", owner, None))["items"] == []
-    assert await ctx.db.express.list("Webhook", filter={"organization_id": owner.organization_id}, limit=10) == []
+    assert await select(ctx.database, "Webhook", {"organization_id": owner.organization_id}) == []
 
 
 async def test_transitions_are_listed(env):

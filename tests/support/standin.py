@@ -3,7 +3,8 @@
 mode: "healthy" (200, Nexus health JSON), "slow" (answers after `delay`), "error" (503), "drop" (closes
 the connection without answering), "redirect" (302 to `redirect_to`, which answers normally), "huge" (an endless body),
 "broken_api" (/health answers 200, everything else 500).
-`body` overrides the JSON answered. Modes may be changed while running (flapping, recovery). POSTs are
+`body` overrides the JSON answered, `answer_headers` are added to every answer. Modes may be changed while
+running (flapping, recovery). POSTs are
 recorded with their bodies and answered with `post_status` (a webhook receiver). tls=True serves HTTPS
 with a self-signed certificate. Every request's method, path, headers and body are recorded.
 """
@@ -44,8 +45,10 @@ def self_signed_cert() -> tuple[str, str]:
 
 class StandIn:
     def __init__(self, mode: str = "healthy", delay: float = 0.0, *, body: dict | None = None,
-                 redirect_to: str | None = None, post_status: int = 200, tls: bool = False):
+                 redirect_to: str | None = None, post_status: int = 200, tls: bool = False,
+                 answer_headers: dict | None = None):
         self.mode, self.delay, self.body = mode, delay, body
+        self.answer_headers = answer_headers or {}  # sent with every answer
         self.redirect_to, self.post_status = redirect_to, post_status
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -67,7 +70,7 @@ class StandIn:
             def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
                 self.send_response(status)
                 for name, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
-                                    **(headers or {})}.items():
+                                    **standin.answer_headers, **(headers or {})}.items():
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)

@@ -46,7 +46,8 @@ def test_create_requires_name_environment_and_api_url():
 @pytest.mark.parametrize("field, value, message", [
     ("name", "", "must not be empty"),
     ("name", "   ", "must not be empty"),
-    ("name", "a\x00b", "must not contain control characters"),
+    ("name", "a\x00b", "must not contain NUL characters"),  # every text field: storable on both databases
+    ("name", "a\x07b", "must not contain control characters"),
     ("name", "x" * 201, "String should have at most 200 characters"),
     ("environment", "prod", "Input should be 'development', 'staging' or 'production'"),
     ("gateway_type", "public", "Input should be 'shared', 'dedicated' or 'private'"),

@@ -1,16 +1,19 @@
-"""RecordAuditNode: writes one audit event for a change another node describes."""
+"""RecordAuditNode: writes one audit event for a change another node describes, in the same transaction."""
 
 from __future__ import annotations
 
 from kailash.nodes.base import register_node
 
-from ngm.models.rows import new_id, normalize, utcnow
+from ngm.models.database import Queries
+from ngm.models.query import count, insert, select
+from ngm.models.rows import iso, new_ordered_id, utcnow
 from ngm.nodes.base import REQUIRED, ContextNode
 
 
-async def record_event(db, organization_id: str, actor: dict, action: str, entry: dict) -> str:
-    event_id = new_id()
-    await db.express.create("AuditEvent", {
+async def record_event(q: Queries, organization_id: str, actor: dict, action: str, entry: dict) -> str:
+    """The id sorts in the order the changes were made (each inside its transaction, after its locks)."""
+    event_id = new_ordered_id()
+    await insert(q, "AuditEvent", {
         "id": event_id, "organization_id": organization_id,
         "actor_id": actor.get("id", ""), "actor_name": actor.get("name", ""),
         "action": action, "resource_type": entry["resource_type"], "resource_id": entry["resource_id"],
@@ -29,15 +32,15 @@ class RecordAuditNode(ContextNode):
     async def async_run(self, **kw):
         if not kw["entry"].get("changes"):  # an update that changed nothing is not an event
             return {"event_id": None}
-        event_id = await record_event(self.ctx.db, kw["organization_id"], kw["actor"], kw["action"], kw["entry"])
+        event_id = await record_event(self.db, kw["organization_id"], kw["actor"], kw["action"], kw["entry"])
         return {"event_id": event_id}
 
 
 def event_view(row: dict) -> dict:
-    out = normalize(row, times=("occurred_at",))
-    out.pop("updated_at", None)
-    out.pop("created_at", None)
-    return out
+    row["occurred_at"] = iso(row["occurred_at"])
+    row.pop("updated_at", None)
+    row.pop("created_at", None)
+    return row
 
 
 @register_node()
@@ -48,9 +51,8 @@ class ListAuditEventsNode(ContextNode):
         p = kw["params"]
         where = {"organization_id": kw["organization_id"],
                  **{k: p[k] for k in ("resource_type", "resource_id", "action") if p.get(k)}}
-        db = self.ctx.db
-        total = await db.express.count("AuditEvent", filter=where)
-        rows = await db.express.list("AuditEvent", filter=where, order_by=["-occurred_at", "-id"],
-                                     limit=p["limit"], offset=p["offset"])
+        total = await count(self.db, "AuditEvent", where)
+        rows = await select(self.db, "AuditEvent", where, order=["-occurred_at", "-id"], limit=p["limit"],
+                            offset=p["offset"])
         return {"page": {"items": [event_view(r) for r in rows], "total": total, "limit": p["limit"],
                          "offset": p["offset"]}}

@@ -19,7 +19,7 @@ class CreateApiKeyNode(ContextNode):
         if not actor.get("local") and not role_at_least(actor["role"], p["role"]):
             raise Forbidden(f"a {actor['role']} cannot create a {p['role']} key", field="role")
         limits = {k: p[k] for k in ("rate_limit", "api_rate_limit") if p.get(k) is not None}
-        key, row = await store.create_key(self.ctx.db, kw["organization_id"], p["role"], p["name"] or p["role"],
+        key, row = await store.create_key(self.db, kw["organization_id"], p["role"], p["name"] or p["role"],
                                           actor.get("name") or actor.get("id"), limits)
         audit = {"resource_type": "api_key", "resource_id": row["id"],
                  "changes": {"role": {"to": row["role"]}, "name": {"to": row["name"]}}}
@@ -32,7 +32,7 @@ class ListApiKeysNode(ContextNode):
 
     async def async_run(self, **kw):
         include = bool((kw.get("params") or {}).get("include_revoked"))
-        return {"keys": {"items": await store.list_keys(self.ctx.db, kw["organization_id"], include)}}
+        return {"keys": {"items": await store.list_keys(self.db, kw["organization_id"], include)}}
 
 
 @register_node()
@@ -52,9 +52,9 @@ class UpdateApiKeyNode(ContextNode):
               "params": (dict, {})}
 
     async def async_run(self, **kw):
-        before, after = await store.update_key(self.ctx.db, kw["organization_id"], kw["resource_id"],
+        before, after = await store.update_key(self.db, kw["organization_id"], kw["resource_id"],
                                                kw.get("params") or {}, _caller(kw))
-        await self.ctx.keys_changed()
+        await self.after_commit(self.ctx.keys_changed)
         audit = {"resource_type": "api_key", "resource_id": after["id"],
                  "changes": {k: {"from": before.get(k), "to": after.get(k)} for k in ("name", "rate_limit",
                              "api_rate_limit") if before.get(k) != after.get(k)}}
@@ -73,7 +73,7 @@ class RevokeApiKeyNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.revoke_key(self.ctx.db, kw["organization_id"], kw["resource_id"], _caller(kw))
-        await self.ctx.keys_changed()  # this instance stops accepting it at once, the others when told
+        row = await store.revoke_key(self.db, kw["organization_id"], kw["resource_id"], _caller(kw))
+        await self.after_commit(self.ctx.keys_changed)  # refused here at once, elsewhere when told
         audit = {"resource_type": "api_key", "resource_id": row["id"], "changes": {"revoked": {"to": True}}}
         return {"revoked": row, "audit": audit}

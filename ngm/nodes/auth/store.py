@@ -7,72 +7,95 @@ import logging
 import time
 from datetime import timedelta
 
-from ngm.errors import Forbidden, NotFound, Unauthorized
+from ngm.errors import Conflict, Forbidden, NotFound, Unauthorized
 from ngm.memo import keep
-from ngm.models.rows import new_id, normalize, parse_time, utcnow
+from ngm.models.database import DatabaseUnavailable, Queries
+from ngm.models.query import insert, select, select_one, update
+from ngm.models.rows import iso, new_id, utcnow
 from ngm.nodes.auth.keys import Principal, display_prefix, generate_api_key, hash_api_key, looks_like_api_key
 
-TIME_FIELDS = ("revoked_at", "last_used_at")
+TIME_FIELDS = ("revoked_at", "last_used_at", "created_at", "updated_at")
 _LAST_USED_EVERY = timedelta(seconds=60)  # bounds the writes that last_used_at costs
+OWNER = "org_owner"
 log = logging.getLogger("ngm.auth")
 
 
 def _quietly(task: asyncio.Task) -> None:
     """A background re-read that failed: the entry expires and the next request loads it (and sees why)."""
     if not task.cancelled() and task.exception() is not None:
-        log.warning("API key re-read failed (%s); retried on the next request", type(task.exception()).__name__)
+        log.debug("API key re-read failed (%s); retried on the next request", type(task.exception()).__name__)
 
 
 def key_view(row: dict) -> dict:
-    out = normalize(row, times=TIME_FIELDS)
-    out.pop("key_hash", None)
-    out["revoked"] = out.get("revoked_at") is not None
-    return out
+    for key in TIME_FIELDS:
+        row[key] = iso(row.get(key))
+    row.pop("key_hash", None)
+    row["revoked"] = row.get("revoked_at") is not None
+    return row
 
 
-async def create_key(db, organization_id: str, role: str, name: str, created_by: str | None,
+async def create_key(q: Queries, organization_id: str, role: str, name: str, created_by: str | None,
                      limits: dict | None = None) -> tuple[str, dict]:
     key = generate_api_key()
     row = {"id": "key_" + new_id()[:16], "organization_id": organization_id, "name": name, "role": role,
            "key_hash": hash_api_key(key), "key_prefix": display_prefix(key), "created_by": created_by,
            **(limits or {})}
-    await db.express.create("ApiKey", row)
-    return key, await fetch_key(db, organization_id, row["id"])
+    await insert(q, "ApiKey", row)
+    return key, await fetch_key(q, organization_id, row["id"])
 
 
-async def fetch_key(db, organization_id: str, key_id: str) -> dict:
-    rows = await db.express.list("ApiKey", filter={"id": key_id, "organization_id": organization_id}, limit=1)
-    if not rows:
+async def fetch_key(q: Queries, organization_id: str, key_id: str, *, lock: bool = False) -> dict:
+    row = await select_one(q, "ApiKey", {"id": key_id, "organization_id": organization_id}, lock=lock)
+    if row is None:
         raise NotFound(f"API key {key_id} not found", field="key_id")
-    return key_view(rows[0])
+    return key_view(row)
 
 
-async def list_keys(db, organization_id: str, include_revoked: bool) -> list[dict]:
-    where = {"organization_id": organization_id}
+async def list_keys(q: Queries, organization_id: str, include_revoked: bool) -> list[dict]:
+    where: dict = {"organization_id": organization_id}
     if not include_revoked:
         where["revoked_at"] = None
-    rows = await db.express.list("ApiKey", filter=where, order_by=["created_at", "id"], limit=10_000)
+    rows = await select(q, "ApiKey", where, order=["created_at", "id"], limit=10_000)
     return [key_view(r) for r in rows]
 
 
-async def update_key(db, organization_id: str, key_id: str, changes: dict, caller: Principal | None = None
-                     ) -> tuple[dict, dict]:
-    before = await fetch_key(db, organization_id, key_id)
-    if caller is not None and not caller.local and not caller.allows(before["role"]):
-        raise Forbidden(f"a {caller.role} cannot change a {before['role']} key", field="key_id")
-    changes = {k: v for k, v in changes.items() if before.get(k) != v}
-    if changes:
-        await db.express.update("ApiKey", key_id, changes)
-    return before, await fetch_key(db, organization_id, key_id)
+async def _keep_an_owner(q: Queries, organization_id: str, key: dict, action: str) -> None:
+    """An organization keeps at least one active owner key: with none, nobody could mint or revoke an owner
+    key any more. The owner keys are locked first, so two revocations at once cannot both pass."""
+    if key["role"] != OWNER or key["revoked"]:
+        return
+    owners = await q.rows(f"SELECT id FROM api_keys WHERE organization_id = :org AND role = :owner AND "
+                          f"revoked_at IS NULL{q.lock}", {"org": organization_id, "owner": OWNER})
+    if len(owners) <= 1:
+        raise Conflict(f"cannot {action} the last active org_owner key of organization {organization_id}: the "
+                       "organization would be locked out. Create another owner key first.", field="key_id",
+                       code="last_owner_key")
 
 
-async def revoke_key(db, organization_id: str, key_id: str, caller: Principal | None = None) -> dict:
-    key = await fetch_key(db, organization_id, key_id)
+def _may_touch(caller: Principal | None, key: dict, action: str) -> None:
     if caller is not None and not caller.local and not caller.allows(key["role"]):
-        raise Forbidden(f"a {caller.role} cannot revoke a {key['role']} key", field="key_id")
+        raise Forbidden(f"a {caller.role} cannot {action} a {key['role']} key", field="key_id")
+
+
+async def update_key(q: Queries, organization_id: str, key_id: str, changes: dict, caller: Principal | None = None
+                     ) -> tuple[dict, dict]:
+    before = await fetch_key(q, organization_id, key_id, lock=True)
+    _may_touch(caller, before, "change")
+    changes = {k: v for k, v in changes.items() if before.get(k) != v}
+    if changes.get("role", OWNER) != OWNER:
+        await _keep_an_owner(q, organization_id, before, "demote")
+    if changes:
+        await update(q, "ApiKey", key_id, changes)
+    return before, await fetch_key(q, organization_id, key_id)
+
+
+async def revoke_key(q: Queries, organization_id: str, key_id: str, caller: Principal | None = None) -> dict:
+    key = await fetch_key(q, organization_id, key_id, lock=True)
+    _may_touch(caller, key, "revoke")
     if not key["revoked"]:
-        await db.express.update("ApiKey", key_id, {"revoked_at": utcnow()})
-    return await fetch_key(db, organization_id, key_id)
+        await _keep_an_owner(q, organization_id, key, "revoke")
+        await update(q, "ApiKey", key_id, {"revoked_at": utcnow()})
+    return await fetch_key(q, organization_id, key_id)
 
 
 class KeyAuthenticator:
@@ -82,7 +105,11 @@ class KeyAuthenticator:
     One load per key at a time, however many requests present it at once, and a key in use is re-read in
     the background during the second half of its ttl, so requests do not wait for the database at every
     expiry. (Before: every 2 s all concurrent requests of a busy key missed together and each ran its own
-    query on the event loop, stalling the router for 50-290 ms.)"""
+    query on the event loop, stalling the router for 50-290 ms.)
+
+    While the database is unreachable, what was last read stands (the data plane outlives its control plane):
+    a key known before keeps working, a key revoked before stays refused, and a key never seen gets 503
+    `database_unavailable`, never a 500."""
 
     def __init__(self, db, ttl: float = 2.0, max_entries: int = 10_000):
         self._db = db
@@ -143,6 +170,11 @@ class KeyAuthenticator:
         generation = self._generation
         try:
             principal = await self._load(digest)
+        except DatabaseUnavailable:
+            last = self._cache.get(digest)
+            if last is None:
+                raise
+            principal = last[1]  # as last read, until the database answers again
         finally:
             self._loading.pop(digest, None)
         if generation == self._generation:
@@ -150,14 +182,16 @@ class KeyAuthenticator:
         return principal
 
     async def _load(self, digest: str) -> Principal | None:
-        rows = await self._db.express.list("ApiKey", filter={"key_hash": digest}, limit=1)
-        if not rows or rows[0].get("revoked_at") is not None:
+        row = await select_one(self._db, "ApiKey", {"key_hash": digest})
+        if row is None or row.get("revoked_at") is not None:
             return None
-        row = rows[0]
         last_used = row.get("last_used_at")
         now = utcnow()
-        if last_used is None or now - parse_time(last_used) > _LAST_USED_EVERY:
-            await self._db.express.update("ApiKey", row["id"], {"last_used_at": now})
+        if last_used is None or now - last_used > _LAST_USED_EVERY:
+            try:
+                await update(self._db, "ApiKey", row["id"], {"last_used_at": now})
+            except Exception as exc:  # bookkeeping: never a reason to refuse the caller
+                log.debug("last_used_at not recorded (%s)", type(exc).__name__)
         return Principal(organization_id=row["organization_id"], role=row["role"], key_id=row["id"],
                          name=row["name"], rate_limit=row.get("rate_limit"), api_rate_limit=row.get("api_rate_limit"))
 

@@ -25,9 +25,9 @@ class CreateDeploymentNode(_DeploymentNode):
 
     async def async_run(self, **kw):
         actor = kw["actor"]
-        row = await store.create(self.ctx.db, kw["organization_id"], kw["params"],
+        row = await store.create(self.db, kw["organization_id"], kw["params"],
                                  actor.get("name") or actor.get("id") or "unknown")
-        await self.ctx.routing_changed()
+        await self.after_commit(self.ctx.routing_changed)
         return {"deployment": await self.with_in_flight(row), "audit": _audit(row["id"], None, row)}
 
 
@@ -38,7 +38,7 @@ class ListDeploymentsNode(_DeploymentNode):
     async def async_run(self, **kw):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("gateway_id", "agent_id", "status")}
-        rows, total = await store.list_page(self.ctx.db, kw["organization_id"], filters, p["limit"], p["offset"])
+        rows, total = await store.list_page(self.db, kw["organization_id"], filters, p["limit"], p["offset"])
         return {"page": {"items": [await self.with_in_flight(r) for r in rows], "total": total,
                          "limit": p["limit"], "offset": p["offset"]}}
 
@@ -48,7 +48,7 @@ class FetchDeploymentNode(_DeploymentNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.fetch(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
         return {"deployment": await self.with_in_flight(row)}
 
 
@@ -60,7 +60,7 @@ class ChangeDeploymentNode(_DeploymentNode):
               "change": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        db, org, dep, p = self.ctx.db, kw["organization_id"], kw["resource_id"], kw.get("params") or {}
+        db, org, dep, p = self.db, kw["organization_id"], kw["resource_id"], kw.get("params") or {}
         change = kw["change"]
         if change == "patch":
             before, after = await store.patch(db, org, dep, p)
@@ -68,7 +68,7 @@ class ChangeDeploymentNode(_DeploymentNode):
             before, after = await store.start_drain(db, org, dep, p.get("timeout_seconds", 30.0))
         else:
             before, after = await store.set_status(db, org, dep, "active" if change == "activate" else "inactive")
-        await self.ctx.routing_changed()
+        await self.after_commit(self.ctx.routing_changed)
         return {"deployment": await self.with_in_flight(after), "audit": _audit(dep, before, after)}
 
 
@@ -77,7 +77,7 @@ class RemoveDeploymentNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.remove(self.ctx.db, kw["organization_id"], kw["resource_id"])
-        await self.ctx.routing_changed()
+        row = await store.remove(self.db, kw["organization_id"], kw["resource_id"])
+        await self.after_commit(self.ctx.routing_changed)
         return {"deleted": {"id": row["id"]},
                 "audit": _audit(row["id"], {"agent_id": row["agent_id"], "gateway_id": row["gateway_id"]}, None)}

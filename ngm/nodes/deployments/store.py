@@ -1,87 +1,127 @@
-"""Agent deployments on gateways, scoped to one organization (db.express: management path)."""
+"""Agent deployments on gateways, scoped to one organization.
+
+Every change locks what it depends on before checking it: a new deployment locks its gateway (so a gateway
+deleted meanwhile is not deployed to, and the gateway's delete sees it), a change locks the deployment.
+The lock order is always gateway, then deployment.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from ngm.errors import Conflict, NotFound, ValidationFailed
-from ngm.models.rows import new_ordered_id, normalize, utcnow
+from ngm.models.database import Queries
+from ngm.models.query import count, delete, insert, select, select_one, update
+from ngm.models.rows import iso, new_ordered_id, utcnow
 from ngm.nodes.gateways import store as gateways
 
-TIMES = ("deployed_at", "drain_started_at", "drain_deadline")
+TIMES = ("deployed_at", "drain_started_at", "drain_deadline", "created_at", "updated_at")
 
 
 def view(row: dict) -> dict:
-    return normalize(row, bools=("is_active",), times=TIMES)
+    for key in TIMES:
+        row[key] = iso(row.get(key))
+    return row
 
 
-async def fetch(db, organization_id: str, deployment_id: str) -> dict:
-    rows = await db.express.list("GatewayDeployment", filter={"id": deployment_id,
-                                                              "organization_id": organization_id}, limit=1)
-    if not rows:
+async def fetch(q: Queries, organization_id: str, deployment_id: str, *, lock: bool = False) -> dict:
+    row = await select_one(q, "GatewayDeployment", {"id": deployment_id, "organization_id": organization_id},
+                           lock=lock)
+    if row is None:
         raise NotFound(f"deployment {deployment_id} not found", field="deployment_id")
-    return view(rows[0])
+    return view(row)
 
 
-async def create(db, organization_id: str, fields: dict, deployed_by: str) -> dict:
+async def _already_active(q: Queries, organization_id: str, gateway_id: str, agent_id: str, version: str,
+                          other_than: str | None = None) -> bool:
+    where: dict = {"organization_id": organization_id, "gateway_id": gateway_id, "agent_id": agent_id,
+                   "agent_version": version, "is_active": True}
+    if other_than:
+        where["id"] = ("<>", other_than)
+    return bool(await count(q, "GatewayDeployment", where))
+
+
+async def create(q: Queries, organization_id: str, fields: dict, deployed_by: str) -> dict:
     try:
-        gateway = await gateways.fetch(db, organization_id, fields["gateway_id"])
+        gateway = await gateways.fetch(q, organization_id, fields["gateway_id"], lock=True)
     except NotFound:
         raise NotFound(f"gateway {fields['gateway_id']} not found", field="gateway_id") from None
-    clash = await db.express.count("GatewayDeployment", filter={
-        "organization_id": organization_id, "gateway_id": gateway["id"], "agent_id": fields["agent_id"],
-        "agent_version": fields["agent_version"], "is_active": True})
-    if clash:
+    if await _already_active(q, organization_id, gateway["id"], fields["agent_id"], fields["agent_version"]):
         raise Conflict(f"{fields['agent_id']} {fields['agent_version']} is already deployed on this gateway",
                        field="agent_version", code="already_deployed")
     row = {"id": new_ordered_id(), "organization_id": organization_id, **fields, "is_active": True,
            "status": "active", "deployed_at": utcnow(), "deployed_by": deployed_by}
-    await db.express.create("GatewayDeployment", row)
-    return await fetch(db, organization_id, row["id"])
+    await insert(q, "GatewayDeployment", row)
+    return await fetch(q, organization_id, row["id"])
 
 
-async def list_page(db, organization_id: str, filters: dict, limit: int, offset: int) -> tuple[list[dict], int]:
+async def list_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
+                    ) -> tuple[list[dict], int]:
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
-    total = await db.express.count("GatewayDeployment", filter=where)
-    rows = await db.express.list("GatewayDeployment", filter=where, order_by=["agent_id", "id"], limit=limit,
-                                 offset=offset)
+    total = await count(q, "GatewayDeployment", where)
+    rows = await select(q, "GatewayDeployment", where, order=["agent_id", "id"], limit=limit, offset=offset)
     return [view(r) for r in rows], total
 
 
-async def patch(db, organization_id: str, deployment_id: str, changes: dict) -> tuple[dict, dict]:
-    before = await fetch(db, organization_id, deployment_id)
+async def _apply(q: Queries, organization_id: str, before: dict, changes: dict) -> tuple[dict, dict]:
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
         return before, before
-    return before, view(await db.express.update("GatewayDeployment", deployment_id, changes))
+    await update(q, "GatewayDeployment", before["id"], changes)
+    return before, await fetch(q, organization_id, before["id"])
 
 
-async def set_status(db, organization_id: str, deployment_id: str, status: str) -> tuple[dict, dict]:
+async def patch(q: Queries, organization_id: str, deployment_id: str, changes: dict) -> tuple[dict, dict]:
+    version = changes.get("agent_version")
+    if version:  # the version must stay unique among the gateway's active ones: the gateway first
+        current = await fetch(q, organization_id, deployment_id)
+        await gateways.fetch(q, organization_id, current["gateway_id"], lock=True)
+    before = await fetch(q, organization_id, deployment_id, lock=True)
+    if (version and version != before["agent_version"] and before["is_active"]
+            and await _already_active(q, organization_id, before["gateway_id"], before["agent_id"], version,
+                                      other_than=deployment_id)):
+        raise Conflict(f"{before['agent_id']} {version} is already deployed on this gateway", field="agent_version",
+                       code="already_deployed")
+    return await _apply(q, organization_id, before, changes)
+
+
+async def set_status(q: Queries, organization_id: str, deployment_id: str, status: str) -> tuple[dict, dict]:
     """active or inactive, at once (draining has its own path)."""
-    before = await fetch(db, organization_id, deployment_id)
-    if status == "active" and before["status"] != "active":
-        gateway_rows = await db.express.list("GatewayDeployment", filter={
-            "organization_id": organization_id, "gateway_id": before["gateway_id"], "agent_id": before["agent_id"],
-            "agent_version": before["agent_version"], "is_active": True}, limit=1)
-        if gateway_rows:
-            raise Conflict("the same agent version is already active on this gateway", field="deployment_id",
-                           code="already_deployed")
-    changes = {"status": status, "is_active": status != "inactive", "drain_started_at": None, "drain_deadline": None}
-    return await patch(db, organization_id, deployment_id, changes)
+    current = await fetch(q, organization_id, deployment_id)
+    if status == "active":  # the gateway first (the lock order), then the deployment as locked
+        await gateways.fetch(q, organization_id, current["gateway_id"], lock=True)
+    before = await fetch(q, organization_id, deployment_id, lock=True)
+    if status == "active" and before["status"] != "active" and await _already_active(
+            q, organization_id, before["gateway_id"], before["agent_id"], before["agent_version"],
+            other_than=deployment_id):
+        raise Conflict("the same agent version is already active on this gateway", field="deployment_id",
+                       code="already_deployed")
+    return await _apply(q, organization_id, before, {"status": status, "is_active": status != "inactive",
+                                                      "drain_started_at": None, "drain_deadline": None})
 
 
-async def start_drain(db, organization_id: str, deployment_id: str, timeout_seconds: float) -> tuple[dict, dict]:
-    before = await fetch(db, organization_id, deployment_id)
+async def start_drain(q: Queries, organization_id: str, deployment_id: str, timeout_seconds: float
+                      ) -> tuple[dict, dict]:
+    before = await fetch(q, organization_id, deployment_id, lock=True)
     if before["status"] == "inactive":
         raise ValidationFailed("an inactive deployment has nothing to drain", field="deployment_id")
     if before["status"] == "draining":
         return before, before
     now = utcnow()
-    return await patch(db, organization_id, deployment_id, {
+    return await _apply(q, organization_id, before, {
         "status": "draining", "drain_started_at": now, "drain_deadline": now + timedelta(seconds=timeout_seconds)})
 
 
-async def remove(db, organization_id: str, deployment_id: str) -> dict:
-    row = await fetch(db, organization_id, deployment_id)
-    await db.express.delete("GatewayDeployment", deployment_id)
+async def finish_drain(q: Queries, deployment_id: str) -> bool:
+    """Draining -> inactive, if it is still draining (an operator may have changed it meanwhile)."""
+    row = await select_one(q, "GatewayDeployment", {"id": deployment_id}, lock=True)
+    if row is None or row["status"] != "draining":
+        return False
+    await update(q, "GatewayDeployment", deployment_id, {"status": "inactive", "is_active": False})
+    return True
+
+
+async def remove(q: Queries, organization_id: str, deployment_id: str) -> dict:
+    row = await fetch(q, organization_id, deployment_id, lock=True)
+    await delete(q, "GatewayDeployment", {"id": deployment_id})
     return row

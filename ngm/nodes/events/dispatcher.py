@@ -2,7 +2,8 @@
 
 Runs only on the instance holding the monitor lease, so each delivery is attempted by one instance at a
 time. Delivery is at least once (a crash between a receiver's 2xx and our bookkeeping repeats it):
-receivers deduplicate on X-NGM-Event-ID.
+receivers deduplicate on X-NGM-Event-ID. What no retry can change fails at once, with the reason: a secret
+the configured keys cannot decrypt, an address the outbound policy refuses.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import json
 import logging
 import time
 
+from ngm.models.query import select_one, update
 from ngm.models.rows import utcnow
 from ngm.nodes.events.signing import backoff_seconds, sign
 from ngm.nodes.events.store import due_deliveries, retry_at
 from ngm.nodes.health.probe import classify_exception
+from ngm.nodes.secrets.keyring import KeyringError
 
 log = logging.getLogger("ngm.webhooks")
+REFUSED_BY_POLICY = ("address_blocked", "redirect_refused")
 
 
 class WebhookDispatcher:
@@ -42,12 +46,17 @@ class WebhookDispatcher:
 
     async def _deliver(self, delivery: dict) -> None:
         async with self._sem:
-            hook = await self.db.express.read("Webhook", delivery["webhook_id"])
+            hook = await select_one(self.db, "Webhook", {"id": delivery["webhook_id"]})
             if not hook or not hook.get("active"):
                 await self._finish(delivery, "failed", None, "webhook removed or inactive")
                 return
             body = json.dumps(delivery["payload"], separators=(",", ":")).encode()
-            secret = self.keyring.decrypt(hook["secret_encrypted"])
+            try:
+                secret = self.keyring.decrypt(hook["secret_encrypted"])
+            except KeyringError:
+                await self._finish(delivery, "failed", None, "the webhook's signing secret cannot be decrypted "
+                                   "with the configured encryption keys")
+                return
             headers = {"Content-Type": "application/json", "User-Agent": "ngm-webhooks/1",
                        "X-NGM-Event": delivery["event_type"], "X-NGM-Event-ID": delivery["event_id"],
                        "X-NGM-Delivery-ID": delivery["id"], "X-NGM-Signature": sign(secret, int(time.time()), body)}
@@ -61,12 +70,15 @@ class WebhookDispatcher:
                     return
                 error = f"answered HTTP {status}"
             except Exception as exc:  # a failed attempt is recorded, never raised
-                error = classify_exception(exc)[1]
+                outcome, error = classify_exception(exc)
+                if outcome in REFUSED_BY_POLICY:  # refused again on every attempt: no retry
+                    await self._finish(delivery, "failed", None, error)
+                    return
             attempts = int(delivery["attempts"]) + 1
             if attempts >= self.max_attempts:
                 await self._finish(delivery, "failed", status, error, attempts)
             else:
-                await self.db.express.update("WebhookDelivery", delivery["id"], {
+                await update(self.db, "WebhookDelivery", delivery["id"], {
                     "attempts": attempts, "last_status_code": status, "last_error": error,
                     "next_attempt_at": retry_at(utcnow(), backoff_seconds(attempts))})
 
@@ -78,4 +90,4 @@ class WebhookDispatcher:
             fields["delivered_at"] = utcnow()
         else:
             log.warning("webhook delivery %s to %s failed: %s", delivery["id"], delivery["webhook_id"], error)
-        await self.db.express.update("WebhookDelivery", delivery["id"], fields)
+        await update(self.db, "WebhookDelivery", delivery["id"], fields)

@@ -21,7 +21,7 @@ class ListTransitionsNode(ContextNode):
 
     async def async_run(self, **kw):
         p = kw["params"]
-        items = await store.list_transitions(self.ctx.db, kw["organization_id"], p.get("gateway_id"),
+        items = await store.list_transitions(self.db, kw["organization_id"], p.get("gateway_id"),
                                              parse_time(p.get("since")), p["limit"])
         return {"events": {"items": items}}
 
@@ -31,7 +31,8 @@ class CreateWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "params": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        hook, secret = await store.create_webhook(self.ctx.db, self.ctx.keyring, kw["organization_id"],
+        self.ctx.outbound.policy.check_urls(kw["params"], ("url",))
+        hook, secret = await store.create_webhook(self.db, self.ctx.keyring, kw["organization_id"],
                                                   kw["params"], kw["actor"].get("name") or kw["actor"].get("id"))
         return {"webhook": {**hook, "secret": secret}, "audit": _audit(hook["id"], None, hook)}
 
@@ -41,7 +42,7 @@ class ListWebhooksNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        return {"webhooks": {"items": await store.list_webhooks(self.ctx.db, kw["organization_id"])}}
+        return {"webhooks": {"items": await store.list_webhooks(self.db, kw["organization_id"])}}
 
 
 @register_node()
@@ -49,7 +50,7 @@ class FetchWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        return {"webhook": await store.fetch_webhook(self.ctx.db, kw["organization_id"], kw["resource_id"])}
+        return {"webhook": await store.fetch_webhook(self.db, kw["organization_id"], kw["resource_id"])}
 
 
 @register_node()
@@ -57,7 +58,8 @@ class PatchWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        before, after = await store.update_webhook(self.ctx.db, kw["organization_id"], kw["resource_id"],
+        self.ctx.outbound.policy.check_urls(kw["params"], ("url",))
+        before, after = await store.update_webhook(self.db, kw["organization_id"], kw["resource_id"],
                                                    kw["params"])
         return {"webhook": after, "audit": _audit(after["id"], before, after)}
 
@@ -67,7 +69,7 @@ class RemoveWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        hook = await store.delete_webhook(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        hook = await store.delete_webhook(self.db, kw["organization_id"], kw["resource_id"])
         return {"deleted": {"id": hook["id"]}, "audit": _audit(hook["id"], {"url": hook["url"]}, None)}
 
 
@@ -76,7 +78,7 @@ class RotateWebhookSecretNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        hook, secret = await store.rotate_secret(self.ctx.db, self.ctx.keyring, kw["organization_id"],
+        hook, secret = await store.rotate_secret(self.db, self.ctx.keyring, kw["organization_id"],
                                                  kw["resource_id"])
         return {"webhook": {**hook, "secret": secret},
                 "audit": {"resource_type": "webhook", "resource_id": hook["id"], "changes": {"secret": "[changed]"}}}
@@ -87,10 +89,10 @@ class TestWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        hook = await store.fetch_webhook(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        hook = await store.fetch_webhook(self.db, kw["organization_id"], kw["resource_id"])
         event = make_event("webhook.test", kw["organization_id"], {"webhook_id": hook["id"],
                                                                    "message": "test delivery from ngm"})
-        await store.enqueue_test(self.ctx.db, event, hook["id"])
+        await store.enqueue_test(self.db, event, hook["id"])
         return {"queued": {"webhook_id": hook["id"], "event_id": event["id"], "event_type": event["type"]}}
 
 
@@ -100,6 +102,6 @@ class ListDeliveriesNode(ContextNode):
 
     async def async_run(self, **kw):
         p = kw["params"]
-        items = await store.list_deliveries(self.ctx.db, kw["organization_id"], kw["resource_id"], p.get("status"),
+        items = await store.list_deliveries(self.db, kw["organization_id"], kw["resource_id"], p.get("status"),
                                             p["limit"])
         return {"deliveries": {"items": items}}

@@ -1,6 +1,7 @@
 """Kailash nodes of the gateway registry, each over a function of `store`.
 
-Mutating nodes also output `audit` ({resource_type, resource_id, changes}) for RecordAuditNode.
+Mutating nodes also output `audit` ({resource_type, resource_id, changes}) for RecordAuditNode, which writes
+it in the same transaction.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from kailash.nodes.base import register_node
 from ngm.nodes.audit.changes import diff
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.gateways import store
+
+URL_FIELDS = ("api_url", "health_check_url", "mcp_url")
 
 
 def _audit(gateway_id: str, before: dict | None, after: dict | None) -> dict:
@@ -21,7 +24,8 @@ class InsertGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "record": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.insert(self.ctx.db, kw["organization_id"], kw["record"])
+        self.ctx.outbound.policy.check_urls(kw["record"], URL_FIELDS)
+        row = await store.insert_gateway(self.db, kw["organization_id"], kw["record"])
         return {"gateway": store.public_view(row), "audit": _audit(row["id"], None, row)}
 
 
@@ -30,7 +34,7 @@ class FetchGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.fetch(self.ctx.db, kw["organization_id"], kw["resource_id"])
+        row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
         return {"gateway": store.public_view(row)}
 
 
@@ -41,7 +45,7 @@ class ListGatewaysNode(ContextNode):
     async def async_run(self, **kw):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("environment", "status", "health_status")}
-        rows, total = await store.list_page(self.ctx.db, kw["organization_id"], filters, p["limit"], p["offset"])
+        rows, total = await store.list_page(self.db, kw["organization_id"], filters, p["limit"], p["offset"])
         return {"page": {"items": [store.public_view(r) for r in rows], "total": total,
                          "limit": p["limit"], "offset": p["offset"]}}
 
@@ -51,8 +55,9 @@ class PatchGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "record": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        before, after = await store.patch(self.ctx.db, kw["organization_id"], kw["resource_id"], kw["record"])
-        await self.ctx.routing_changed()  # limits, status, URL and key reach every router within a second
+        self.ctx.outbound.policy.check_urls(kw["record"], URL_FIELDS)
+        before, after = await store.patch(self.db, kw["organization_id"], kw["resource_id"], kw["record"])
+        await self.after_commit(self.ctx.routing_changed)  # limits, status, URL and key reach every router
         return {"gateway": store.public_view(after), "audit": _audit(after["id"], before, after)}
 
 
@@ -62,8 +67,8 @@ class RemoveGatewayNode(ContextNode):
 
     async def async_run(self, **kw):
         force = bool((kw.get("params") or {}).get("force"))
-        gone = await store.remove(self.ctx.db, kw["organization_id"], kw["resource_id"], force)
-        await self.ctx.routing_changed()
+        gone = await store.remove(self.db, kw["organization_id"], kw["resource_id"], force)
+        await self.after_commit(self.ctx.routing_changed)
         audit = _audit(gone["id"], {"name": gone["name"]}, None)
         audit["changes"]["deleted_deployments"] = {"to": gone["deleted_deployments"]}
         return {"deleted": {"id": gone["id"], "deleted_deployments": gone["deleted_deployments"]}, "audit": audit}
@@ -74,5 +79,5 @@ class ResolveGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "params": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.resolve(self.ctx.db, kw["organization_id"], kw["params"]["environment"])
+        row = await store.resolve(self.db, kw["organization_id"], kw["params"]["environment"])
         return {"gateway": store.public_view(row)}

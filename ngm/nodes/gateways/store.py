@@ -1,32 +1,35 @@
-"""Gateway records through `db.express`, always scoped to one organization.
+"""Gateway records, always scoped to one organization.
 
-`db.express` rather than DataFlow's generated workflow nodes: those rewrite user text that looks like
-SQL (see the DataFlow guide), and express is 2-4x faster.
+A change locks the row it starts from (`lock=True`: SELECT ... FOR UPDATE on PostgreSQL; SQLite's write
+transaction holds the database), so the audit record built from (before, after) says exactly what this
+request changed, and checks such as "no active deployments" hold until the transaction commits.
 """
 
 from __future__ import annotations
 
 from ngm.errors import Conflict, NotFound, ValidationFailed
-from ngm.models.rows import is_unique_violation, new_id, normalize
-from ngm.nodes.gateways.validation import consistency_errors
+from ngm.models.database import Queries
+from ngm.models.query import count, delete, insert, select, select_one, update
+from ngm.models.rows import iso, new_id
+from ngm.nodes.gateways.validation import consistency_errors, same_origin
 
-TIME_FIELDS = ("last_health_check",)
-BOOL_FIELDS = ("ssl_enabled",)
+TIME_FIELDS = ("last_health_check", "created_at", "updated_at")
 SECRET_FIELDS = ("api_key_encrypted", "api_key_last4")
 INTERNAL_FIELDS = ("health_successes", "health_failures", "health_slow", "health_fast")  # hysteresis counters
 HEALTH_RANK = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
-
-
 FLOAT_FIELDS = ("last_response_time_ms", "health_check_interval", "health_check_timeout", "degraded_latency_ms",
-                "health_grace_period", "request_timeout")
+                "health_grace_period", "request_timeout", "rate_limit_window")
 
 
-def canonical(row: dict | None) -> dict | None:
-    out = normalize(row, bools=BOOL_FIELDS, times=TIME_FIELDS)
-    for key in FLOAT_FIELDS:  # PostgreSQL REAL is 4 bytes: 6.89 comes back as 6.8899998
-        if out and out.get(key) is not None:
-            out[key] = round(float(out[key]), 3)
-    return out
+def canonical(row: dict) -> dict:
+    """A row as every caller sees it: times in ISO 8601, floats rounded (PostgreSQL REAL is 4 bytes: 6.89
+    comes back as 6.8899998)."""
+    for key in TIME_FIELDS:
+        row[key] = iso(row.get(key))
+    for key in FLOAT_FIELDS:
+        if row.get(key) is not None:
+            row[key] = round(float(row[key]), 3)
+    return row
 
 
 def public_view(row: dict) -> dict:
@@ -48,60 +51,74 @@ def _name_taken(name: str) -> Conflict:
                     code="name_taken")
 
 
-async def insert(db, organization_id: str, record: dict) -> dict:
+async def _name_free(q: Queries, organization_id: str, name: str, other_than: str | None = None) -> None:
+    where: dict = {"organization_id": organization_id, "name": name}
+    if other_than:
+        where["id"] = ("<>", other_than)
+    if await count(q, "Gateway", where):
+        raise _name_taken(name)
+
+
+async def insert_gateway(q: Queries, organization_id: str, record: dict) -> dict:
     record = {**record, "id": new_id(), "organization_id": organization_id}
     if record.get("ssl_enabled") is None:
         record["ssl_enabled"] = record["api_url"].lower().startswith("https://")
     _check_consistency(record)
+    await _name_free(q, organization_id, record["name"])
     try:
-        created = await db.express.create("Gateway", record)
-    except Exception as exc:  # DataFlow raises RuntimeError or Kailash errors depending on the path
-        if is_unique_violation(exc):
-            raise _name_taken(record["name"]) from None
-        raise
-    return await fetch(db, organization_id, created["id"])
+        await insert(q, "Gateway", record)
+    except Conflict:  # the unique index: another request took the name since the check
+        raise _name_taken(record["name"]) from None
+    return await fetch(q, organization_id, record["id"])
 
 
-async def fetch(db, organization_id: str, gateway_id: str) -> dict:
-    rows = await db.express.list("Gateway", filter={"id": gateway_id, "organization_id": organization_id}, limit=1)
-    if not rows:
+async def fetch(q: Queries, organization_id: str, gateway_id: str, *, lock: bool = False) -> dict:
+    row = await select_one(q, "Gateway", {"id": gateway_id, "organization_id": organization_id}, lock=lock)
+    if row is None:
         raise NotFound(f"gateway {gateway_id} not found", field="gateway_id")
-    return canonical(rows[0])
+    return canonical(row)
 
 
-async def list_page(db, organization_id: str, filters: dict, limit: int, offset: int) -> tuple[list[dict], int]:
+async def list_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
+                    ) -> tuple[list[dict], int]:
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
-    total = await db.express.count("Gateway", filter=where)
-    rows = await db.express.list("Gateway", filter=where, order_by=["name", "id"], limit=limit, offset=offset)
+    total = await count(q, "Gateway", where)
+    rows = await select(q, "Gateway", where, order=["name", "id"], limit=limit, offset=offset)
     return [canonical(r) for r in rows], total
 
 
-async def patch(db, organization_id: str, gateway_id: str, changes: dict) -> tuple[dict, dict]:
-    """Apply a partial update; returns (before, after)."""
-    before = await fetch(db, organization_id, gateway_id)
+async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict) -> tuple[dict, dict]:
+    """Apply a partial update to the row as locked; returns (before, after)."""
+    before = await fetch(q, organization_id, gateway_id, lock=True)
     merged = {**before, **changes}
     _check_consistency(merged)
+    if ("api_url" in changes and "api_key_encrypted" not in changes and before.get("api_key_encrypted")
+            and not same_origin(before["api_url"], changes["api_url"])):
+        raise ValidationFailed.from_fields([{"field": "api_key", "message": (
+            "is required when api_url moves to another origin (scheme, host or port): the stored key is not "
+            "sent to a new host; send the gateway's key for it, or null to clear it")}])
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
         return before, before
+    if "name" in changes:
+        await _name_free(q, organization_id, changes["name"], other_than=gateway_id)
     try:
-        after = await db.express.update("Gateway", gateway_id, changes)  # returns the re-read row
-    except Exception as exc:  # DataFlow raises RuntimeError or Kailash errors depending on the path
-        if is_unique_violation(exc):
-            raise _name_taken(changes.get("name", before["name"])) from None
-        raise
-    return before, canonical(after)
+        await update(q, "Gateway", gateway_id, changes)
+    except Conflict:
+        raise _name_taken(changes.get("name", before["name"])) from None
+    return before, await fetch(q, organization_id, gateway_id)
 
 
-async def count_active_deployments(db, organization_id: str, gateway_id: str) -> int:
-    return await db.express.count(
-        "GatewayDeployment", filter={"organization_id": organization_id, "gateway_id": gateway_id, "is_active": True}
-    )
+async def count_active_deployments(q: Queries, organization_id: str, gateway_id: str) -> int:
+    return await count(q, "GatewayDeployment",
+                       {"organization_id": organization_id, "gateway_id": gateway_id, "is_active": True})
 
 
-async def remove(db, organization_id: str, gateway_id: str, force: bool) -> dict:
-    gateway = await fetch(db, organization_id, gateway_id)
-    active = await count_active_deployments(db, organization_id, gateway_id)
+async def remove(q: Queries, organization_id: str, gateway_id: str, force: bool) -> dict:
+    """Delete the locked gateway: refused while it has active deployments (a deployment created meanwhile
+    waited for the lock and finds it gone), or with them when forced."""
+    gateway = await fetch(q, organization_id, gateway_id, lock=True)
+    active = await count_active_deployments(q, organization_id, gateway_id)
     if active and not force:
         raise Conflict(
             f"gateway {gateway_id} still has {active} active deployment(s); drain or delete them, "
@@ -109,29 +126,17 @@ async def remove(db, organization_id: str, gateway_id: str, force: bool) -> dict
             code="active_deployments",
             details={"active_deployments": active, "gateway_id": gateway_id},
         )
-    deployments = await db.express.list(
-        "GatewayDeployment", filter={"organization_id": organization_id, "gateway_id": gateway_id}, limit=100_000
-    )
-    for dep in deployments:  # forced: the gateway's deployments go with it
-        await db.express.delete("GatewayDeployment", dep["id"])
-    await db.express.delete("Gateway", gateway_id)
-    return {**gateway, "deleted_deployments": len(deployments)}
+    deleted = await delete(q, "GatewayDeployment", {"organization_id": organization_id, "gateway_id": gateway_id})
+    await delete(q, "Gateway", {"id": gateway_id})
+    return {**gateway, "deleted_deployments": deleted}
 
 
-async def resolve(db, organization_id: str, environment: str) -> dict:
+async def resolve(q: Queries, organization_id: str, environment: str) -> dict:
     """The first active gateway of an environment: healthiest first, then oldest."""
-    rows = await db.express.list(
-        "Gateway",
-        filter={"organization_id": organization_id, "environment": environment, "status": "active"},
-        order_by=["created_at", "id"],
-        limit=10_000,
-    )
+    rows = await select(q, "Gateway", {"organization_id": organization_id, "environment": environment,
+                                       "status": "active"}, order=["created_at", "id"])
     if not rows:
         raise NotFound(f"no active gateway in environment {environment}", field="environment",
                        code="no_active_gateway")
     best = min(rows, key=lambda r: HEALTH_RANK.get(r.get("health_status"), 2))  # min() keeps the first of equals
     return canonical(best)
-
-
-async def record_health(db, gateway_id: str, fields: dict) -> None:
-    await db.express.update("Gateway", gateway_id, fields)

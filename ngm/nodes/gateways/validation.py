@@ -13,7 +13,8 @@ HEALTH_STATUSES = ("healthy", "degraded", "unhealthy", "unknown")
 AUTH_METHODS = ("api_key", "jwt", "oauth2", "mtls")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+REGION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_REGION = re.compile(REGION_PATTERN)
 _HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")  # a key travels in a header: no spaces, CR or LF
 
 
@@ -43,7 +44,49 @@ def check_http_url(value: str) -> str:
         raise ValueError("port must be between 1 and 65535")
     if parts.fragment:
         raise ValueError("must not contain a fragment")
+    host = ascii_host(parts.hostname)
+    if host is None:
+        raise ValueError("must name a valid host")
+    if _numeric_host(host) and not _CANONICAL_IPV4.match(host):
+        raise ValueError("must spell an IPv4 address as four decimal numbers (e.g. 10.0.0.5), not in decimal, "
+                         "octal, hexadecimal or shortened form")
     return value
+
+
+_CANONICAL_IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|\d+)$", re.IGNORECASE)
+
+
+def ascii_host(host: str) -> str | None:
+    """The host as an HTTP client will look it up: lowercase, internationalised names in their ASCII (IDNA)
+    form, which also folds look-alike digits (fullwidth '１２７' is '127'). None when it has none."""
+    if ":" in host:  # an IPv6 literal
+        return host.lower()
+    if "%" in host:  # percent-encoded hosts are decoded by some clients
+        return None
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+
+
+def _numeric_host(host: str) -> bool:
+    """Whether a URL parser (WHATWG, and the resolvers of most HTTP clients) reads this host as an IPv4
+    address: its last label is a number, in decimal, octal or hexadecimal (http://2852039166 is 169.254.169.254)."""
+    if ":" in host:
+        return False
+    labels = host.rstrip(".").split(".")
+    return bool(_NUMERIC_LABEL.match(labels[-1]))
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Scheme, host and port alike (the port as written or the scheme's default)."""
+    def origin(url: str) -> tuple:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+    return origin(a) == origin(b)
 
 
 def check_region(value: str) -> str:

@@ -49,6 +49,10 @@ class RedisLease:
     def may_work(self) -> bool:
         return self.held or self.fallback
 
+    @property
+    def unreachable(self) -> bool:
+        return self._unreachable_since is not None
+
     async def hold(self) -> bool:
         """Acquire or renew; returns whether this instance may probe now."""
         ms = int(self.ttl * 1000)
@@ -69,6 +73,7 @@ class RedisLease:
             now = self.clock()
             if self._unreachable_since is None:
                 self._unreachable_since = now
+                self.mode = "redis unreachable: the holder of the lease keeps probing; nobody else can take over"
                 log.warning("monitor lease: Redis unreachable (%s)", type(exc).__name__)
             if now - self._unreachable_since > 3 * self.ttl:
                 if not self.fallback:

@@ -14,6 +14,7 @@ import random
 import time
 from datetime import datetime
 
+from ngm.models.database import DatabaseUnavailable
 from ngm.models.rows import utcnow
 from ngm.nodes.gateways.validation import health_url
 from ngm.nodes.health.probe import ProbeResult, probe
@@ -38,6 +39,7 @@ class HealthMonitor:
         self._refreshed_at = float("-inf")
         self._flushed_at = 0.0
         self.probes = 0
+        self.unrecorded = 0  # results dropped while the database was unreachable
 
     # ------------------------------------------------------------ gateway list
 
@@ -121,6 +123,8 @@ class HealthMonitor:
         batch = [(self.gateways.get(g["id"], g), result) for g, result in batch]
         try:
             await self.recorder.record(batch, source="monitor")
+        except DatabaseUnavailable:  # logged once per outage; these results are not kept, the next ones are
+            self.unrecorded += len(batch)
         except Exception:
             log.exception("recording %d probe results failed", len(batch))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kailash.nodes.base import register_node
 
-from ngm.models.rows import iso, parse_time, utcnow
+from ngm.models.rows import iso, utcnow
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.gateways import store
 from ngm.nodes.gateways.validation import health_url
@@ -23,7 +23,7 @@ class ProbeGatewayNode(ContextNode):
 
     async def async_run(self, **kw):
         ctx = self.ctx
-        row = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])
+        row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
         key = ctx.keyring.decrypt(row["api_key_encrypted"]) if row.get("api_key_encrypted") else None
         result = await probe(ctx.outbound, health_url(row), key, timeout=float(row["health_check_timeout"]),
                              key_origin=row["api_url"])
@@ -37,12 +37,8 @@ class RecordHealthNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "probe": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
-        ctx = self.ctx
-        row = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])  # fresh counters
-        row["created_at"] = parse_time(row["created_at"])
-        row["last_health_check"] = parse_time(row["last_health_check"])
         result = ProbeResult(**{k: kw["probe"][k] for k in _RESULT_FIELDS})
-        [summary] = await ctx.recorder.record([(row, result)], source="manual")
+        summary = await self.ctx.recorder.record_check(kw["organization_id"], kw["resource_id"], result)
         return {"health": summary}
 
 
@@ -52,7 +48,7 @@ class HealthHistoryNode(ContextNode):
 
     async def async_run(self, **kw):
         ctx, p = self.ctx, kw["params"]
-        gateway = await store.fetch(ctx.db, kw["organization_id"], kw["resource_id"])
+        gateway = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
         since = utcnow() - parse_window(p["window"])
         items = await ctx.health_store.history(gateway["id"], since, p["limit"])
         stats = summarize(await ctx.health_store.samples(gateway["id"], since))

@@ -1,8 +1,10 @@
 """Turn probe results into health state, history rows, status changes and events.
 
-One path for the monitor's batches and for manual checks, so both follow the same hysteresis. The
-administrative status is changed by compare-and-set against the database, so an operator who just set
-a gateway inactive is never overwritten by a probe that was already in flight.
+One path for the monitor's batches and for manual checks, so both follow the same hysteresis. A batch is
+one transaction: the gateways' new state, their history rows, status moves, transitions and the webhook
+deliveries those queue commit together, and events are published once they have. The administrative
+status is changed by compare-and-set against the database, so an operator who just set a gateway inactive
+is never overwritten by a probe that was already in flight.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from ngm.errors import NotFound
+from ngm.models.database import Queries
 from ngm.models.rows import iso, new_id, utcnow
 from ngm.nodes.events.store import make_event, record_transitions
 from ngm.nodes.health.probe import ProbeResult
@@ -41,10 +45,23 @@ class HealthRecorder:
         """items: (gateway row, probe result). Gateway rows are updated in place to the new state.
         Returns one summary per item: the probe, the resulting health and status, and any transition.
         A whole batch costs a handful of statements, however many gateways change."""
-        now = now or utcnow()
+        async with self.store.database.transaction() as tx:
+            return await self._record(tx, items, source, now or utcnow())
+
+    async def record_check(self, organization_id: str, gateway_id: str, result: ProbeResult) -> dict:
+        """A manual check, recorded against the gateway as it is now (locked: its counters are current)."""
+        async with self.store.database.transaction() as tx:
+            row = await self.store.gateway(tx, gateway_id)
+            if row is None or row["organization_id"] != organization_id:
+                raise NotFound(f"gateway {gateway_id} not found", field="gateway_id")
+            [summary] = await self._record(tx, [(row, result)], "manual", utcnow())
+            return summary
+
+    async def _record(self, tx: Queries, items: list[tuple[dict, ProbeResult]], source: str, now: datetime
+                      ) -> list[dict]:
         evaluated = [(g, r, *evaluate(g, r, now, source)) for g, r in items]
-        await self.store.write_results([rec for _, _, rec, _ in evaluated])
-        statuses = await self._follow_statuses({g["id"]: g["status"] for g, *_ in evaluated},
+        await self.store.write_results(tx, [rec for _, _, rec, _ in evaluated])
+        statuses = await self._follow_statuses(tx, {g["id"]: g["status"] for g, *_ in evaluated},
                                                {g["id"]: new.health_status for g, _, _, new in evaluated})
         summaries, transitions = [], []
         for gateway, result, rec, new in evaluated:
@@ -65,14 +82,21 @@ class HealthRecorder:
                     "reason": result.summary if not result.ok else f"{new.successes} consecutive successes"}))
                 log.info("gateway %s: %s/%s -> %s/%s (%s)", gateway["id"], old_health, old_status,
                          new.health_status, status, result.summary)
-        events = await record_transitions(self.store.sql, self.bus, [t for _, t in transitions])
+        events = await record_transitions(tx, self.bus, [t for _, t in transitions])
         for (summary, _), event in zip(transitions, events):
             summary["transition"] = event["data"]
-        for gateway, summary in zip((g for g, *_ in evaluated), summaries):
-            await self.bus.publish(make_event("health.probe", gateway["organization_id"], summary, occurred_at=now))
+        probes = [make_event("health.probe", g["organization_id"], summary, occurred_at=now)
+                  for g, summary in zip((g for g, *_ in evaluated), summaries)]
+
+        async def publish():
+            for event in probes:
+                await self.bus.publish(event)
+
+        tx.after_commit(publish)
         return summaries
 
-    async def _follow_statuses(self, believed: dict[str, str], health: dict[str, str]) -> dict[str, str]:
+    async def _follow_statuses(self, tx: Queries, believed: dict[str, str], health: dict[str, str]
+                               ) -> dict[str, str]:
         """Move administrative statuses after the health (active <-> error) by compare-and-set in bulk;
         where someone changed a status meanwhile, decide again from what is stored now."""
         result = dict(believed)
@@ -85,11 +109,11 @@ class HealthRecorder:
                 groups.setdefault((result[gid], admin_status(result[gid], health[gid])), []).append(gid)
             moved = set()
             for (expected, target), ids in groups.items():
-                done = await self.store.move_statuses(expected, target, ids)
+                done = await self.store.move_statuses(tx, expected, target, ids)
                 result.update({gid: target for gid in done})
                 moved |= done
             stale = pending - moved
-            current = await self.store.statuses(sorted(stale)) if stale else {}
+            current = await self.store.statuses(tx, sorted(stale)) if stale else {}
             result.update(current)  # deleted gateways keep what we believed
             pending = {gid for gid in current if admin_status(current[gid], health[gid]) != current[gid]}
         return result

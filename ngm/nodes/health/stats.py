@@ -6,7 +6,7 @@ import math
 import re
 from datetime import timedelta
 
-_WINDOW = re.compile(r"^(\d+)([smhd])$")
+_WINDOW = re.compile(r"^([0-9]{1,12})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW = timedelta(days=30)
 
@@ -16,10 +16,10 @@ def parse_window(text: str) -> timedelta:
     match = _WINDOW.match(text or "")
     if not match:
         raise ValueError("must be a number and a unit s, m, h or d, e.g. 1h or 7d")
-    window = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-    if not timedelta(minutes=1) <= window <= MAX_WINDOW:
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if not 60 <= seconds <= MAX_WINDOW.total_seconds():  # compared as a number: no timedelta overflow
         raise ValueError("must be between 1m and 30d")
-    return window
+    return timedelta(seconds=seconds)
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:

@@ -46,6 +46,32 @@ class OutboundRefused(OSError):
         self.message = message
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip) -> list:
+    """The IPv4 addresses an IPv6 address embeds: IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96, and
+    64:ff9b:1::/48 as RFC 6052 lays out a /48 prefix: bits 48-63 and 72-87), 6to4 (2002::/16), Teredo (its
+    server and client), IPv4-compatible (::a.b.c.d)."""
+    if ip.version != 6:
+        return []
+    out = []
+    if ip.ipv4_mapped is not None:
+        out.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out.extend(ip.teredo)
+    raw = ip.packed
+    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+        out.append(ipaddress.IPv4Address(raw[12:16]))
+    if ip in _NAT64_LOCAL:
+        out.append(ipaddress.IPv4Address(raw[6:8] + raw[9:11]))
+    return out
+
+
 def _networks(values) -> tuple:
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v and v.strip())
 
@@ -60,18 +86,46 @@ class OutboundPolicy:
         return cls(allowed=_networks((allow or "").split(",")))
 
     def permits(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        """An IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo, compatible) is judged by
+        what it carries as well: each form reaches that IPv4 host through some gateway."""
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return all(self._permits_one(a) for a in (ip, *embedded_ipv4(ip)))
+
+    def _permits_one(self, ip) -> bool:
         if any(ip in net for net in self.allowed):
             return True
         return not any(ip in net for net in self.blocked)
+
+    def literal_refusal(self, url: str) -> str | None:
+        """Why a URL whose host is a literal address would be refused when called (None: it would not be, or
+        its host is a name, which is checked on each call as it resolves then)."""
+        from ngm.nodes.gateways.validation import ascii_host
+
+        host = ascii_host(urlsplit(url).hostname or "")
+        try:
+            address = ipaddress.ip_address((host or "").strip("[]").split("%", 1)[0])
+        except ValueError:
+            return None
+        if self.permits(address.compressed):
+            return None
+        return f"{address.compressed} is a link-local or metadata address (allow it with NGM_OUTBOUND_ALLOW)"
 
     def check(self, host: str, addresses: list[str]) -> None:
         refused = [a for a in addresses if not self.permits(a)]
         if refused:
             raise OutboundRefused("address_blocked", f"{host} resolves to {refused[0]}, a link-local or metadata "
                                                      "address (allow it with NGM_OUTBOUND_ALLOW)")
+
+
+    def check_urls(self, record: dict, fields: tuple[str, ...]) -> None:
+        """Refuse (422 naming the field) what a call would refuse: a URL whose host is a blocked literal
+        address. Checked when the URL is written, so nothing waits for the first probe to find out."""
+        from ngm.errors import ValidationFailed
+
+        errors = [{"field": name, "message": why} for name in fields
+                  if record.get(name) and (why := self.literal_refusal(record[name])) is not None]
+        if errors:
+            raise ValidationFailed.from_fields(errors)
 
 
 class PolicyResolver(AbstractResolver):

@@ -10,6 +10,7 @@ import math
 
 from kailash.nodes.base import register_node
 
+from ngm.models.query import select
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.deployments import store as deployments
 from ngm.nodes.gateways import store as gateways
@@ -22,17 +23,16 @@ class RateLimitUsageNode(ContextNode):
 
     async def async_run(self, **kw):
         ctx, org = self.ctx, kw["organization_id"]
-        gateway = await gateways.fetch(ctx.db, org, kw["resource_id"])
+        gateway = await gateways.fetch(self.db, org, kw["resource_id"])
         limits, gid = Limits.of_gateway(gateway), gateway["id"]
         limiter = ctx.limiter
-        rows, _ = await deployments.list_page(ctx.db, org, {"gateway_id": gid}, 500, 0)
+        rows, _ = await deployments.list_page(self.db, org, {"gateway_id": gid}, 500, 0)
         agents: dict[str, int | None] = {}
         for d in rows:
             if d["status"] != "inactive" and (d["agent_id"] not in agents or d.get("rate_limit") is not None):
                 agents[d["agent_id"]] = d.get("rate_limit")
         users = await limiter.users_seen(gid, limits)
-        keys = {k["id"]: k for k in await ctx.db.express.list("ApiKey", filter={"organization_id": org},
-                                                             limit=10_000)}
+        keys = {k["id"]: k for k in await select(self.db, "ApiKey", {"organization_id": org})}
         peeks = [("gateway", None, request_scopes(limits, gid, "-", "-", 0, 0))]
         peeks += [("agent", a, request_scopes(limits, gid, a, "-", o, 0)) for a, o in sorted(agents.items())]
         peeks += [("user", u, request_scopes(limits, gid, "-", u, 0, keys[u].get("rate_limit")))

@@ -3,13 +3,18 @@
 Counts are kept per instance; with Redis each instance publishes its non-zero counts every half second
 (expiring after a few seconds) and reads the others', so least connections weighs the requests in flight
 on every instance (the others' as of their last publication) and a drain anywhere waits for all of them.
+When Redis fails, least connections goes on with this instance's counts (the fallback is logged once, and
+shown by /readyz), but nothing that needs every instance's view decides on this one's alone:
+`total_everywhere` raises, and a drain waits for Redis or its deadline.
 """
 
 from __future__ import annotations
 
-import logging
+from ngm.fallbacks import Fallback
 
-log = logging.getLogger("ngm.routing")
+
+class SharedViewUnavailable(Exception):
+    """The other instances' in-flight counts cannot be read now."""
 
 
 class InFlight:
@@ -18,6 +23,8 @@ class InFlight:
         self.elsewhere: dict[str, int] = {}  # the other instances' counts as last published (with Redis)
         self.redis, self.instance, self.ttl_ms = redis, instance, ttl_ms
         self.prefix = f"{namespace}:inflight:"
+        self.fallback = Fallback("in-flight counts", "Redis unreachable: counting this instance's requests alone; "
+                                                     "drains wait for Redis or their deadline")
 
     def start(self, deployment_id: str) -> None:
         counts = self.counts
@@ -42,8 +49,8 @@ class InFlight:
                     pipe.hset(key, mapping=dict(self.counts))
                     pipe.pexpire(key, self.ttl_ms)
                 await pipe.execute()
-        except Exception as exc:  # the drain falls back to this instance's own counts
-            log.warning("in-flight counts not published (%s)", type(exc).__name__)
+        except Exception as exc:
+            self.fallback.engage(f"publishing failed: {type(exc).__name__}")
 
     async def _published_elsewhere(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -63,14 +70,24 @@ class InFlight:
             self.elsewhere = await self._published_elsewhere()
         except Exception as exc:  # least connections goes on with this instance's own counts
             self.elsewhere = {}
-            log.warning("in-flight counts of other instances not read (%s)", type(exc).__name__)
+            self.fallback.engage(f"reading failed: {type(exc).__name__}")
+            return
+        self.fallback.clear()
 
-    async def total(self, deployment_id: str) -> int:
-        """Across instances, read now (with Redis), else this instance's."""
+    async def total_everywhere(self, deployment_id: str) -> int:
+        """Across instances, read now; raises SharedViewUnavailable when the others cannot be read."""
         if self.redis is None:
             return self.counts.get(deployment_id, 0)
         try:
             elsewhere = await self._published_elsewhere()
-        except Exception:
-            elsewhere = {}
+        except Exception as exc:
+            self.fallback.engage(f"reading failed: {type(exc).__name__}")
+            raise SharedViewUnavailable(str(exc)) from None
         return elsewhere.get(deployment_id, 0) + self.counts.get(deployment_id, 0)
+
+    async def total(self, deployment_id: str) -> int:
+        """For display: across instances when they can be read, else this instance's (/readyz says so)."""
+        try:
+            return await self.total_everywhere(deployment_id)
+        except SharedViewUnavailable:
+            return self.counts.get(deployment_id, 0)

@@ -1,28 +1,92 @@
-"""What an invoke request is, /api/v1/agents/{agent_id}/invoke/{path}: its path, its body's limit, and the
-refusal answered in its stead. Apart from the router so that the server's protocol (ngm/channels/agent_http.py)
-and the router each import it, and the compiled router can take the protocol's request type."""
+"""What an invoke request is, /api/v1/agents/{agent_id}/invoke/{path}: its path, its body's limit, what the
+gateway is told about the caller, and the refusal answered in its stead. Apart from the router so that the
+server's protocol (ngm/channels/agent_http.py) and the router each import it, and the compiled router can take
+the protocol's request type."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from urllib.parse import unquote, unquote_to_bytes
+
 PREFIX = "/api/v1/agents/"
+_PREFIX = PREFIX.encode()
 MAX_BODY = 10 * 1024 * 1024
+# an encoded slash or backslash, or a raw backslash: read as a separator by some servers and not by others
+_SEPARATOR = re.compile(rb"%2f|%5c|\\", re.IGNORECASE)
 
 
-def parse_invoke_path(path: str) -> tuple[str, str] | None:
-    """'/api/v1/agents/bot/invoke/a/b' -> ('bot', '/a/b'); None when not an invoke path."""
-    if not path.startswith(PREFIX):
+def escapes_base(rest: bytes) -> bool:
+    """Whether a path could leave the gateway's base path (or mean different paths to different servers): a
+    dot segment ('.' or '..'), raw or percent-encoded however many times, or an encoded slash or a backslash."""
+    for segment in rest.split(b"/"):
+        for _ in range(4):  # %252e%252e is '..' to a server that decodes twice
+            if _SEPARATOR.search(segment):
+                return True
+            if segment in (b".", b".."):
+                return True
+            decoded = unquote_to_bytes(segment)
+            if decoded == segment:
+                break
+            segment = decoded
+        else:
+            return True  # still encoded after four rounds: nobody means that honestly
+    return False
+
+
+def invoke_target(raw_path: bytes, query: bytes) -> tuple[str, bytes | None] | None:
+    """(agent id, the gateway's request target) of an invoke request's path as sent, or None when it is not an
+    invoke path. The target is the path after /invoke and the query exactly as the caller sent them
+    (percent-encoding intact); None when that path could escape the gateway's base path (answered 400)."""
+    if not raw_path.startswith(_PREFIX):
         return None
-    agent, sep, rest = path[len(PREFIX):].partition("/invoke")
-    if not agent or not sep or "/" in agent or (rest and not rest.startswith("/")):
+    agent_raw, sep, rest = raw_path[len(_PREFIX):].partition(b"/invoke")
+    if not sep or (rest and not rest.startswith(b"/")):
         return None
-    return agent, rest or "/"
+    agent = unquote(agent_raw.decode("latin-1"))
+    if not agent or "/" in agent:
+        return None
+    if escapes_base(rest):
+        return agent, None
+    rest = rest or b"/"
+    return agent, rest + b"?" + query if query else rest
 
 
-def upstream_target(raw_path: bytes, query: bytes) -> bytes:
-    """The gateway's request target: the path after /invoke and the query exactly as the caller sent them
-    (percent-encoding intact)."""
-    rest = raw_path[len(PREFIX):].partition(b"/invoke")[2] or b"/"
-    return rest + b"?" + query if query else rest
+def forwarded_lines(peer: str, scheme: str, header_map: dict | None = None, trusted: tuple = ()) -> bytes:
+    """The header lines that tell the gateway who called, made from what this router saw: the connection's
+    address and scheme. The caller's own X-Forwarded-*, Forwarded and X-Real-IP are never passed on, except
+    from a trusted proxy (header_map given): then its chain is extended and the client is the rightmost
+    address in it that is not a trusted proxy. Starts with CRLF: it follows the X-Request-ID value."""
+    node = f'"[{peer}]"' if ":" in peer else peer
+    chain, forwarded = [peer], f"for={node};proto={scheme}"
+    if header_map is not None:
+        prior = header_map.get(b"x-forwarded-for")
+        if prior:
+            chain = [a.strip() for a in prior.decode("latin-1").split(",") if a.strip()] + chain
+        prior_forwarded = header_map.get(b"forwarded")
+        if prior_forwarded:
+            forwarded = prior_forwarded.decode("latin-1") + ", " + forwarded
+        scheme = (header_map.get(b"x-forwarded-proto") or scheme.encode()).decode("latin-1")
+    client = next((a for a in reversed(chain) if not _in(a, trusted)), chain[0])
+    return ("\r\nx-forwarded-proto: %s\r\nx-forwarded-for: %s\r\nx-real-ip: %s\r\nforwarded: %s\r\n"
+            % (scheme, ", ".join(chain), client, forwarded)).encode("latin-1")
+
+
+def _in(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def trusted_networks(setting: str) -> tuple:
+    """NGM_TRUSTED_PROXIES: comma-separated CIDRs of proxies whose X-Forwarded-* this router believes."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in (setting or "").split(",") if v.strip())
+
+
+def is_trusted(address: str | None, networks: tuple) -> bool:
+    return bool(networks) and address is not None and _in(address, networks)
 
 
 class Refusal(Exception):

@@ -92,7 +92,8 @@ class AgentTrafficNode(ContextNode):
     async def async_run(self, **kw):
         from ngm.nodes.routing.traffic_report import traffic_report
 
-        return {"traffic": await traffic_report(self.ctx, kw["organization_id"], kw["resource_id"], kw["params"])}
+        report = await traffic_report(self.ctx, self.db, kw["organization_id"], kw["resource_id"], kw["params"])
+        return {"traffic": report}
 
 
 @register_node()
@@ -102,8 +103,8 @@ class PutPolicyNode(ContextNode):
     async def async_run(self, **kw):
         p = dict(kw["params"])
         agent, env = p.pop("agent_id"), p.pop("environment")
-        before, after = await policies.put(self.ctx.db, kw["organization_id"], agent, env, p)
-        await self.ctx.routing_changed()
+        before, after = await policies.put(self.db, kw["organization_id"], agent, env, p)
+        await self.after_commit(self.ctx.routing_changed)
         from ngm.nodes.audit.changes import diff
 
         return {"policy": after, "audit": {"resource_type": "routing_policy", "resource_id": after["id"],
@@ -116,7 +117,7 @@ class GetPolicyNode(ContextNode):
 
     async def async_run(self, **kw):
         p = kw["params"]
-        return {"policy": await policies.effective(self.ctx.db, kw["organization_id"], p["agent_id"],
+        return {"policy": await policies.effective(self.db, kw["organization_id"], p["agent_id"],
                                                    p["environment"])}
 
 
@@ -126,7 +127,7 @@ class ListPoliciesNode(ContextNode):
 
     async def async_run(self, **kw):
         agent = (kw.get("params") or {}).get("agent_id")
-        return {"policies": {"items": await policies.list_all(self.ctx.db, kw["organization_id"], agent)}}
+        return {"policies": {"items": await policies.list_all(self.db, kw["organization_id"], agent)}}
 
 
 @register_node()
@@ -135,8 +136,8 @@ class DeletePolicyNode(ContextNode):
 
     async def async_run(self, **kw):
         p = kw["params"]
-        gone = await policies.remove(self.ctx.db, kw["organization_id"], p["agent_id"], p["environment"])
-        await self.ctx.routing_changed()
+        gone = await policies.remove(self.db, kw["organization_id"], p["agent_id"], p["environment"])
+        await self.after_commit(self.ctx.routing_changed)
         return {"deleted": {"agent_id": gone["agent_id"], "environment": gone["environment"]},
                 "audit": {"resource_type": "routing_policy", "resource_id": gone["id"],
                           "changes": {"strategy": {"from": gone["strategy"]}}}}

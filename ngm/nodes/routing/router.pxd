@@ -33,10 +33,10 @@ cdef class Router:
 
     cpdef object _refused(self, Target target, object refused)
 
-    @cython.locals(request=AgentRequest, g=GatewayRoute, head=list)
+    @cython.locals(request=AgentRequest, g=GatewayRoute, head=list, listed=object)
     cpdef bytes _request_head(self, _Forwarding fw, Target target)
 
-    @cython.locals(g=GatewayRoute, failed=bint, out=list, has_length=bint)
+    @cython.locals(g=GatewayRoute, failed=bint, out=list, has_length=bint, listed=object)
     cpdef bint _answer_head(self, _Forwarding fw, Target target, bytes limit_lines, UpstreamResponse response)
 
     cpdef void _settle(self, Target target, object response, double sent_at, bint failed)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ngm.memo import keep
 from ngm.nodes.gateways.validation import ENVIRONMENTS
 from ngm.nodes.ratelimit.limiter import RateLimited
 from ngm.nodes.routing.invoke import Refusal
@@ -20,12 +21,25 @@ from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamError, UpstreamTi
 
 log = logging.getLogger("ngm.routing")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-                         b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
-# never forwarded upstream: the caller's credentials, our own routing headers, what we set ourselves
+_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+                         b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
+# never forwarded upstream: the caller's credentials, our own routing headers, what we set ourselves (who called:
+# ngm/nodes/routing/invoke.py forwarded_lines, from what this router saw)
 _NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"expect", b"authorization", b"x-api-key", b"content-length", b"x-request-id",
-                                b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+                                b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+                                b"forwarded", b"x-real-ip"}
 _NOT_RETURNED = _HOP_BY_HOP | {b"date", b"server", b"x-request-id"}  # we send our own Date and id
+_listed: dict[bytes, frozenset | None] = {}
+
+
+def connection_listed(value: bytes) -> frozenset | None:
+    """The header names a Connection header lists (hop-by-hop for this connection alone, RFC 9110 7.6.1):
+    dropped like the standard ones. None when it lists none beyond those (keep-alive, close)."""
+    found = _listed.get(value, _listed)
+    if found is _listed:
+        names = frozenset(t.strip().lower() for t in value.split(b",")) - {b"", b"close"} - _HOP_BY_HOP
+        found = keep(_listed, value, names or None, 1024)
+    return found
 
 
 class Router:
@@ -227,8 +241,10 @@ class Router:
         self.breakers.admit(g.id)
         head = [request.method_bytes, b" ", g.base_path, request.target, b" HTTP/1.1\r\nhost: ", g.host_header,
                 b"\r\n"]
+        connection = request.header_map.get(b"connection")
+        listed = None if connection is None else connection_listed(connection)
         for name, value in request.headers:
-            if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-"):
+            if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-") and (listed is None or name not in listed):
                 head += [name, b": ", value, b"\r\n"]
         head += [target.upstream_headers, b"x-request-id: ", fw.rid, request.forwarded,
                  b"content-length: %d\r\n\r\n" % len(fw.body)]
@@ -244,9 +260,11 @@ class Router:
             self.breakers.success(g.id)
         out = [target.answer_lines, b"x-request-id: ", fw.rid, b"\r\n"]
         has_length = False
+        connection = response.connection
+        listed = None if connection is None else connection_listed(connection)
         for name, value in response.headers:
             lower = name.lower()
-            if lower not in _NOT_RETURNED:
+            if lower not in _NOT_RETURNED and (listed is None or lower not in listed):
                 out += [name, b": ", value, b"\r\n"]
                 has_length = has_length or lower == b"content-length"
         out.append(limit_lines)

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import time
 
+from ngm.fallbacks import Fallback
+from ngm.models.database import DatabaseUnavailable
 from ngm.nodes.events.store import make_event
 from ngm.nodes.routing.circuit import CircuitBreakers
 from ngm.nodes.routing.nodes import strategy_nodes
@@ -26,7 +28,7 @@ class RoutingService:
     def __init__(self, ctx, refresh_every: float = 1.0, sync_every: float = 0.5):
         self.ctx = ctx
         self.refresh_every, self.sync_every = refresh_every, sync_every
-        self.table = RoutingTable(ctx.health_store.sql, ctx.keyring, refresh_every)
+        self.table = RoutingTable(ctx.database, ctx.keyring, refresh_every)
         self.pool = UpstreamPool(ctx.outbound.policy)
         self.breakers = CircuitBreakers(on_open=self._circuit_opened)
         self.stats = TrafficStats()
@@ -34,6 +36,8 @@ class RoutingService:
         self.router = Router(self.table, self.pool, self.breakers, self.stats, ctx.inflight, strategy_nodes())
         self.router.limiter = ctx.limiter
         self._tasks: list[asyncio.Task] = []
+        self.traffic_fallback = Fallback("traffic figures", "Redis unreachable: traffic figures leave out the "
+                                                            "other instances' requests")
 
     async def start(self) -> None:
         await self.table.refresh()
@@ -59,6 +63,8 @@ class RoutingService:
             self.table.changed.clear()
             try:
                 await self.table.refresh()
+            except DatabaseUnavailable:  # logged once per outage where it was found
+                pass
             except Exception:
                 log.exception("routing table refresh failed; routing on the last snapshot")
 
@@ -68,8 +74,9 @@ class RoutingService:
         if self.redis_traffic is not None:
             try:
                 await self.redis_traffic.flush(self.stats.take_unflushed())
+                self.traffic_fallback.clear()
             except Exception as exc:  # figures are best effort; routing goes on
-                log.warning("traffic figures not shared (%s)", type(exc).__name__)
+                self.traffic_fallback.engage(type(exc).__name__)
         else:
             self.stats.take_unflushed()
         self.stats.prune()

@@ -5,12 +5,12 @@ change in this process; health transitions from the event bus (any instance) app
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ngm.models.sql import json_list
 from ngm.nodes.gateways.validation import base_url
 from ngm.nodes.ratelimit.limiter import Limits
 
@@ -83,9 +83,14 @@ class Target:
                                                                                 g.id.encode())
 
 
+def _json_list(value) -> list:
+    """A JSON list column as read back: text on SQLite, a list on PostgreSQL."""
+    return json.loads(value) if isinstance(value, str) else list(value or [])
+
+
 class RoutingTable:
-    def __init__(self, sql, keyring, refresh_every: float = 2.0):
-        self.sql, self.keyring, self.refresh_every = sql, keyring, refresh_every
+    def __init__(self, database, keyring, refresh_every: float = 2.0):
+        self.database, self.keyring, self.refresh_every = database, keyring, refresh_every
         self.gateways: dict[str, GatewayRoute] = {}
         self.targets: dict[tuple, list[Target]] = {}
         self.policies: dict[tuple, Policy] = {}
@@ -106,11 +111,10 @@ class RoutingTable:
 
     async def refresh(self) -> None:
         gateways = {}
-        rows = await self.sql.rows("SELECT id, organization_id, name, environment, region, status, health_status, "
-                                   "api_url, api_port, api_key_encrypted, request_timeout, global_rate_limit, "
-                                   "per_agent_rate_limit, per_user_rate_limit, rate_limit_window, "
-                                   "rate_limit_algorithm, rate_limit_burst "
-                                   "FROM gateways")
+        rows = await self.database.rows(
+            "SELECT id, organization_id, name, environment, region, status, health_status, api_url, api_port, "
+            "api_key_encrypted, request_timeout, global_rate_limit, per_agent_rate_limit, per_user_rate_limit, "
+            "rate_limit_window, rate_limit_algorithm, rate_limit_burst FROM gateways")
         live_tokens = {g["api_key_encrypted"] for g in rows}
         self._keys = {t: k for t, k in self._keys.items() if t in live_tokens}  # forget rotated keys
         for g in rows:
@@ -124,9 +128,9 @@ class RoutingTable:
         targets: dict[tuple, list[Target]] = {}
         # inactive ones too: they are skipped with a reason, and an agent whose deployments are all
         # inactive answers 503 (temporarily nothing to serve it), not 404 (never deployed)
-        for d in await self.sql.rows("SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id, "
-                                     "rate_limit, rate_limit_failure_mode "
-                                     "FROM gateway_deployments ORDER BY id"):
+        for d in await self.database.rows(
+                "SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id, rate_limit, "
+                "rate_limit_failure_mode FROM gateway_deployments ORDER BY id"):
             gateway = gateways.get(d["gateway_id"])
             if gateway is not None:
                 targets.setdefault((d["organization_id"], d["agent_id"], gateway.environment), []).append(
@@ -134,10 +138,11 @@ class RoutingTable:
                            None if d["rate_limit"] is None else int(d["rate_limit"]),
                            d["rate_limit_failure_mode"] == "closed", d["agent_id"]))
         policies = {}
-        for p in await self.sql.rows("SELECT organization_id, agent_id, environment, strategy, sticky, sticky_header, "
-                                     "fallback, fallback_regions FROM routing_policies"):
+        for p in await self.database.rows(
+                "SELECT organization_id, agent_id, environment, strategy, sticky, sticky_header, fallback, "
+                "fallback_regions FROM routing_policies"):
             policies[(p["organization_id"], p["agent_id"], p["environment"])] = Policy(
-                p["strategy"], bool(p["sticky"]), p["sticky_header"], p["fallback"], json_list(p["fallback_regions"]))
+                p["strategy"], bool(p["sticky"]), p["sticky_header"], p["fallback"], _json_list(p["fallback_regions"]))
         self.gateways, self.targets, self.policies = gateways, targets, policies
         self.refreshed_at = time.monotonic()
 

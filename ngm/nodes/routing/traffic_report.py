@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from ngm.models.database import Queries
+from ngm.models.query import select
 from ngm.nodes.deployments.store import view
 from ngm.nodes.health.stats import parse_window
 from ngm.nodes.routing.traffic import KEEP_SECONDS, summarize
 
 
-async def traffic_report(ctx, organization_id: str, agent_id: str, params: dict) -> dict:
+async def traffic_report(ctx, q: Queries, organization_id: str, agent_id: str, params: dict) -> dict:
     environment, window = params["environment"], params["window"]
     seconds = int(min(parse_window(window).total_seconds(), KEEP_SECONDS))
-    rows = await ctx.db.express.list("GatewayDeployment", filter={"organization_id": organization_id,
-                                                                  "agent_id": agent_id}, order_by=["id"], limit=10_000)
-    gateways = {g["id"]: g for g in await ctx.db.express.list(
-        "Gateway", filter={"organization_id": organization_id, "environment": environment}, limit=10_000)}
+    rows = await select(q, "GatewayDeployment", {"organization_id": organization_id, "agent_id": agent_id},
+                        order=["id"], limit=10_000)
+    gateways = {g["id"]: g for g in await select(
+        q, "Gateway", {"organization_id": organization_id, "environment": environment})}
     deployments = [view(r) for r in rows if r["gateway_id"] in gateways]
     figures = await ctx.traffic_window([d["id"] for d in deployments], seconds)
     total = sum(b.requests for b in figures.values())

@@ -23,7 +23,7 @@ cdef class _Connection:
 
 cdef class UpstreamResponse:
     cdef public _Connection conn
-    cdef public object error, waiter, callback
+    cdef public object error, waiter, callback, connection
     cdef public bint head_only, head_done, complete, keep_alive, paused
     cdef public int status
     cdef public list headers, chunks

@@ -136,13 +136,17 @@ class _Connection:
 
     # -- parser callbacks, passed to the exchange under way
     def on_header(self, name: bytes, value: bytes):
-        self.response.headers.append((name, value))
+        response = self.response
+        response.headers.append((name, value))
+        if len(name) == 10 and name.lower() == b"connection":  # the router drops what it lists
+            response.connection = value
 
     def on_headers_complete(self):
         response = self.response
         status = self.parser.get_status_code()
         if status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
             response.headers = []
+            response.connection = None
             return
         response.status = status
         response.head_done = True
@@ -172,7 +176,7 @@ class UpstreamResponse:
     failed, and after each read from the connection (see the router's forward_now)."""
 
     __slots__ = ("conn", "head_only", "status", "headers", "chunks", "head_done", "complete", "keep_alive", "error",
-                 "paused", "waiter", "callback")
+                 "paused", "waiter", "callback", "connection")
 
     def __init__(self, conn: _Connection, head_only: bool):
         self.conn, self.head_only = conn, head_only
@@ -183,6 +187,7 @@ class UpstreamResponse:
         self.error: Exception | None = None
         self.waiter: asyncio.Future | None = None  # made only when the reader has to wait
         self.callback = None
+        self.connection: bytes | None = None  # the gateway's Connection header
 
     def wake(self):
         waiter = self.waiter

@@ -1,4 +1,4 @@
-"""Fernet keyring for gateway API keys at rest.
+"""Fernet keyring for the secrets stored at rest (gateway API keys, webhook signing secrets).
 
 Keys come from NGM_ENCRYPTION_KEYS (comma-separated) or, when that is unset, from a key file (one key a
 line, newest first) that is created once with mode 0600. The first key encrypts; every key decrypts.
@@ -150,8 +150,8 @@ def load_keyring(env_keys: tuple[str, ...], key_file: Path | None, *, create: bo
             raise KeyringError(f"encryption key file {key_file} does not exist")
         try:
             write_key_file(key_file, [Fernet.generate_key().decode()], exclusive=True)
-            log.warning("created encryption key file %s (mode 0600); back it up: without it stored "
-                        "gateway keys cannot be decrypted", key_file)
+            log.warning("created encryption key file %s (mode 0600); back it up: without it stored secrets "
+                        "(gateway keys, webhook signing secrets) cannot be decrypted", key_file)
         except FileExistsError:
             pass  # another process created it first; use theirs
     mode = stat.S_IMODE(key_file.stat().st_mode)

@@ -1,0 +1,165 @@
+"""Plain statements on one table, built from its declaration (`ngm.models.TABLES`), and rows read back in
+one shape whatever the backend: booleans as bool, JSON as lists and dicts, times as naive UTC datetimes.
+
+Every write goes through `insert` or `update`, which refuse null for a column the model does not declare
+Optional (422 naming the field), so no operation of any resource can store null where a value is required.
+
+`where` maps a column to a value (None: IS NULL) or to (operator, value) with operator one of
+= <> < <= > >= in. Table and column names come from the declarations, never from callers.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Iterable
+
+from ngm.errors import ValidationFailed
+from ngm.models import TABLES, Table
+from ngm.models.database import Json, Queries
+from ngm.models.rows import parse_time, utcnow
+
+_OPERATORS = frozenset({"=", "<>", "<", "<=", ">", ">="})
+
+
+def decode(table: Table, row: dict) -> dict:
+    columns = table.columns
+    for name, value in row.items():
+        column = columns.get(name)
+        if column is None or value is None:
+            continue
+        kind = column.kind
+        if kind == "bool":
+            row[name] = bool(value)
+        elif kind == "json" and isinstance(value, str):
+            row[name] = json.loads(value)
+        elif kind == "time" and not isinstance(value, datetime):
+            row[name] = parse_time(value)
+        elif kind == "float":
+            row[name] = float(value)
+    return row
+
+
+def _encode(table: Table, values: dict) -> dict:
+    out = {}
+    for name, value in values.items():
+        column = table.columns[name]  # KeyError: a column the model does not declare
+        if value is None:
+            if not column.nullable:
+                raise ValidationFailed.from_fields([{"field": name, "message": "must not be null"}])
+        elif column.kind == "json":
+            value = Json(value)
+        elif column.kind == "time" and not isinstance(value, datetime):
+            value = parse_time(value)
+        out[name] = value
+    return out
+
+
+def _where(table: Table, where: dict | None, params: dict) -> str:
+    if not where:
+        return ""
+    clauses = []
+    for i, (name, cond) in enumerate(where.items()):
+        if name not in table.columns:
+            raise KeyError(f"{table.name} has no column {name}")
+        op, value = cond if isinstance(cond, tuple) else ("=", cond)
+        if value is None:
+            clauses.append(f"{name} IS NULL" if op == "=" else f"{name} IS NOT NULL")
+        elif op == "in":
+            values = list(value)
+            if not values:
+                clauses.append("1 = 0")
+                continue
+            names = [f"w{i}_{j}" for j in range(len(values))]
+            params.update({n: _param(table, name, v) for n, v in zip(names, values)})
+            clauses.append(f"{name} IN ({', '.join(':' + n for n in names)})")
+        else:
+            if op not in _OPERATORS:
+                raise ValueError(f"unknown operator {op}")
+            params[f"w{i}"] = _param(table, name, value)
+            clauses.append(f"{name} {op} :w{i}")
+    return " WHERE " + " AND ".join(clauses)
+
+
+def _param(table: Table, name: str, value: Any) -> Any:
+    if table.columns[name].kind == "time" and not isinstance(value, datetime):
+        return parse_time(value)
+    return value
+
+
+def _order(table: Table, order: Iterable[str]) -> str:
+    parts = []
+    for item in order:
+        name = item.lstrip("-")
+        if name not in table.columns:
+            raise KeyError(f"{table.name} has no column {name}")
+        parts.append(f"{name} DESC" if item.startswith("-") else name)
+    return " ORDER BY " + ", ".join(parts) if parts else ""
+
+
+async def select(q: Queries, model: str, where: dict | None = None, *, order: Iterable[str] = (),
+                 limit: int | None = None, offset: int = 0, lock: bool = False) -> list[dict]:
+    table = TABLES[model]
+    params: dict = {}
+    sql = f"SELECT * FROM {table.name}{_where(table, where, params)}{_order(table, order)}"
+    if limit is not None:
+        sql += " LIMIT :limit OFFSET :offset"
+        params.update(limit=limit, offset=offset)
+    if lock:
+        sql += q.lock
+    return [decode(table, r) for r in await q.rows(sql, params)]
+
+
+async def select_one(q: Queries, model: str, where: dict, *, lock: bool = False) -> dict | None:
+    found = await select(q, model, where, limit=1, lock=lock)
+    return found[0] if found else None
+
+
+async def count(q: Queries, model: str, where: dict | None = None) -> int:
+    table = TABLES[model]
+    params: dict = {}
+    return int(await q.value(f"SELECT COUNT(*) AS n FROM {table.name}{_where(table, where, params)}", params))
+
+
+async def insert(q: Queries, model: str, record: dict) -> dict:
+    """Insert one row (created_at and updated_at now); returns what was written, decoded."""
+    table = TABLES[model]
+    now = utcnow()
+    record = {"created_at": now, "updated_at": now, **record}
+    values = _encode(table, record)
+    names = list(values)
+    await q.execute(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})",
+                    values)
+    return record
+
+
+async def update(q: Queries, model: str, row_id: str, changes: dict) -> int:
+    """Change the given columns of one row (and updated_at); returns the rows changed (0 or 1)."""
+    table = TABLES[model]
+    values = _encode(table, {**changes, "updated_at": utcnow()})
+    sets = ", ".join(f"{n} = :{n}" for n in values)
+    return await q.execute(f"UPDATE {table.name} SET {sets} WHERE id = :row_id", {**values, "row_id": row_id})
+
+
+async def delete(q: Queries, model: str, where: dict) -> int:
+    table = TABLES[model]
+    params: dict = {}
+    return await q.execute(f"DELETE FROM {table.name}{_where(table, where, params)}", params)
+
+
+async def insert_many(q: Queries, model: str, records: list[dict]) -> None:
+    """Insert rows of the same columns with one statement (executemany)."""
+    if not records:
+        return
+    table = TABLES[model]
+    now = utcnow()
+    values = [_encode(table, {"created_at": now, "updated_at": now, **r}) for r in records]
+    names = list(values[0])
+    await q.many(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})",
+                 values)
+
+
+def chunks(values: list, size: int = 500):
+    """Slices for IN lists (SQLite allows 32,766 parameters a statement; PostgreSQL 65,535)."""
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
