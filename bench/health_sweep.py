@@ -38,7 +38,7 @@ async def populate(ctx, urls: list[str], interval: float) -> None:
     from ngm.models.rows import new_id, utcnow
 
     now = utcnow()
-    await ctx.health_store.sql.many(
+    await ctx.database.many(
         "INSERT INTO gateways (id, organization_id, name, environment, gateway_type, api_url, status, health_status, "
         "health_check_interval, health_check_timeout, healthy_threshold, unhealthy_threshold, degraded_latency_ms, "
         "health_grace_period, health_successes, health_failures, health_slow, health_fast, created_at, updated_at) "
@@ -81,7 +81,7 @@ async def run(database_url: str, n: int, idle_seconds: float, sweeps: int) -> li
             task.cancel()
             rows.append([f"idle {idle_seconds:.0f} s between sweeps", "-", "-",
                          f"{(time.process_time() - cpu) / wall * 100:.1f}%"])
-            counts = await ctx.health_store.sql.rows(
+            counts = await ctx.database.rows(
                 "SELECT health_status, count(*) AS n FROM gateways GROUP BY health_status ORDER BY health_status")
             print("  after the sweeps:", {r["health_status"]: r["n"] for r in counts})
         finally:

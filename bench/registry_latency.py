@@ -42,7 +42,7 @@ def mint_key(database_url: str) -> str:
     async def go():
         db = await open_database(database_url)
         key, _ = await create_key(db, "bench", "org_owner", "bench", "bench")
-        await db.close_async()
+        await db.close()
         return key
 
     return asyncio.run(go())

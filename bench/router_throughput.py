@@ -89,7 +89,7 @@ def setup_ngm(base: str, upstream_port: int, data_dir: Path) -> tuple[str, str]:
     async def key():
         db = await open_database(f"sqlite:///{data_dir / 'ngm.db'}")
         k, _ = await create_key(db, "bench", "org_owner", "bench", "bench")
-        await db.close_async()
+        await db.close()
         return k
 
     api_key = asyncio.run(key())
