@@ -171,6 +171,7 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, str]:
                                              "limit / live instances; fail-closed deployments answer 503")
     if ctx.redis is not None:
         checks["in_flight"] = ctx.inflight.fallback.status()
+        checks["event_bus"] = ctx.bus.fallback.status()
     if ctx.routing is not None and ctx.routing.redis_traffic is not None:
         checks["traffic_figures"] = ctx.routing.traffic_fallback.status()
     if services is not None:

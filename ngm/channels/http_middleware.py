@@ -4,15 +4,16 @@ Pure ASGI (not BaseHTTPMiddleware) so streamed responses (SSE) pass through unbu
 names the key id, never the key, and logs the path without the query. Agent traffic (the forwarding
 router) never gets here: ngm/channels/agent_http.py serves it on the connection.
 
-Bodies: a declared length over the limit is refused (413) once the key is known, before anything is read;
-the REST routes read at most the limit after their role check (ngm/channels/rest.py); MCP's transport
-reads the body itself, so the middleware reads it first, at most the limit, and hands it on.
+Bodies: the REST routes refuse a body over the limit (413) after their role check, by its declared length
+before reading or while reading it (ngm/channels/rest.py); MCP's transport reads the body itself, so for
+/mcp the middleware reads it first, at most the limit, and hands it on.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from ngm.config.logging import access_log
 from ngm.errors import BodyTooLarge, NgmError, RateLimitExceeded
 from ngm.nodes.ratelimit.limiter import RateLimited
 
+log = logging.getLogger("ngm.http")
 PROTECTED_PREFIXES = ("/api/", "/mcp")
 MAX_BODY_BYTES = 1024 * 1024  # management and MCP bodies are small; agent traffic has its own limit
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
@@ -87,6 +89,10 @@ class RequestMiddleware:
                     status["code"] = exc.status
                     challenge = [(b"www-authenticate", b'Bearer realm="ngm"')] if exc.status == 401 else []
                     return await send_error(send, exc, rid, challenge)
+                except Exception as exc:  # never a bare 500 page: the usual error shape, the cause in the log
+                    log.error("authentication failed (request %s)", rid, exc_info=exc)
+                    status["code"] = 500
+                    return await send_error(send, NgmError(f"internal error (request {rid})"), rid)
                 scope["state"]["principal"] = principal
                 if self.limiter is not None:
                     try:
@@ -95,13 +101,9 @@ class RequestMiddleware:
                         status["code"] = refused.status
                         return await send_error(send, RateLimitExceeded(refused.message, details=refused.details),
                                                 rid, refused.headers)
-                length = headers.get(b"content-length")
-                if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                    status["code"] = 413
-                    return await send_error(send, BodyTooLarge(MAX_BODY_BYTES), rid)
                 if scope["path"].startswith("/mcp") and scope["method"] == "POST":
                     try:
-                        receive = await _buffered(receive)
+                        receive = await _buffered(receive, headers.get(b"content-length"))
                     except NgmError as exc:
                         status["code"] = exc.status
                         return await send_error(send, exc, rid)
@@ -110,8 +112,10 @@ class RequestMiddleware:
             access_log.add(scope.get("client"), scope["method"], _path(scope), status["code"], start, principal, rid)
 
 
-async def _buffered(receive):
+async def _buffered(receive, length: bytes | None):
     """Read the whole body (at most MAX_BODY_BYTES, else 413) and return a receive that hands it on."""
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise BodyTooLarge(MAX_BODY_BYTES)
     body = bytearray()
     while True:
         message = await receive()

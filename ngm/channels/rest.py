@@ -77,8 +77,11 @@ def openapi_extra(op: Operation) -> dict:
 
 
 async def read_json(request: Request) -> Any:
-    """The body as JSON (an empty one as no input), at most MAX_BODY_BYTES: a longer one is refused while it is
-    read, before it is all in memory."""
+    """The body as JSON (an empty one as no input), at most MAX_BODY_BYTES: a longer one is refused by its
+    declared length before it is read, or while it is read, before it is all in memory."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+        raise BodyTooLarge(MAX_BODY_BYTES)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -116,14 +119,19 @@ def _endpoint(op: Operation):
     return endpoint
 
 
-def _with_input_schemas(app: FastAPI, registry: Registry) -> None:
-    """The bodies' schemas as components, where the routes' requestBody refers to them."""
+def _complete_openapi(app: FastAPI, registry: Registry) -> None:
+    """The bodies' schemas as components, where the routes' requestBody refers to them; the API key as the
+    security scheme of every route (so /docs can send it)."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
         spec = generate()
+        spec.setdefault("components", {})["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer", "description": "the same API key"}}
+        spec["security"] = [{"ApiKey": []}, {"Bearer": []}]
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         for op in registry:
             if op.input_model is not None and not op.input_in_query:
@@ -144,7 +152,7 @@ def mount_operations(app: FastAPI, registry: Registry) -> None:
             responses=responses(op), summary=op.summary, description=op.description or op.summary,
             tags=[op.resource], operation_id=op.name, name=op.name, openapi_extra=openapi_extra(op),
         )
-    _with_input_schemas(app, registry)
+    _complete_openapi(app, registry)
 
 
 def _json_error(exc: NgmError, request: Request) -> JSONResponse:

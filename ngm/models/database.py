@@ -346,19 +346,30 @@ class PostgresDatabase(Database):
         await conn.executemany(text, [self._args(names, p) for p in params])
         return None
 
+    async def _acquire(self):
+        """A pooled connection; any failure to get one (refused, unreachable, the database not accepting
+        connections, too many clients) is the database being unavailable."""
+        try:
+            return await self._pool.acquire()
+        except Exception as exc:
+            raise self._down(exc) from None
+
     async def _call(self, kind: str, sql: str, params):
         for attempt in (1, 2):
+            conn = await self._acquire()
             try:
-                async with self._pool.acquire() as conn:
-                    result = await self.run(conn, kind, sql, params)
-                self.availability.worked()
-                return result
+                result = await self.run(conn, kind, sql, params)
             except Exception as exc:
                 if _pg_unavailable(exc):
+                    conn.terminate()  # never handed out again: the pool opens a new one in its place
                     if attempt == 1 and self.availability.up and not _writes(sql):
                         continue  # a pooled connection the server closed (a restart): once more, on a new one
                     raise self._down(exc) from None
                 raise _pg_error(exc) from exc
+            finally:
+                await _quietly(self._pool.release(conn))
+            self.availability.worked()
+            return result
 
     def _down(self, exc: BaseException) -> DatabaseUnavailable:
         self.availability.failed(exc)
@@ -368,12 +379,14 @@ class PostgresDatabase(Database):
         """A connection with a transaction started on it; a pooled connection the server has closed (after a
         restart) is replaced once."""
         for attempt in (1, 2):
-            conn = await self._pool.acquire()
+            conn = await self._acquire()
             pg_tx = conn.transaction()
             try:
                 await pg_tx.start()
                 return conn, pg_tx
             except Exception as exc:
+                if _pg_unavailable(exc):
+                    conn.terminate()
                 await _quietly(self._pool.release(conn))
                 if attempt == 2 or not _pg_unavailable(exc):
                     raise
@@ -397,6 +410,7 @@ class PostgresDatabase(Database):
             self.availability.worked()
         except Exception as exc:
             if _pg_unavailable(exc):
+                conn.terminate()
                 raise self._down(exc) from None
             raise
         finally:
@@ -420,14 +434,22 @@ def _pg_value(value):
     return value
 
 
+# SQLSTATE classes that mean the server, not the statement: connection exception, insufficient resources,
+# operator intervention (shutdown, cancelled by an administrator), system error
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+
+
 def _pg_unavailable(exc: BaseException) -> bool:
     import asyncpg
 
     if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.exceptions.PostgresConnectionError,
-                        asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.CannotConnectNowError)):
+                        asyncpg.exceptions.InternalClientError)):  # (the last: a connection left mid-protocol)
         return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", None) or "")[:2] in _UNAVAILABLE_CLASSES
     if isinstance(exc, asyncpg.InterfaceError):
-        return "closed" in str(exc) or "connection" in str(exc).lower() and "lost" in str(exc).lower()
+        text = str(exc).lower()
+        return "closed" in text or ("connection" in text and "lost" in text)
     return False
 
 

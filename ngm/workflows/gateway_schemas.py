@@ -48,7 +48,8 @@ _DESCRIPTIONS = {
     "health_check_url": "defaults to api_url + /health",
     "ssl_enabled": "defaults to true for https api_url",
     "status": "administrative lifecycle; `error` is set only by the health monitor",
-    "api_key": "the gateway's own API key; write-only, stored encrypted; null or empty clears it",
+    "api_key": "the gateway's own API key; write-only, stored encrypted; empty (or null, CLI: --clear api_key) "
+               "clears it",
     "global_rate_limit": "requests per window across the gateway; 0 = unlimited",
     "per_agent_rate_limit": "requests per window per agent; 0 = unlimited",
     "per_user_rate_limit": "requests per window per caller (API key); 0 = unlimited",

@@ -63,7 +63,7 @@ def test_the_role_is_checked_before_the_body_is_read(deployment):
     org, _ = deployment.new_org()
     viewer = deployment.key(org, "org_viewer")
     with deployment.client(viewer) as c:
-        for body in (b'{"name": 5}', b"not json", b'{"' + b"x" * 100 + b'": 1}'):
+        for body in (b'{"name": 5}', b"not json", b'{"' + b"x" * 100 + b'": 1}', b" " * (2 * MB)):
             assert_error(c.post("/api/v1/gateways", content=body), 403, code="insufficient_role")
     with deployment.client(None) as anonymous:
         assert_error(anonymous.post("/api/v1/gateways", content=b"x" * (2 * MB)), 401)

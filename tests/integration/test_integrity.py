@@ -124,3 +124,41 @@ async def test_a_refused_change_leaves_neither_change_nor_record(ctx, executor, 
             await executor.run("gateways_update", owner, body, gw["id"], source="json")
     assert await executor.run("gateways_get", owner, None, gw["id"]) == gw
     assert await count(ctx.database, "AuditEvent", {"resource_id": gw["id"]}) == before
+
+
+@pytest.mark.postgres
+async def test_a_database_that_refuses_connections_is_unavailable_not_an_error(pg_database_factory, tmp_path):
+    """However the server refuses (here: the database closed to new connections and its sessions ended by an
+    administrator), operations answer 503 database_unavailable and keys already known still authenticate."""
+    import psycopg2
+
+    from ngm.config import Settings
+    from ngm.context import AppContext
+    from ngm.models.database import DatabaseUnavailable
+    from ngm.nodes.auth.store import create_key
+    from ngm.workflows.executor import Executor
+
+    url = pg_database_factory()
+    ctx = await AppContext.open(Settings.from_env({"NGM_DATA_DIR": str(tmp_path), "NGM_DATABASE_URL": url}))
+    name = url.rsplit("/", 1)[1]
+    admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
+    admin.autocommit = True
+    try:
+        key, _ = await create_key(ctx.database, "org-closed", "org_owner", "k", "test")
+        owner = await ctx.auth.authenticate(key)
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        for op, params in (("gateways_list", {}), ("gateways_create", {"name": "x", "environment": "staging",
+                                                                        "api_url": "http://127.0.0.1:9"})):
+            with pytest.raises(DatabaseUnavailable):
+                await Executor(ctx).run(op, owner, params)
+        ctx.auth.forget()  # nothing cached: a known key is refused only for want of the database
+        with pytest.raises(DatabaseUnavailable):
+            await ctx.auth.authenticate(key)
+        assert ctx.database.availability.status()["state"] == "down"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+        await ctx.close()

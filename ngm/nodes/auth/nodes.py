@@ -17,7 +17,7 @@ class CreateApiKeyNode(ContextNode):
     async def async_run(self, **kw):
         actor, p = kw["actor"], kw["params"]
         if not actor.get("local") and not role_at_least(actor["role"], p["role"]):
-            raise Forbidden(f"a {actor['role']} cannot create a {p['role']} key", field="role")
+            raise Forbidden(f"an {actor['role']} cannot create an {p['role']} key", field="role")
         limits = {k: p[k] for k in ("rate_limit", "api_rate_limit") if p.get(k) is not None}
         key, row = await store.create_key(self.db, kw["organization_id"], p["role"], p["name"] or p["role"],
                                           actor.get("name") or actor.get("id"), limits)

@@ -74,7 +74,7 @@ async def _keep_an_owner(q: Queries, organization_id: str, key: dict, action: st
 
 def _may_touch(caller: Principal | None, key: dict, action: str) -> None:
     if caller is not None and not caller.local and not caller.allows(key["role"]):
-        raise Forbidden(f"a {caller.role} cannot {action} a {key['role']} key", field="key_id")
+        raise Forbidden(f"an {caller.role} cannot {action} an {key['role']} key", field="key_id")
 
 
 async def update_key(q: Queries, organization_id: str, key_id: str, changes: dict, caller: Principal | None = None

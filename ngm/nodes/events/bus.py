@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 
+from ngm.fallbacks import Fallback
 from ngm.tasks import stop_tasks
-
-log = logging.getLogger("ngm.events")
 
 
 class Subscription:
@@ -70,12 +68,14 @@ class RedisBus(LocalBus):
         self.redis = redis
         self.channel = channel
         self._task: asyncio.Task | None = None
+        self.fallback = Fallback("event bus", "Redis unreachable: events reach this instance's subscribers only "
+                                              "(SSE clients, routing changes and health news of other instances wait)")
 
     async def publish(self, event: dict) -> None:
         try:
             await self.redis.publish(self.channel, json.dumps(event))
         except Exception as exc:  # Redis down: at least this instance's subscribers get it
-            log.warning("event bus: Redis publish failed (%s); delivering locally only", type(exc).__name__)
+            self.fallback.engage(f"publish failed: {type(exc).__name__}")
             self.deliver_locally(event)
 
     async def start(self) -> None:
@@ -87,13 +87,14 @@ class RedisBus(LocalBus):
             try:
                 pubsub = self.redis.pubsub()
                 await pubsub.subscribe(self.channel)
+                self.fallback.clear()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self.deliver_locally(json.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                log.warning("event bus: Redis subscription lost (%s); retrying", type(exc).__name__)
+            except Exception as exc:  # retried every second; said once per outage
+                self.fallback.engage(f"subscription lost: {type(exc).__name__}")
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:

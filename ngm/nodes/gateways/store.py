@@ -96,7 +96,8 @@ async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict
             and not same_origin(before["api_url"], changes["api_url"])):
         raise ValidationFailed.from_fields([{"field": "api_key", "message": (
             "is required when api_url moves to another origin (scheme, host or port): the stored key is not "
-            "sent to a new host; send the gateway's key for it, or null to clear it")}])
+            "sent to a new host. Send the gateway's key for it in the same request (CLI: --gateway-api-key -), "
+            "or clear it (api_key: null; CLI: --clear api_key)")}])
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
         return before, before
