@@ -181,28 +181,33 @@ class AppContext:
         if self.bus is not None:
             asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
 
-    async def keys_changed(self) -> None:
-        """An API key was revoked or changed: forget cached keys here and (through the bus) everywhere."""
+    async def keys_changed(self, key_id: str, revoked: bool = False) -> None:
+        """An API key was revoked or changed: forget that key here and (through the bus) everywhere."""
         from ngm.nodes.events.store import make_event
         from ngm.nodes.routing.service import KEYS_CHANGED
 
-        self.auth.forget()
+        self.auth.forget(key_id, revoked)
         if self.bus is not None:
-            asyncio.get_running_loop().create_task(self.bus.publish(make_event(KEYS_CHANGED, "", {})))
+            event = make_event(KEYS_CHANGED, "", {"key_id": key_id, "revoked": revoked})
+            asyncio.get_running_loop().create_task(self.bus.publish(event))
 
-    async def traffic_window(self, deployment_ids: list[str], seconds: int) -> dict:
+    async def traffic_window(self, deployment_ids: list[str], seconds: int) -> tuple[dict, bool]:
+        """(figures per deployment, whether they cover every instance's requests)."""
         if self.routing is not None:
             return await self.routing.traffic(deployment_ids, seconds)
-        if self.redis is not None:
+        from ngm.nodes.routing.traffic import Bucket
+
+        if self.redis is not None:  # a CLI or stdio MCP process: the figures the servers share
             import time
 
             from ngm.nodes.routing.traffic import RedisTraffic
 
-            return await RedisTraffic(self.redis, self.settings.redis_namespace).window(deployment_ids, seconds,
-                                                                                       time.time())
-        from ngm.nodes.routing.traffic import Bucket
-
-        return {d: Bucket() for d in deployment_ids}
+            try:
+                return await RedisTraffic(self.redis, self.settings.redis_namespace).window(
+                    deployment_ids, seconds, time.time()), True
+            except Exception:  # Redis unreachable: no figures to show, and said so
+                pass
+        return {d: Bucket() for d in deployment_ids}, False
 
     async def close(self) -> None:
         await self.outbound.close()

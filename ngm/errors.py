@@ -90,6 +90,6 @@ def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseExce
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, kind):
             return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))  # the explicit cause, else the implicit context unless `raise ... from None` hid it
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None

@@ -120,6 +120,12 @@ async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None 
     except KeyringError as exc:
         log.error("cannot start: %s", exc.message)
         return 2
+    except Exception as exc:
+        if not database_unreachable(exc):
+            raise
+        log.error("cannot start: the database %s is unreachable (%s)", redacted(settings.database_url),
+                  str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return 6
     try:
         if await count(ctx.database, "ApiKey", {"revoked_at": None}) == 0:
             log.warning("no API keys yet: create the first with `ngm keys create --org ORG --role org_owner`")
@@ -153,6 +159,28 @@ async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None 
         await ctx.close()
         access_log.flush()
         log.info("stopped")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    from ngm.models.database import DatabaseUnavailable
+
+    if isinstance(exc, (DatabaseUnavailable, OSError)):
+        return True
+    try:
+        import psycopg2
+    except ImportError:
+        return False
+    return isinstance(exc, psycopg2.OperationalError)
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    return parts.geturl()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, ready_fd: int | None = None) -> int:

@@ -1,6 +1,6 @@
 # C types for agent_http.py when it is compiled (setup.py); the .py stays plain Python.
 cdef class AgentRequest:
-    cdef public object protocol, transport, flow, client, message_event, waiter, pending, principal
+    cdef public object protocol, transport, flow, client, message_event, waiter, pending, principal, connection
     cdef public str method, agent_id, rid
     cdef public bytes method_bytes, raw_path, target, forwarded
     cdef public list headers

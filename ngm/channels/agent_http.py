@@ -57,7 +57,7 @@ class AgentRequest:
     __slots__ = ("protocol", "transport", "flow", "method", "method_bytes", "agent_id", "raw_path", "target",
                  "headers", "header_map", "client", "forwarded", "expect_100", "body", "more_body", "message_event",
                  "response_complete", "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated",
-                 "head_only", "status", "pending", "started_at", "rid", "principal")
+                 "head_only", "status", "pending", "started_at", "rid", "principal", "connection")
 
     def __init__(self, protocol: HttpToolsProtocol, method: bytes, agent_id: str, raw_path: bytes, target: bytes,
                  keep_alive: bool):
@@ -65,6 +65,7 @@ class AgentRequest:
         self.method, self.method_bytes = method.decode("ascii"), method
         self.agent_id, self.raw_path, self.target = agent_id, raw_path, target  # target: the gateway's
         self.headers: list[tuple[bytes, bytes]] = protocol.headers
+        self.connection: bytes | None = protocol.connection  # every Connection header's value, joined
         self.header_map: dict[bytes, bytes] = {}  # filled by AgentTraffic.begin
         self.client, self.forwarded = protocol.client, protocol.forwarded
         self.expect_100 = protocol.expect_100_continue
@@ -106,6 +107,10 @@ class AgentRequest:
     async def read_body(self) -> bytes:
         if self.more_body and self.expect_100 and not self.disconnected:
             self.expect_100 = False
+            length = self.header_map.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > MAX_BODY:  # not invited: refused now
+                self.keep_alive = False
+                raise Refusal(413, "body_too_large", f"request bodies are limited to {MAX_BODY} bytes")
             self._write_now(b"HTTP/1.1 100 Continue\r\n\r\n")
         while self.more_body and not self.disconnected:
             if len(self.body) > MAX_BODY:
@@ -314,6 +319,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         writes: TurnWrites
         forwarded: bytes | None = b"\r\n"  # None: from a trusted proxy, made per request (AgentTraffic.begin)
         unflushed = False  # the end of an answer waits in `writes` (whatever uvicorn writes must follow it)
+        connection: bytes | None = None  # the request's Connection headers, all of them (their names are dropped)
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
@@ -395,6 +401,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
+            self.connection = None
 
         def on_url(self, url: bytes) -> None:
             self.url += url
@@ -403,6 +410,8 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             name = name.lower()
             if name == b"expect" and value.lower() == b"100-continue":
                 self.expect_100_continue = True
+            elif name == b"connection":
+                self.connection = value if self.connection is None else self.connection + b"," + value
             self.headers.append((name, value))
 
         def on_body(self, body: bytes) -> None:

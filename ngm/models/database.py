@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import time
 from datetime import datetime
 from pathlib import Path
@@ -110,6 +111,11 @@ def prepare_sqlite_file(path: Path) -> None:
         path.parent.mkdir(parents=True, mode=0o700)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for place in (path.parent, path):  # made by someone else: said, not changed (it may be shared on purpose)
+        mode = stat.S_IMODE(place.stat().st_mode)
+        if mode & 0o077:
+            log.warning("%s is readable by group or others (mode %o); chmod %s it", place, mode,
+                        "700" if place == path.parent else "600")
 
 
 async def create_schema(url: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from ngm.models.rows import parse_time
 from ngm.nodes.events.store import WEBHOOK_EVENT_TYPES
 from ngm.nodes.gateways import validation as v
 from ngm.workflows.build import audited, chain
@@ -25,6 +26,15 @@ class TransitionQuery(Strict):
     gateway_id: Optional[str] = Field(None, max_length=128)
     since: Optional[datetime] = Field(None, description="ISO 8601; only transitions at or after it")
     limit: int = Field(100, ge=1, le=1000)
+
+    @field_validator("since")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        """As naive UTC, as times are stored; a time that has none (0001-01-01 at +14:00) is refused."""
+        try:
+            return parse_time(value)
+        except OverflowError:
+            raise ValueError("is out of range") from None
 
 
 class TransitionList(BaseModel):

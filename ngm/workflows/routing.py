@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
 
 from ngm.nodes.health.stats import parse_window
+from ngm.nodes.routing.traffic import KEEP_SECONDS
 from ngm.workflows.build import audited, chain
 from ngm.workflows.gateway_schemas import Environment
 from ngm.workflows.registry import CliSpec, operation
@@ -116,7 +117,8 @@ class TrafficQuery(Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str) -> str:
-        parse_window(value)
+        if parse_window(value).total_seconds() > KEEP_SECONDS:  # figures are kept this long
+            raise ValueError(f"must be between 1m and {KEEP_SECONDS // 60}m")
         return value
 
 
@@ -151,6 +153,8 @@ class TrafficOut(BaseModel):
     window: str
     window_seconds: int
     requests: int
+    complete: bool = Field(description="false: the figures leave out other instances' requests (Redis unreachable, "
+                                       "or a process that serves no traffic and cannot read the shared figures)")
     deployments: list[DeploymentTraffic]
 
 

@@ -50,18 +50,27 @@ AgentId = Annotated[str, StringConstraints(max_length=128), _pattern(_AGENT.patt
 Version = Annotated[str, StringConstraints(max_length=64), _pattern(r"^[!-~]{1,64}$"), AfterValidator(check_version)]
 
 
+MAX_DEPTH = 16  # no input nests deeper than a list of strings; anything deeper is refused, not recursed into
+
+
 def bad_text(value: Any) -> str | None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            return "must not contain NUL characters"
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "must be valid Unicode text (no unpaired surrogates)"
-    elif isinstance(value, (list, tuple)):
-        return next((why for item in value if (why := bad_text(item))), None)
-    elif isinstance(value, dict):
-        return next((why for item in (*value.keys(), *value.values()) if (why := bad_text(item))), None)
+    """Why a value cannot be taken whatever its type: text no database stores, or nesting beyond MAX_DEPTH.
+    Walked without recursion (a deep value must not exhaust the stack of the code that refuses it)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "must be valid Unicode text (no unpaired surrogates)"
+        elif isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_DEPTH:
+                return "is nested too deeply"
+            children = (*item.keys(), *item.values()) if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
     return None
 
 

@@ -190,11 +190,12 @@ def test_blocked_and_disguised_addresses_are_refused_when_written(fleet, url):
 # ---------------------------------------------------------------- the router's edge
 
 
-def raw_request(url: str, target: str, headers: dict[str, str]) -> tuple[int, bytes]:
-    """A request whose target is sent exactly as given (as `curl --path-as-is` does)."""
+def raw_request(url: str, target: str, headers: dict[str, str] | list[tuple[str, str]]) -> tuple[int, bytes]:
+    """A request sent exactly as given: its target (as `curl --path-as-is` does), repeated headers."""
     host, port = url.removeprefix("http://").split(":")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close",
-             *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in pairs),
+             *([] if any(k.lower() == "connection" for k, _ in pairs) else ["Connection: close"]), "", ""]
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall("\r\n".join(lines).encode())
         data = b""
@@ -219,8 +220,8 @@ def test_a_forwarded_path_never_leaves_the_gateway_base_path(fleet, rest):
 
 
 def test_the_gateway_hears_who_called_from_the_router_not_from_the_caller(fleet):
-    gateway, standin = fleet.gateway(StandIn(answer_headers={"Connection": "X-Internal", "X-Internal": "secret",
-                                                             "X-Kept": "1"}))
+    gateway, standin = fleet.gateway(StandIn(answer_headers=[("Connection", "X-Internal"), ("X-Internal", "secret"),
+                                                             ("Connection", "keep-alive"), ("X-Kept", "1")]))
     fleet.deploy(gateway)
     r = fleet.invoke(headers={"Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Forwarded-For": "6.6.6.6",
                               "X-Forwarded-Proto": "https", "Connection": "keep-alive, X-Hop",
@@ -233,6 +234,11 @@ def test_the_gateway_hears_who_called_from_the_router_not_from_the_caller(fleet)
     assert "x-hop" not in seen and "proxy-connection" not in seen and "keep-alive" not in seen
     assert seen["x-stay"] == "keep me"
     assert "x-internal" not in {k.lower() for k in r.headers} and r.headers["x-kept"] == "1"
+    # a second Connection header does not hide the first one's list
+    status, answer = raw_request(fleet.deployment.url, INVOKE.format(agent=fleet.agent), [
+        ("X-API-Key", fleet.key), ("Connection", "X-Drop-Me"), ("X-Drop-Me", "leaked"), ("Connection", "close")])
+    assert status == 200 and b"x-internal" not in answer.lower()
+    assert "x-drop-me" not in {k.lower() for k in invoke_requests(standin)[-1]["headers"]}
 
 
 def invoke_requests(standin) -> list[dict]:
@@ -282,3 +288,24 @@ def test_a_trusted_proxy_s_forwarded_chain_is_extended(tmp_path):
     finally:
         server.stop()
         standin.stop()
+
+
+def test_a_field_given_twice_is_refused(deployment):
+    org, owner = deployment.new_org()
+    with deployment.client(owner) as c:
+        body = b'{"name": "a", "name": "b", "environment": "staging", "api_url": "http://127.0.0.1:9"}'
+        error = assert_error(c.post("/api/v1/gateways", content=body), 422, "name")
+        assert error["details"] == [{"field": "name", "message": "is given twice"}]
+        assert c.get("/api/v1/gateways").json()["total"] == 0
+
+
+def test_the_router_does_not_invite_a_body_over_its_limit(fleet):
+    gateway, standin = fleet.gateway()
+    fleet.deploy(gateway)
+    host, port = fleet.deployment.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST {INVOKE.format(agent=fleet.agent)} HTTP/1.1\r\nHost: x\r\nX-API-Key: {fleet.key}\r\n"
+                  f"Content-Length: {20 * MB}\r\nExpect: 100-continue\r\n\r\n".encode())
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer
+    assert invoke_requests(standin) == []

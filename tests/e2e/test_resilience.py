@@ -172,6 +172,8 @@ def test_a_drain_waits_for_redis_rather_than_decide_on_one_instance_s_counts(tmp
             ready = httpx.get(server.url + "/readyz").json()
             assert ready["status"] == "degraded" and ready["checks"]["redis"]["state"] == "down"
             assert ready["checks"]["rate_limits"]["state"] == "degraded"
+            traffic = c.get("/api/v1/agents/bot/traffic").json()
+            assert traffic["complete"] is False  # the figures say they are this instance's alone
             assert c.post(f"/api/v1/deployments/{dep['id']}/drain", json={"timeout_seconds": 120}).status_code == 202
             time.sleep(4)  # well past the drain's settle time: with Redis it would be done by now
             assert c.get(f"/api/v1/deployments/{dep['id']}").json()["status"] == "draining"
@@ -179,9 +181,11 @@ def test_a_drain_waits_for_redis_rather_than_decide_on_one_instance_s_counts(tmp
             wait_for(lambda: c.get(f"/api/v1/deployments/{dep['id']}").json()["status"] == "inactive", 15,
                      "the drain to finish once Redis is back")
             wait_for(lambda: httpx.get(server.url + "/readyz").json()["status"] == "ready", 10, "ready again")
+            assert c.get("/api/v1/agents/bot/traffic").json()["complete"] is True
         log = server.log()
         assert log.count("in-flight counts: Redis unreachable") == 1  # once per switch, not once per read
         assert log.count("in-flight counts: recovered") == 1
+        assert log.count("traffic figures: Redis unreachable") == 1 and log.count("event bus: Redis unreachable") == 1
     finally:
         server.stop()
         standin.stop()

@@ -189,3 +189,16 @@ def test_a_thread_left_running_does_not_keep_a_stopped_server_alive():
     clean = subprocess.run([sys.executable, "-c", "from ngm.server import _exit_past_stray_threads as leave; "
                             "import sys; sys.exit(leave(4, grace=10) + 1)"], capture_output=True, timeout=30)
     assert clean.returncode == 5 and time.monotonic() - start < 8  # the watchdog's 10 s never came into it
+
+
+def test_an_unreachable_database_at_start_is_said_in_one_line(tmp_path):
+    from tests.support.processes import NGM
+    from tests.support.standin import closed_port
+
+    url = f"postgresql://postgres:s3cret-pw@127.0.0.1:{closed_port()}/ngm"
+    result = subprocess.run([NGM, "serve", "--port", str(closed_port())],
+                            env=ngm_env(tmp_path / "data", url), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 6, result.stderr
+    assert "cannot start: the database postgresql://postgres:***@127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr and "s3cret-pw" not in result.stderr
+    assert not (tmp_path / "data" / "encryption.key").exists()

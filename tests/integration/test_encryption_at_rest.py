@@ -1,5 +1,6 @@
 """Starting with keys that cannot read stored data fails clearly; rotation re-encrypts under the newest key."""
 
+import json
 import uuid
 
 import pytest
@@ -185,3 +186,28 @@ async def test_a_delivery_whose_secret_cannot_be_decrypted_fails_with_that_reaso
         assert await dispatcher.run_once() == 0
     finally:
         await ctx.close()
+
+
+async def test_two_rotations_at_once_lose_no_key(fresh_url, tmp_path):
+    """Each rotation holds a lock beside the key file: the second starts from the first one's file, so every
+    secret stays readable by the keys the file ends with."""
+    import subprocess
+
+    import anyio
+
+    from tests.support.processes import NGM, ngm_env
+
+    settings = settings_for(fresh_url, tmp_path)
+    await store_gateways(settings, n=2)
+    await store_webhooks(settings, n=1)
+    env = ngm_env(tmp_path / "data", fresh_url)
+    runs = [subprocess.Popen([NGM, "keys", "rotate-encryption", "--json"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [await anyio.to_thread.run_sync(lambda run=run: run.communicate(timeout=120)[0]) for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    results = [json.loads(out) for out in outputs]
+    assert sorted(r["keys"] for r in results) == [2, 3]  # the second kept the first one's new key
+    assert {r["left_under_other_keys"] for r in results} == {0}
+    assert len(read_key_file(settings.encryption_key_file)) == 3
+    ctx = await AppContext.open(settings)  # the start-up check reads every stored secret with the file's keys
+    await ctx.close()

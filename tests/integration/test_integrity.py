@@ -105,6 +105,14 @@ async def test_a_gateway_key_does_not_follow_its_url_to_another_origin(ctx, exec
             await executor.run("gateways_update", owner, {"api_url": url}, gw["id"], source="json")
         assert info.value.details[0]["field"] == "api_key"
     assert (await executor.run("gateways_get", owner, None, gw["id"]))["api_url"] == "http://127.0.0.1:9"
+    ported = await executor.run("gateways_create", owner, gateway("ported", api_url="http://127.0.0.1",
+                                                                  api_port=18533, api_key="port-key-1234"))
+    for change in ({"api_port": 18534}, {"api_port": None}):  # the port moves the origin as much as the URL does
+        with pytest.raises(ValidationFailed) as info:
+            await executor.run("gateways_update", owner, change, ported["id"], source="json")
+        assert info.value.details[0]["field"] == "api_key"
+    respelt = {"api_url": "http://127.0.0.1:18533", "api_port": None}  # the same origin, spelt otherwise
+    assert (await executor.run("gateways_update", owner, respelt, ported["id"], source="json"))["api_key_set"]
     # the same origin (another path) keeps the key; a new origin with its key, or with the key cleared, is fine
     same = await executor.run("gateways_update", owner, {"api_url": "http://127.0.0.1:9/base"}, gw["id"])
     assert same["api_key_set"] and same["api_key_last4"] == "1234"
@@ -129,13 +137,17 @@ async def test_a_refused_change_leaves_neither_change_nor_record(ctx, executor, 
 @pytest.mark.postgres
 async def test_a_database_that_refuses_connections_is_unavailable_not_an_error(pg_database_factory, tmp_path):
     """However the server refuses (here: the database closed to new connections and its sessions ended by an
-    administrator), operations answer 503 database_unavailable and keys already known still authenticate."""
+    administrator), operations answer 503 database_unavailable; keys read before keep working, keys revoked
+    before stay refused, keys never seen get 503. Neither a flood of made-up keys nor another key's change
+    makes this instance forget the keys it knows."""
     import psycopg2
 
     from ngm.config import Settings
     from ngm.context import AppContext
+    from ngm.errors import Unauthorized
     from ngm.models.database import DatabaseUnavailable
-    from ngm.nodes.auth.store import create_key
+    from ngm.nodes.auth.keys import generate_api_key
+    from ngm.nodes.auth.store import KeyAuthenticator, create_key, revoke_key
     from ngm.workflows.executor import Executor
 
     url = pg_database_factory()
@@ -144,21 +156,43 @@ async def test_a_database_that_refuses_connections_is_unavailable_not_an_error(p
     admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
     admin.autocommit = True
     try:
-        key, _ = await create_key(ctx.database, "org-closed", "org_owner", "k", "test")
-        owner = await ctx.auth.authenticate(key)
+        auth = KeyAuthenticator(ctx.database, ttl=0.2, max_entries=50)
+        known, _ = await create_key(ctx.database, "org-closed", "org_owner", "known", "test")
+        other, other_row = await create_key(ctx.database, "org-closed", "org_owner", "other", "test")
+        owner = await auth.authenticate(known)
+        await auth.authenticate(other)
+        await revoke_key(ctx.database, "org-closed", other_row["id"])
+        auth.forget(other_row["id"], revoked=True)  # as keys_changed does after the revocation commits
+        for _ in range(120):  # made-up keys, more than the cache holds
+            with pytest.raises(Unauthorized):
+                await auth.authenticate(generate_api_key())
         with admin.cursor() as cur:
             cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        await asyncio.sleep(0.3)  # every answer above has expired: each must be read again, and cannot
         for op, params in (("gateways_list", {}), ("gateways_create", {"name": "x", "environment": "staging",
                                                                         "api_url": "http://127.0.0.1:9"})):
             with pytest.raises(DatabaseUnavailable):
                 await Executor(ctx).run(op, owner, params)
-        ctx.auth.forget()  # nothing cached: a known key is refused only for want of the database
+        assert await auth.authenticate(known) == owner
+        with pytest.raises(Unauthorized):
+            await auth.authenticate(other)
         with pytest.raises(DatabaseUnavailable):
-            await ctx.auth.authenticate(key)
+            await auth.authenticate(generate_api_key())
         assert ctx.database.availability.status()["state"] == "down"
     finally:
         with admin.cursor() as cur:
             cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.close()
         await ctx.close()
+
+
+async def test_a_policy_set_many_times_at_once_is_set_not_refused(ctx, executor, owner):
+    """Setting is idempotent: concurrent first sets of one agent's policy all succeed, on both databases."""
+    for trial in range(3):
+        agent = f"agent-{trial}"
+        results = await asyncio.gather(*(outcome(executor.run("routing_set", owner, {
+            "agent_id": agent, "environment": "production", "strategy": "round_robin"})) for _ in range(10)))
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert (await executor.run("routing_get", owner, {"agent_id": agent, "environment": "production"},
+                                   source="query"))["strategy"] == "round_robin"

@@ -46,9 +46,9 @@ def self_signed_cert() -> tuple[str, str]:
 class StandIn:
     def __init__(self, mode: str = "healthy", delay: float = 0.0, *, body: dict | None = None,
                  redirect_to: str | None = None, post_status: int = 200, tls: bool = False,
-                 answer_headers: dict | None = None):
+                 answer_headers: list[tuple[str, str]] | None = None):
         self.mode, self.delay, self.body = mode, delay, body
-        self.answer_headers = answer_headers or {}  # sent with every answer
+        self.answer_headers = answer_headers or []  # (name, value) pairs sent with every answer, repeats kept
         self.redirect_to, self.post_status = redirect_to, post_status
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -69,8 +69,8 @@ class StandIn:
 
             def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
                 self.send_response(status)
-                for name, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
-                                    **standin.answer_headers, **(headers or {})}.items():
+                for name, value in [*{"Content-Type": "application/json", "Content-Length": str(len(body)),
+                                      **(headers or {})}.items(), *standin.answer_headers]:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)

@@ -11,7 +11,9 @@ from ngm.nodes.routing.invoke import forwarded_lines, invoke_target
 
 
 @pytest.mark.parametrize("rest", [b"../../etc/passwd", b"a/./b", b"..", b"%2e%2e/x", b"%2E%2e/x", b".%2e/x",
-                                  b"%252e%252e/x", b"..%2fetc", b"a%2Fb", b"..\\etc", b"a%5cb", b"%25252e%25252e"])
+                                  b"%252e%252e/x", b"..%2fetc", b"a%2Fb", b"..\\etc", b"a%5cb", b"%25252e%25252e",
+                                  b"a/..;/x", b"a/%2e%2e;/x", b".;x", b"a/%c0%ae%c0%ae/x", b"a/%u002e%u002e/x",
+                                  b"%ef%bc%8e%ef%bc%8e/x", "．．/x".encode(), b"a%ef%bc%8fb"])
 def test_paths_that_could_leave_the_base_path_are_refused(rest):
     assert invoke_target(b"/api/v1/agents/bot/invoke/" + rest, b"") == ("bot", None)
 
@@ -57,7 +59,8 @@ def test_a_trusted_proxy_s_chain_is_extended_and_its_client_believed():
 @pytest.mark.parametrize("address", [
     "169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00::",
     "2002:a9fe:a9fe::1", "2001:0:4136:e378:8000:63bf:5601:5601", "::169.254.169.254", "fe80::1", "fe80::1%eth0",
-    "fd00:ec2::254", "100.100.100.200", "0.0.0.0",
+    "fd00:ec2::254", "100.100.100.200", "0.0.0.0", "::", "::ffff:0:a9fe:a9fe", "::ffff:0:169.254.169.254",
+    "64:ff9b:1:101:1:101:a9fe:a9fe", "64:ff9b:1:a9:fe:a9fe::", "64:ff9b:1:0:a9:fea9:fe00:0",  # /96, /56, /64 layouts
 ])
 def test_every_spelling_of_a_blocked_address_is_blocked(address):
     assert not OutboundPolicy().permits(address)

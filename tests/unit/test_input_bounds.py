@@ -133,7 +133,28 @@ def test_offsets_beyond_any_database_integer_are_refused():
 @pytest.mark.parametrize("op_name", ["gateways_history", "agents_traffic"])
 def test_windows_too_long_to_count_are_refused(op_name):
     op = next(op for op in OPERATIONS if op.name == op_name)
-    for window in ("99999999999h", "9" * 40 + "d", "٣m", "0m", "31d"):
+    kept_at_most = ("16m", "1h") if op_name == "agents_traffic" else ()  # traffic figures are kept 15 minutes
+    for window in ("99999999999h", "9" * 40 + "d", "٣m", "0m", "31d", *kept_at_most):
         with pytest.raises(ValidationFailed) as info:
             validate_input(op, {"window": window}, "query")
         assert info.value.details[0]["field"] == "window"
+
+
+@pytest.mark.parametrize("depth", [20, 300, 500, 900])
+def test_deeply_nested_values_are_refused_naming_the_field(depth):
+    op = next(op for op in OPERATIONS if op.name == "route_explain")
+    value = "x"
+    for _ in range(depth):
+        value = [value]
+    with pytest.raises(ValidationFailed) as info:
+        validate_input(op, {"agent_id": value}, "json")
+    assert info.value.details == [{"field": "agent_id", "message": "is nested too deeply"}]
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_times_with_no_utc_equivalent_are_refused(since):
+    op = next(op for op in OPERATIONS if op.name == "events_list")
+    for source in ("query", "json"):
+        with pytest.raises(ValidationFailed) as info:
+            validate_input(op, {"since": since}, source)
+        assert [d["field"] for d in info.value.details] == ["since"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from kailash.nodes.base import register_node
 
 from ngm.errors import Forbidden
@@ -54,7 +56,7 @@ class UpdateApiKeyNode(ContextNode):
     async def async_run(self, **kw):
         before, after = await store.update_key(self.db, kw["organization_id"], kw["resource_id"],
                                                kw.get("params") or {}, _caller(kw))
-        await self.after_commit(self.ctx.keys_changed)
+        await self.after_commit(functools.partial(self.ctx.keys_changed, after["id"]))
         audit = {"resource_type": "api_key", "resource_id": after["id"],
                  "changes": {k: {"from": before.get(k), "to": after.get(k)} for k in ("name", "rate_limit",
                              "api_rate_limit") if before.get(k) != after.get(k)}}
@@ -74,6 +76,7 @@ class RevokeApiKeyNode(ContextNode):
 
     async def async_run(self, **kw):
         row = await store.revoke_key(self.db, kw["organization_id"], kw["resource_id"], _caller(kw))
-        await self.after_commit(self.ctx.keys_changed)  # refused here at once, elsewhere when told
+        # refused here at once, elsewhere when told
+        await self.after_commit(functools.partial(self.ctx.keys_changed, row["id"], revoked=True))
         audit = {"resource_type": "api_key", "resource_id": row["id"], "changes": {"revoked": {"to": True}}}
         return {"revoked": row, "audit": audit}

@@ -99,8 +99,8 @@ async def revoke_key(q: Queries, organization_id: str, key_id: str, caller: Prin
 
 
 class KeyAuthenticator:
-    """Resolve a presented key to a Principal. Answers (and misses) are cached for `ttl` seconds,
-    which is how long a revoked key may keep working on other instances.
+    """Resolve a presented key to a Principal. Answers are cached for `ttl` seconds, which is how long a
+    revoked key may keep working on other instances (this one forgets it at once).
 
     One load per key at a time, however many requests present it at once, and a key in use is re-read in
     the background during the second half of its ttl, so requests do not wait for the database at every
@@ -108,16 +108,20 @@ class KeyAuthenticator:
     query on the event loop, stalling the router for 50-290 ms.)
 
     While the database is unreachable, what was last read stands (the data plane outlives its control plane):
-    a key known before keeps working, a key revoked before stays refused, and a key never seen gets 503
-    `database_unavailable`, never a 500."""
+    a key known before keeps working, a key revoked or refused before stays refused, and a key never seen gets
+    503 `database_unavailable`, never a 500. Known keys and refused ones are remembered apart, so a flood of
+    made-up keys cannot push the known ones out; a change of one key forgets that key alone."""
 
     def __init__(self, db, ttl: float = 2.0, max_entries: int = 10_000):
         self._db = db
         self._ttl = ttl
         self._max = max_entries
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._known: dict[str, tuple[float, Principal]] = {}  # digest -> (fresh until, principal)
+        self._refused: dict[str, float] = {}  # digest -> refused until (kept, expired, through an outage)
+        # digests of keys known to be revoked: apart, so that a flood of made-up keys cannot wash them out
+        self._revoked: dict[str, bool] = {}
         # presented key -> its digest: a SHA-256 per request was 3% of the router's CPU. It holds keys in
-        # memory as the request buffers do; it decides nothing (the answer is _cache's, which expires).
+        # memory as the request buffers do; it decides nothing (the answers above do, and expire).
         self._digests: dict[str, str] = {}
         self._loading: dict[str, asyncio.Task] = {}
         self._generation = 0  # forget() bumps it: a load begun before does not store its answer
@@ -128,16 +132,16 @@ class KeyAuthenticator:
         digest = self._digests.get(presented)
         if digest is None:
             digest = self._digest(presented)
-        hit = self._cache.get(digest)
-        if hit is None:
-            return None
+        hit = self._known.get(digest)
         now = time.monotonic()
+        if hit is None:
+            if self._refused.get(digest, 0.0) > now:
+                raise Unauthorized("invalid or revoked API key")
+            return None
         if hit[0] <= now:
             return None
         if hit[0] - now < self._ttl / 2 and digest not in self._loading:
             self._start_load(digest).add_done_callback(_quietly)  # refresh ahead; errors: next miss
-        if hit[1] is None:
-            raise Unauthorized("invalid or revoked API key")
         return hit[1]
 
     def _digest(self, presented: str | None) -> str:
@@ -158,9 +162,19 @@ class KeyAuthenticator:
             raise Unauthorized("invalid or revoked API key")
         return principal
 
-    def forget(self) -> None:
-        self._cache.clear()
+    def forget(self, key_id: str | None = None, revoked: bool = False) -> None:
+        """A key changed: read it again before its next use (kept meanwhile as what was last read, should the
+        database be down); a revoked key is refused from now on. Without a key id, every key is read again."""
         self._generation += 1
+        now = time.monotonic()
+        for digest, (_, principal) in list(self._known.items()):
+            if key_id is None or principal.key_id == key_id:
+                if revoked:
+                    del self._known[digest]
+                    self._refused[digest] = now + self._ttl
+                    keep(self._revoked, digest, True, self._max)
+                else:
+                    self._known[digest] = (0.0, principal)
 
     def _start_load(self, digest: str) -> asyncio.Task:
         task = self._loading[digest] = asyncio.ensure_future(self._load_and_keep(digest))
@@ -171,19 +185,29 @@ class KeyAuthenticator:
         try:
             principal = await self._load(digest)
         except DatabaseUnavailable:
-            last = self._cache.get(digest)
+            if digest in self._revoked or digest in self._refused:
+                return None  # refused before, refused still
+            last = self._known.get(digest)
             if last is None:
                 raise
             principal = last[1]  # as last read, until the database answers again
         finally:
             self._loading.pop(digest, None)
         if generation == self._generation:
-            keep(self._cache, digest, (time.monotonic() + self._ttl, principal), self._max)
+            until = time.monotonic() + self._ttl
+            if principal is None:
+                self._known.pop(digest, None)
+                keep(self._refused, digest, until, self._max)
+            else:
+                self._refused.pop(digest, None)
+                keep(self._known, digest, (until, principal), self._max)
         return principal
-
     async def _load(self, digest: str) -> Principal | None:
         row = await select_one(self._db, "ApiKey", {"key_hash": digest})
-        if row is None or row.get("revoked_at") is not None:
+        if row is None:
+            return None
+        if row.get("revoked_at") is not None:
+            keep(self._revoked, digest, True, self._max)
             return None
         last_used = row.get("last_used_at")
         now = utcnow()

@@ -1,7 +1,8 @@
 """Finish drains: a draining deployment becomes inactive once no request is in flight anywhere (and every
 instance has had time to stop sending it new ones), or at its drain deadline. When the other instances'
-counts cannot be read (Redis down), only the deadline finishes a drain: this instance's view alone could
-declare it done while another instance still has requests in flight on it."""
+counts cannot be read (Redis down here), or one of them has gone quiet for less than the gateway's
+request_timeout (Redis down there), only the deadline finishes a drain: a partial view could declare it done
+while another instance still has requests in flight on it."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ SETTLE_SECONDS = 2.5  # a routing table refresh and an in-flight publication, ev
 
 async def finish_drains(ctx) -> list[str]:
     rows = await select(ctx.database, "GatewayDeployment", {"status": "draining"})
+    timeouts = {g["id"]: g["request_timeout"] for g in await select(
+        ctx.database, "Gateway", {"id": ("in", sorted({r["gateway_id"] for r in rows}))})} if rows else {}
     now, done = utcnow(), []
     for row in rows:
         started, deadline = row["drain_started_at"], row["drain_deadline"]
         timed_out = deadline is not None and now >= deadline
+        patience = (timeouts.get(row["gateway_id"]) or 30.0) + SETTLE_SECONDS  # its requests' time limit
         try:
-            in_flight: int | None = await ctx.inflight.total_everywhere(row["id"])
+            in_flight: int | None = await ctx.inflight.total_everywhere(row["id"], patience)
         except SharedViewUnavailable:
             in_flight = None
         settled = started is None or (now - started).total_seconds() >= SETTLE_SECONDS

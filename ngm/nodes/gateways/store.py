@@ -11,7 +11,7 @@ from ngm.errors import Conflict, NotFound, ValidationFailed
 from ngm.models.database import Queries
 from ngm.models.query import count, delete, insert, select, select_one, update
 from ngm.models.rows import iso, new_id
-from ngm.nodes.gateways.validation import consistency_errors, same_origin
+from ngm.nodes.gateways.validation import base_url, consistency_errors, same_origin
 
 TIME_FIELDS = ("last_health_check", "created_at", "updated_at")
 SECRET_FIELDS = ("api_key_encrypted", "api_key_last4")
@@ -92,12 +92,12 @@ async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict
     before = await fetch(q, organization_id, gateway_id, lock=True)
     merged = {**before, **changes}
     _check_consistency(merged)
-    if ("api_url" in changes and "api_key_encrypted" not in changes and before.get("api_key_encrypted")
-            and not same_origin(before["api_url"], changes["api_url"])):
+    if ("api_key_encrypted" not in changes and before.get("api_key_encrypted")
+            and not same_origin(base_url(before), base_url(merged))):  # api_url and api_port alike
         raise ValidationFailed.from_fields([{"field": "api_key", "message": (
-            "is required when api_url moves to another origin (scheme, host or port): the stored key is not "
-            "sent to a new host. Send the gateway's key for it in the same request (CLI: --gateway-api-key -), "
-            "or clear it (api_key: null; CLI: --clear api_key)")}])
+            "is required when the gateway moves to another origin (api_url or api_port: scheme, host or port): "
+            "the stored key is not sent to a new host. Send the gateway's key for it in the same request (CLI: "
+            "--gateway-api-key -), or clear it (api_key: null; CLI: --clear api_key)")}])
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
         return before, before

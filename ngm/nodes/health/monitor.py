@@ -16,7 +16,7 @@ from datetime import datetime
 
 from ngm.models.database import DatabaseUnavailable
 from ngm.models.rows import utcnow
-from ngm.nodes.gateways.validation import health_url
+from ngm.nodes.gateways.validation import base_url, health_url
 from ngm.nodes.health.probe import ProbeResult, probe
 from ngm.tasks import stop_tasks
 
@@ -88,7 +88,7 @@ class HealthMonitor:
             except Exception:  # a key we cannot read is a configuration problem, not a crash
                 log.error("gateway %s: stored API key cannot be decrypted; probing without it", gateway["id"])
         return await probe(self.outbound, health_url(gateway), key, timeout=float(gateway["health_check_timeout"]),
-                           key_origin=gateway["api_url"])
+                           key_origin=base_url(gateway))
 
     async def _probe_and_buffer(self, gateway: dict) -> None:
         try:

@@ -8,7 +8,7 @@ from kailash.nodes.base import register_node
 from ngm.models.rows import iso, utcnow
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.gateways import store
-from ngm.nodes.gateways.validation import health_url
+from ngm.nodes.gateways.validation import base_url, health_url
 from ngm.nodes.health.probe import ProbeResult, probe
 from ngm.nodes.health.stats import parse_window, summarize
 
@@ -26,7 +26,7 @@ class ProbeGatewayNode(ContextNode):
         row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
         key = ctx.keyring.decrypt(row["api_key_encrypted"]) if row.get("api_key_encrypted") else None
         result = await probe(ctx.outbound, health_url(row), key, timeout=float(row["health_check_timeout"]),
-                             key_origin=row["api_url"])
+                             key_origin=base_url(row))
         return {"probe": result.to_dict()}
 
 

@@ -89,7 +89,8 @@ def read_nexus_health(body: bytes) -> tuple[str | None, list[str]]:
 
 async def probe(client: OutboundClient, url: str, api_key: str | None, *, timeout: float = 5.0,
                 key_origin: str | None = None) -> ProbeResult:
-    """key_origin: the gateway's API URL. The key is sent only when the health URL has the same origin."""
+    """key_origin: the gateway's API base (api_url with api_port). The key is sent only when the health URL has
+    the same origin."""
     headers = {"Accept": "application/json", "User-Agent": "ngm-health/1"}
     if api_key and (key_origin is None or origin(key_origin) == origin(url)):
         headers["X-API-Key"] = api_key

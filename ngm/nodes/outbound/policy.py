@@ -26,6 +26,7 @@ from aiohttp.resolver import DefaultResolver
 
 BLOCKED_NETWORKS = (
     "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches local services on some systems
+    "::/128",  # the IPv6 unspecified address, likewise
     "169.254.0.0/16",  # IPv4 link-local: AWS, GCP, Azure, OpenStack metadata at 169.254.169.254
     "100.100.100.200/32",  # Alibaba Cloud metadata
     "168.63.129.16/32",  # Azure wire server
@@ -48,13 +49,18 @@ class OutboundRefused(OSError):
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
-_COMPATIBLE = ipaddress.ip_network("::/96")
+_LAST_32 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))  # compatible, translated
+# RFC 6052's layouts of an IPv4 address in a NAT64 prefix of each length: the byte ranges that hold it (the
+# octet at bits 64-71 is always skipped)
+_RFC6052 = {32: ((4, 8),), 40: ((5, 8), (9, 10)), 48: ((6, 8), (9, 11)), 56: ((7, 8), (9, 12)), 64: ((9, 13),),
+            96: ((12, 16),)}
 
 
 def embedded_ipv4(ip) -> list:
-    """The IPv4 addresses an IPv6 address embeds: IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96, and
-    64:ff9b:1::/48 as RFC 6052 lays out a /48 prefix: bits 48-63 and 72-87), 6to4 (2002::/16), Teredo (its
-    server and client), IPv4-compatible (::a.b.c.d)."""
+    """The IPv4 addresses an IPv6 address embeds: IPv4-mapped (::ffff:a.b.c.d), IPv4-translated
+    (::ffff:0:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96; in the local-use 64:ff9b:1::/48,
+    whose operators choose the prefix length, every RFC 6052 layout), 6to4 (2002::/16), Teredo (its server and
+    client)."""
     if ip.version != 6:
         return []
     out = []
@@ -65,10 +71,11 @@ def embedded_ipv4(ip) -> list:
     if ip.teredo is not None:
         out.extend(ip.teredo)
     raw = ip.packed
-    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):
+    if ip in _NAT64 or (any(ip in net for net in _LAST_32) and int(ip) > 1):
         out.append(ipaddress.IPv4Address(raw[12:16]))
     if ip in _NAT64_LOCAL:
-        out.append(ipaddress.IPv4Address(raw[6:8] + raw[9:11]))
+        for ranges in _RFC6052.values():
+            out.append(ipaddress.IPv4Address(b"".join(raw[a:b] for a, b in ranges)))
     return out
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from urllib.parse import unquote, unquote_to_bytes
 
 PREFIX = "/api/v1/agents/"
@@ -14,16 +15,19 @@ _PREFIX = PREFIX.encode()
 MAX_BODY = 10 * 1024 * 1024
 # an encoded slash or backslash, or a raw backslash: read as a separator by some servers and not by others
 _SEPARATOR = re.compile(rb"%2f|%5c|\\", re.IGNORECASE)
+_IIS_UNICODE = re.compile(rb"%u[0-9a-f]{4}", re.IGNORECASE)  # %u002e: a dot to IIS and what imitates it
 
 
 def escapes_base(rest: bytes) -> bool:
     """Whether a path could leave the gateway's base path (or mean different paths to different servers): a
-    dot segment ('.' or '..'), raw or percent-encoded however many times, or an encoded slash or a backslash."""
+    dot segment ('.' or '..'), raw or percent-encoded however many times, with a ';' parameter (Tomcat), in
+    %u form (IIS), in look-alike characters (fullwidth dots and slashes, as NFKC folds them) or overlong UTF-8;
+    or an encoded slash or a backslash."""
+    if _IIS_UNICODE.search(rest):
+        return True
     for segment in rest.split(b"/"):
         for _ in range(4):  # %252e%252e is '..' to a server that decodes twice
-            if _SEPARATOR.search(segment):
-                return True
-            if segment in (b".", b".."):
+            if _SEPARATOR.search(segment) or _dot_segment(segment):
                 return True
             decoded = unquote_to_bytes(segment)
             if decoded == segment:
@@ -32,6 +36,19 @@ def escapes_base(rest: bytes) -> bool:
         else:
             return True  # still encoded after four rounds: nobody means that honestly
     return False
+
+
+def _dot_segment(segment: bytes) -> bool:
+    if segment in (b".", b".."):
+        return True
+    if segment.isascii() and b"." not in segment and b";" not in segment:
+        return False  # the usual segment: nothing to fold
+    try:
+        text = segment.decode("utf-8")
+    except UnicodeDecodeError:  # overlong forms (%c0%ae) are not UTF-8, and mean a dot to lax decoders
+        return True
+    text = unicodedata.normalize("NFKC", text)
+    return text.split(";", 1)[0] in (".", "..") or "/" in text or "\\" in text
 
 
 def invoke_target(raw_path: bytes, query: bytes) -> tuple[str, bytes | None] | None:

@@ -241,7 +241,7 @@ class Router:
         self.breakers.admit(g.id)
         head = [request.method_bytes, b" ", g.base_path, request.target, b" HTTP/1.1\r\nhost: ", g.host_header,
                 b"\r\n"]
-        connection = request.header_map.get(b"connection")
+        connection = request.connection  # every Connection header, joined: a second one must not hide the first
         listed = None if connection is None else connection_listed(connection)
         for name, value in request.headers:
             if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-") and (listed is None or name not in listed):

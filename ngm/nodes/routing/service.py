@@ -51,6 +51,7 @@ class RoutingService:
         await self.ctx.limiter.stop()
         self._subscription.close()
         await self._sync_once()
+        await self.ctx.inflight.leave()
         await self.pool.close()
 
     async def _refresh_loop(self) -> None:
@@ -72,11 +73,15 @@ class RoutingService:
         await self.ctx.inflight.publish()
         await self.ctx.inflight.read_elsewhere()
         if self.redis_traffic is not None:
+            batch = self.stats.take_unflushed()
             try:
-                await self.redis_traffic.flush(self.stats.take_unflushed())
+                if batch:
+                    await self.redis_traffic.flush(batch)
+                elif self.traffic_fallback.engaged:  # nothing to write: ask Redis whether it is back
+                    await self.ctx.redis.ping()
                 self.traffic_fallback.clear()
             except Exception as exc:  # figures are best effort; routing goes on
-                self.traffic_fallback.engage(type(exc).__name__)
+                self.traffic_fallback.engage(f"sharing failed: {type(exc).__name__}")
         else:
             self.stats.take_unflushed()
         self.stats.prune()
@@ -97,7 +102,7 @@ class RoutingService:
             elif kind == ROUTING_CHANGED:
                 self.table.invalidate()
             elif kind == KEYS_CHANGED:
-                self.ctx.auth.forget()
+                self.ctx.auth.forget(data.get("key_id"), bool(data.get("revoked")))
 
     def _circuit_opened(self, gateway_id: str) -> None:
         gateway = self.table.gateways.get(gateway_id)
@@ -106,11 +111,13 @@ class RoutingService:
             asyncio.get_running_loop().create_task(self.ctx.bus.publish(make_event(
                 CIRCUIT_OPEN, gateway.organization_id, {"gateway_id": gateway_id, "gateway_name": gateway.name})))
 
-    async def traffic(self, deployment_ids: list[str], seconds: int) -> dict:
+    async def traffic(self, deployment_ids: list[str], seconds: int) -> tuple[dict, bool]:
+        """(figures per deployment, whether they cover every instance)."""
         if self.redis_traffic is not None:
             await self._sync_once()
             try:
-                return await self.redis_traffic.window(deployment_ids, seconds, time.time())
-            except Exception:  # fall back to what this instance saw
-                pass
-        return self.stats.window(deployment_ids, seconds)
+                return await self.redis_traffic.window(deployment_ids, seconds, time.time()), True
+            except Exception as exc:  # what this instance saw, said to be only that
+                self.traffic_fallback.engage(f"reading failed: {type(exc).__name__}")
+                return self.stats.window(deployment_ids, seconds), False
+        return self.stats.window(deployment_ids, seconds), True

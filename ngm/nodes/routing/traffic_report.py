@@ -17,7 +17,7 @@ async def traffic_report(ctx, q: Queries, organization_id: str, agent_id: str, p
     gateways = {g["id"]: g for g in await select(
         q, "Gateway", {"organization_id": organization_id, "environment": environment})}
     deployments = [view(r) for r in rows if r["gateway_id"] in gateways]
-    figures = await ctx.traffic_window([d["id"] for d in deployments], seconds)
+    figures, complete = await ctx.traffic_window([d["id"] for d in deployments], seconds)
     total = sum(b.requests for b in figures.values())
     live_weight = sum(d["weight"] for d in deployments if d["status"] == "active") or 0
     items = []
@@ -31,4 +31,4 @@ async def traffic_report(ctx, q: Queries, organization_id: str, agent_id: str, p
                       "observed_share_percent": round(100.0 * b.requests / total, 2) if total else 0.0,
                       "in_flight": await ctx.inflight.total(d["id"]), **summarize(b, seconds)})
     return {"agent_id": agent_id, "environment": environment, "window": window, "window_seconds": seconds,
-            "requests": total, "deployments": items}
+            "requests": total, "complete": complete, "deployments": items}

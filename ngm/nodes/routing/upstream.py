@@ -138,8 +138,8 @@ class _Connection:
     def on_header(self, name: bytes, value: bytes):
         response = self.response
         response.headers.append((name, value))
-        if len(name) == 10 and name.lower() == b"connection":  # the router drops what it lists
-            response.connection = value
+        if len(name) == 10 and name.lower() == b"connection":  # the router drops what they list, all of them
+            response.connection = value if response.connection is None else response.connection + b"," + value
 
     def on_headers_complete(self):
         response = self.response

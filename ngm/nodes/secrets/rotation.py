@@ -11,6 +11,9 @@ stored secret still needs one of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 
 from ngm.config import Settings
 from ngm.models import TABLES
@@ -62,6 +65,25 @@ async def rotate_encryption(settings: Settings, prune: bool = False, settle_seco
     path = settings.encryption_key_file
     if path is None or not path.exists():
         raise KeyringError(f"no encryption key file at {path}: nothing to rotate")
+    with _rotation_lock(path):  # two rotations at once would each drop the other's new key from the file
+        return await _rotate_key_file(settings, path, prune, settle_seconds)
+
+
+@contextlib.contextmanager
+def _rotation_lock(path):
+    """An exclusive lock beside the key file, held for the whole rotation; a second rotation waits for it."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _rotate_key_file(settings: Settings, path, prune: bool, settle_seconds: float) -> dict:
+    from ngm.models.database import open_database
+
     old = read_key_file(path)
     new_key = generate_key()
     database = await open_database(settings.database_url)
