@@ -31,22 +31,24 @@ ERROR_SCHEMA = {
 }
 
 
-def _error(description: str) -> dict:
+def error_response(description: str) -> dict:
+    """An OpenAPI response with the error body."""
     return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
 
 
 def responses(op: Operation) -> dict:
     """Every status the route can answer besides its success, each with the error body."""
-    out = {401: _error("missing or invalid API key"),
-           403: _error(f"needs role {op.role} or stronger"),
-           422: _error("invalid input; details name each field"),
-           429: _error("the key's management API rate limit is reached (Retry-After says when to retry)"),
-           503: _error("the database is unreachable (database_unavailable, with Retry-After), or too busy")}
-    out[404] = _error("not found in the caller's organization")
+    out = {401: error_response("missing or invalid API key"),
+           403: error_response(f"needs role {op.role} or stronger"),
+           422: error_response("invalid input; details name each field"),
+           429: error_response("the key's management API rate limit is reached (Retry-After says when)"),
+           503: error_response("the database is unreachable (database_unavailable, with Retry-After), or busy")}
+    out[404] = error_response("not found in the caller's organization")
     if op.method in ("POST", "PUT", "DELETE"):
-        out[409] = _error("conflicts with the current state")
+        out[409] = error_response("conflicts with the current state")
     if not op.input_in_query:
-        out[413] = _error(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        out[413] = error_response(f"the body is larger than {MAX_BODY_BYTES} bytes")
     return out
 
 

@@ -10,6 +10,7 @@ import time
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 
+from ngm.channels.rest import error_response
 from ngm.errors import ValidationFailed
 
 EVENT_TYPES = ("health.transition", "health.probe", "router.circuit_open")
@@ -25,7 +26,12 @@ def mount_event_stream(app: FastAPI, bus, stopping: asyncio.Event) -> None:
              description="`text/event-stream` of the caller's organization: `health.transition` and "
                          "`health.probe` events, each with id, type, occurred_at and data. A comment line "
                          "is sent every 15 s to keep the connection open.",
-             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+             response_class=StreamingResponse, responses={
+                 200: {"content": {"text/event-stream": {}}},
+                 401: error_response("missing or invalid API key"),
+                 422: error_response("unknown event type; details name it"),
+                 429: error_response("the key's management API rate limit is reached"),
+                 503: error_response("the database is unreachable (database_unavailable)")})
     async def events(request: Request, types: str | None = Query(None, description="comma-separated types"),
                      gateway_id: str | None = Query(None, max_length=128)):
         wanted = set(EVENT_TYPES)
