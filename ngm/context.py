@@ -158,7 +158,7 @@ class AppContext:
         """The serving process's router; elsewhere (CLI, stdio MCP) one built from the database now."""
         if self.routing is not None:
             if self.routing.table.stale():
-                await self.routing.table.refresh()
+                await self.routing.refresh_table()
             return self.routing.router
         from ngm.nodes.routing.circuit import CircuitBreakers
         from ngm.nodes.routing.nodes import strategy_nodes
@@ -177,7 +177,7 @@ class AppContext:
         from ngm.nodes.routing.service import ROUTING_CHANGED
 
         if self.routing is not None:
-            await self.routing.table.refresh()
+            await self.routing.refresh_table()
         if self.bus is not None:
             asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
 

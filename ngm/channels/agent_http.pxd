@@ -8,7 +8,7 @@ cdef class AgentRequest:
     cdef public bytearray body
     cdef public bint expect_100, more_body, response_complete, disconnected, keep_alive, started, chunked
     cdef public bint terminated, head_only
-    cdef public int status
+    cdef public int status, credentials
     cdef public double started_at
 
     cpdef void set(self)

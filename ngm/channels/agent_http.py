@@ -23,7 +23,7 @@ import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ngm.channels.http_middleware import presented_key, request_id
+from ngm.channels.http_middleware import conflicting_credentials, is_credential, presented_key, request_id
 from ngm.config.logging import access_log
 from ngm.errors import NgmError
 from ngm.memo import keep
@@ -57,7 +57,7 @@ class AgentRequest:
     __slots__ = ("protocol", "transport", "flow", "method", "method_bytes", "agent_id", "raw_path", "target",
                  "headers", "header_map", "client", "forwarded", "expect_100", "body", "more_body", "message_event",
                  "response_complete", "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated",
-                 "head_only", "status", "pending", "started_at", "rid", "principal", "connection")
+                 "head_only", "status", "pending", "started_at", "rid", "principal", "connection", "credentials")
 
     def __init__(self, protocol: HttpToolsProtocol, method: bytes, agent_id: str, raw_path: bytes, target: bytes,
                  keep_alive: bool):
@@ -66,6 +66,7 @@ class AgentRequest:
         self.agent_id, self.raw_path, self.target = agent_id, raw_path, target  # target: the gateway's
         self.headers: list[tuple[bytes, bytes]] = protocol.headers
         self.connection: bytes | None = protocol.connection  # every Connection header's value, joined
+        self.credentials = protocol.credentials  # how many headers present a key (more than one: refused)
         self.header_map: dict[bytes, bytes] = {}  # filled by AgentTraffic.begin
         self.client, self.forwarded = protocol.client, protocol.forwarded
         self.expect_100 = protocol.expect_100_continue
@@ -225,6 +226,8 @@ class AgentTraffic:
         request.rid = request_id(headers.get(b"x-request-id"))
         body = request.complete_body()
         try:
+            if request.credentials > 1:
+                raise conflicting_credentials()
             if request.target is None:
                 raise Refusal(400, "invalid_path", "the path may not contain dot segments ('.', '..'), encoded "
                                                    "slashes or backslashes, in any encoding",
@@ -320,6 +323,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         forwarded: bytes | None = b"\r\n"  # None: from a trusted proxy, made per request (AgentTraffic.begin)
         unflushed = False  # the end of an answer waits in `writes` (whatever uvicorn writes must follow it)
         connection: bytes | None = None  # the request's Connection headers, all of them (their names are dropped)
+        credentials = 0  # the request's headers that present a key
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
@@ -402,6 +406,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.expect_100_continue = False
             self.headers = []
             self.connection = None
+            self.credentials = 0
 
         def on_url(self, url: bytes) -> None:
             self.url += url
@@ -412,6 +417,8 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                 self.expect_100_continue = True
             elif name == b"connection":
                 self.connection = value if self.connection is None else self.connection + b"," + value
+            elif name == b"x-api-key" or name == b"authorization":
+                self.credentials += is_credential(name, value)
             self.headers.append((name, value))
 
         def on_body(self, body: bytes) -> None:

@@ -19,8 +19,9 @@ import re
 import time
 
 from ngm.config.logging import access_log
-from ngm.errors import BodyTooLarge, NgmError, RateLimitExceeded
+from ngm.errors import BodyTooLarge, NgmError, RateLimitExceeded, ValidationFailed
 from ngm.nodes.ratelimit.limiter import RateLimited
+from ngm.workflows.schema import parse_json
 
 log = logging.getLogger("ngm.http")
 PROTECTED_PREFIXES = ("/api/", "/mcp")
@@ -36,6 +37,18 @@ def request_id(supplied: bytes | None) -> str:
     if supplied and _REQUEST_ID.match(supplied):
         return supplied.decode("latin-1")
     return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+def is_credential(name: bytes, value: bytes) -> bool:
+    """A header that presents a key: X-API-Key, or Authorization with the Bearer scheme."""
+    return name == b"x-api-key" or (name == b"authorization" and value[:7].lower() == b"bearer ")
+
+
+def conflicting_credentials() -> NgmError:
+    from ngm.errors import Unauthorized
+
+    return Unauthorized("more than one API key presented (Authorization: Bearer and X-API-Key, or one of them "
+                        "twice): send exactly one", code="conflicting_credentials")
 
 
 def presented_key(headers: dict[bytes, bytes]) -> str | None:
@@ -84,6 +97,8 @@ class RequestMiddleware:
         try:
             if scope["path"].startswith(PROTECTED_PREFIXES):
                 try:
+                    if sum(is_credential(name, value) for name, value in scope["headers"]) > 1:
+                        raise conflicting_credentials()
                     principal = await self.authenticate(presented_key(headers))
                 except NgmError as exc:
                     status["code"] = exc.status
@@ -112,6 +127,15 @@ class RequestMiddleware:
             access_log.add(scope.get("client"), scope["method"], _path(scope), status["code"], start, principal, rid)
 
 
+def repeated_fields(body: bytes) -> None:
+    """422 for a JSON body that gives a field twice, anywhere in it: the MCP transport would take the last."""
+    try:
+        parse_json(body)
+    except ValidationFailed as exc:
+        if exc.field != "body":  # not JSON at all: the transport answers that in its own terms
+            raise
+
+
 async def _buffered(receive, length: bytes | None):
     """Read the whole body (at most MAX_BODY_BYTES, else 413) and return a receive that hands it on."""
     if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
@@ -126,6 +150,7 @@ async def _buffered(receive, length: bytes | None):
             raise BodyTooLarge(MAX_BODY_BYTES)
         if not message.get("more_body"):
             break
+    repeated_fields(bytes(body))
     sent = False
 
     async def replay():

@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ngm.channels.http_middleware import MAX_BODY_BYTES
 from ngm.errors import BodyTooLarge, NgmError, ValidationFailed
-from ngm.workflows.executor import authorize, field_errors, parse_json
+from ngm.workflows.executor import authorize, field_errors
 from ngm.workflows.registry import Operation, Registry
-from ngm.workflows.schema import ID_PATTERN
+from ngm.workflows.schema import ID_PATTERN, parse_json
 
 log = logging.getLogger("ngm.rest")
 ERROR_SCHEMA = {

@@ -220,8 +220,17 @@ class RoutingPolicy:
                                  "fields": ["organization_id", "agent_id", "environment"], "unique": True}]}
 
 
+class Instance:
+    """A serving instance that shares Redis with others, as last heard of through the database: so that one cut
+    off from Redis is still known to be there (a drain must not take its silence for nothing in flight)."""
+
+    __tablename__ = "instances"
+    id: str
+    last_seen: datetime
+
+
 MODELS = (Gateway, GatewayDeployment, ApiKey, AuditEvent, HealthCheck, HealthEvent, Webhook, WebhookDelivery,
-          RoutingPolicy)
+          RoutingPolicy, Instance)
 MODEL_NAMES = tuple(m.__name__ for m in MODELS)
 
 

@@ -59,37 +59,6 @@ def field_errors(errors: list[dict]) -> list[dict]:
     return out
 
 
-class _Repeated(ValueError):
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.name = name
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    out = {}
-    for name, value in pairs:
-        if name in out:  # {"name": "a", "name": "b"} means one thing to one reader and another to the next
-            raise _Repeated(name)
-        out[name] = value
-    return out
-
-
-def parse_json(raw: bytes | str) -> Any:
-    """A JSON document, or 422 naming the body (invalid UTF-8, invalid JSON, nesting too deep) or the field
-    given twice."""
-    try:
-        return json.loads(raw, object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError:
-        message = "is not valid UTF-8"
-    except RecursionError:
-        message = "is nested too deeply"
-    except _Repeated as repeated:
-        raise ValidationFailed.from_fields([{"field": repeated.name, "message": "is given twice"}]) from None
-    except ValueError:
-        message = "is not valid JSON"
-    raise ValidationFailed.from_fields([{"field": "body", "message": message}])
-
-
 def validate_input(op: Operation, raw: Any, source: Source = "python") -> BaseModel | None:
     if op.input_model is None:
         if raw:

@@ -117,8 +117,12 @@ class TrafficQuery(Strict):
     @field_validator("window")
     @classmethod
     def _window(cls, value: str) -> str:
-        if parse_window(value).total_seconds() > KEEP_SECONDS:  # figures are kept this long
-            raise ValueError(f"must be between 1m and {KEEP_SECONDS // 60}m")
+        try:
+            seconds = parse_window(value).total_seconds()
+        except ValueError:
+            seconds = None
+        if seconds is None or seconds > KEEP_SECONDS:  # figures are kept this long
+            raise ValueError(f"must be a number and a unit (s, m, h or d) between 1m and {KEEP_SECONDS // 60}m")
         return value
 
 

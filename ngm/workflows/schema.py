@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
+from ngm.errors import ValidationFailed
 from ngm.nodes.gateways import validation as v
 
 MAX_OFFSET = 1_000_000_000
@@ -139,3 +141,34 @@ class Partial(Strict):
         if value is None and info.field_name in cls.not_null:
             raise ValueError("must not be null")
         return value
+
+
+class Repeated(ValueError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = {}
+    for name, value in pairs:
+        if name in out:  # {"name": "a", "name": "b"} means one thing to one reader and another to the next
+            raise Repeated(name)
+        out[name] = value
+    return out
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """A JSON document, or 422 naming the body (invalid UTF-8, invalid JSON, nesting too deep) or the field
+    given twice."""
+    try:
+        return json.loads(raw, object_pairs_hook=unique_keys)
+    except UnicodeDecodeError:
+        message = "is not valid UTF-8"
+    except RecursionError:
+        message = "is nested too deeply"
+    except Repeated as repeated:
+        raise ValidationFailed.from_fields([{"field": repeated.name, "message": "is given twice"}]) from None
+    except ValueError:
+        message = "is not valid JSON"
+    raise ValidationFailed.from_fields([{"field": "body", "message": message}])

@@ -309,3 +309,34 @@ def test_the_router_does_not_invite_a_body_over_its_limit(fleet):
         answer = s.recv(65536)
     assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer
     assert invoke_requests(standin) == []
+
+
+def test_a_field_given_twice_is_refused_over_mcp_too(deployment):
+    org, owner = deployment.new_org()
+    call = (b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "gateways_list", '
+            b'"arguments": {"limit": 5, "limit": 6}}}')
+    with deployment.client(owner) as c:
+        r = c.post("/mcp", content=call, headers={"content-type": "application/json",
+                                                   "accept": "application/json, text/event-stream"})
+        assert_error(r, 422, "limit")
+
+
+def test_more_than_one_key_presented_is_refused(fleet):
+    gateway, standin = fleet.gateway()
+    fleet.deploy(gateway)
+    other_org, other_key = fleet.deployment.new_org()
+    for headers in ([("X-API-Key", fleet.key), ("X-API-Key", other_key)],
+                    [("Authorization", f"Bearer {other_key}"), ("X-API-Key", fleet.key)]):
+        for path in ("/api/v1/keys/me", INVOKE.format(agent=fleet.agent)):
+            status, answer = raw_request(fleet.deployment.url, path, headers)
+            assert status == 401 and b"conflicting_credentials" in answer, (path, answer[:300])
+    assert invoke_requests(standin) == []
+
+
+def test_header_names_with_underscores_do_not_reach_the_gateway(fleet):
+    gateway, standin = fleet.gateway()
+    fleet.deploy(gateway)
+    status, _ = raw_request(fleet.deployment.url, INVOKE.format(agent=fleet.agent),
+                            [("X-API-Key", fleet.key), ("X_API_Key", "forged"), ("X_Forwarded_For", "6.6.6.6")])
+    assert status == 200
+    assert not [k for k in invoke_requests(standin)[-1]["headers"] if "_" in k]

@@ -4,6 +4,7 @@ and the embedded defaults' file permissions."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import threading
@@ -182,6 +183,19 @@ def test_a_drain_waits_for_redis_rather_than_decide_on_one_instance_s_counts(tmp
                      "the drain to finish once Redis is back")
             wait_for(lambda: httpx.get(server.url + "/readyz").json()["status"] == "ready", 10, "ready again")
             assert c.get("/api/v1/agents/bot/traffic").json()["complete"] is True
+        from ngm.models.database import open_database
+        from ngm.models.query import count
+
+        async def instances() -> int:
+            db = await open_database(url, create=False)
+            try:
+                return await count(db, "Instance")
+            finally:
+                await db.close()
+
+        assert asyncio.run(instances()) == 1  # here, for the others' drains to wait for
+        server.stop()
+        assert asyncio.run(instances()) == 0  # left cleanly: nobody waits for it
         log = server.log()
         assert log.count("in-flight counts: Redis unreachable") == 1  # once per switch, not once per read
         assert log.count("in-flight counts: recovered") == 1

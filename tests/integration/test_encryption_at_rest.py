@@ -1,5 +1,6 @@
 """Starting with keys that cannot read stored data fails clearly; rotation re-encrypts under the newest key."""
 
+import asyncio
 import json
 import uuid
 
@@ -211,3 +212,35 @@ async def test_two_rotations_at_once_lose_no_key(fresh_url, tmp_path):
     assert len(read_key_file(settings.encryption_key_file)) == 3
     ctx = await AppContext.open(settings)  # the start-up check reads every stored secret with the file's keys
     await ctx.close()
+
+
+@pytest.mark.postgres
+async def test_a_key_sealed_before_a_wait_is_sealed_again_after_a_prune(backend, fresh_url, tmp_path):
+    """A gateway key written while its row is locked elsewhere waits, sealed under the key of that moment; a
+    rotation with --prune meanwhile removes that key. The write seals it again under the newest key."""
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers from the start of the transaction: nothing is sealed before a wait")
+    import psycopg2
+
+    settings = settings_for(fresh_url, tmp_path)
+    principal = await store_gateways(settings, n=1)
+    ctx = await AppContext.open(settings)
+    try:
+        gw = await Executor(ctx).run("gateways_create", principal, {"name": "later", "environment": "staging",
+                                                                   "api_url": "http://127.0.0.1:9"})
+        holder = psycopg2.connect(fresh_url)
+        with holder.cursor() as cur:  # another transaction holds the row
+            cur.execute("SELECT id FROM gateways WHERE id = %s FOR UPDATE", (gw["id"],))
+        write = asyncio.create_task(Executor(ctx).run("gateways_update", principal, {"api_key": "sealed-early-1"},
+                                                      gw["id"]))
+        await asyncio.sleep(0.5)  # sealed, now waiting for the row
+        assert not write.done()
+        await rotate_encryption(settings, prune=True, settle_seconds=0.1)
+        holder.commit()
+        holder.close()
+        await write
+        [only_key] = read_key_file(settings.encryption_key_file)
+        row = await select_one(ctx.database, "Gateway", {"id": gw["id"]})
+        assert Keyring([only_key]).decrypt(row["api_key_encrypted"]) == "sealed-early-1"
+    finally:
+        await ctx.close()

@@ -56,3 +56,14 @@ async def test_an_idle_instance_that_keeps_publishing_counts_as_nothing_in_fligh
         await b.publish()
         await asyncio.sleep(0.2)
     assert await a.total_everywhere("dep", patience=30) == 0
+
+
+async def test_an_instance_present_in_the_database_but_not_in_redis_makes_the_view_partial(pair):
+    """One that never reached Redis (or whose stamps Redis lost on a restart) is still known through the
+    database: its silence in Redis is not taken for nothing in flight."""
+    a, b = pair
+    await a.publish()
+    with pytest.raises(SharedViewUnavailable, match="instance b is running"):
+        await a.total_everywhere("dep", patience=30, present=("a", "b"))
+    await b.publish()
+    assert await a.total_everywhere("dep", patience=30, present=("a", "b")) == 0

@@ -138,8 +138,8 @@ async def test_a_refused_change_leaves_neither_change_nor_record(ctx, executor, 
 async def test_a_database_that_refuses_connections_is_unavailable_not_an_error(pg_database_factory, tmp_path):
     """However the server refuses (here: the database closed to new connections and its sessions ended by an
     administrator), operations answer 503 database_unavailable; keys read before keep working, keys revoked
-    before stay refused, keys never seen get 503. Neither a flood of made-up keys nor another key's change
-    makes this instance forget the keys it knows."""
+    before stay refused, keys never seen get 503. Neither a flood of made-up keys, nor another organization's
+    many real ones, nor another key's change makes this instance forget the keys it knows."""
     import psycopg2
 
     from ngm.config import Settings
@@ -166,6 +166,9 @@ async def test_a_database_that_refuses_connections_is_unavailable_not_an_error(p
         for _ in range(120):  # made-up keys, more than the cache holds
             with pytest.raises(Unauthorized):
                 await auth.authenticate(generate_api_key())
+        for i in range(60):  # another organization's real keys, more than the cache holds
+            flood, _ = await create_key(ctx.database, "org-flood", "org_viewer", f"f{i}", "test")
+            await auth.authenticate(flood)
         with admin.cursor() as cur:
             cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
@@ -196,3 +199,25 @@ async def test_a_policy_set_many_times_at_once_is_set_not_refused(ctx, executor,
         assert not [r for r in results if isinstance(r, Exception)], results
         assert (await executor.run("routing_get", owner, {"agent_id": agent, "environment": "production"},
                                    source="query"))["strategy"] == "round_robin"
+
+
+async def test_one_gateway_that_cannot_be_routed_to_never_stops_the_table(ctx, executor, owner):
+    """A row no router can use (stored before its URL was refused, say) is left out of the table alone."""
+    from ngm.models.query import delete as delete_rows
+    from ngm.models.query import insert as insert_row
+    from ngm.models.rows import new_id
+    from ngm.nodes.routing.table import RoutingTable
+
+    good = await executor.run("gateways_create", owner, gateway("good"))
+    await executor.run("deployments_create", owner, {"gateway_id": good["id"], "agent_id": "bot", "agent_version": "1"})
+    bad_id = new_id()
+    await insert_row(ctx.database, "Gateway", {"id": bad_id, "organization_id": "org-old", "name": "old",
+                                               "environment": "production", "api_url": "http://127.0.0.1:",
+                                               "api_port": 18102})
+    table = RoutingTable(ctx.database, ctx.keyring)
+    try:
+        await table.refresh()
+    finally:
+        await delete_rows(ctx.database, "Gateway", {"id": bad_id})
+    assert bad_id not in table.gateways and good["id"] in table.gateways
+    assert (owner.organization_id, "bot", "production") in table.targets

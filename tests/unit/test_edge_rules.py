@@ -13,7 +13,8 @@ from ngm.nodes.routing.invoke import forwarded_lines, invoke_target
 @pytest.mark.parametrize("rest", [b"../../etc/passwd", b"a/./b", b"..", b"%2e%2e/x", b"%2E%2e/x", b".%2e/x",
                                   b"%252e%252e/x", b"..%2fetc", b"a%2Fb", b"..\\etc", b"a%5cb", b"%25252e%25252e",
                                   b"a/..;/x", b"a/%2e%2e;/x", b".;x", b"a/%c0%ae%c0%ae/x", b"a/%u002e%u002e/x",
-                                  b"%ef%bc%8e%ef%bc%8e/x", "．．/x".encode(), b"a%ef%bc%8fb"])
+                                  b"%ef%bc%8e%ef%bc%8e/x", "．．/x".encode(), b"a%ef%bc%8fb", b"..%00/x", b"..%09",
+                                  "％2e％2e/x".encode(), b"%ef%b9%aa2e%ef%b9%aa2e/x"])
 def test_paths_that_could_leave_the_base_path_are_refused(rest):
     assert invoke_target(b"/api/v1/agents/bot/invoke/" + rest, b"") == ("bot", None)
 
@@ -88,3 +89,9 @@ def test_non_canonical_ipv4_spellings_are_refused(url):
                                  "http://[::ffff:a9fe:a9fe]:8080/x"])
 def test_literal_blocked_addresses_are_refused_when_written(url):
     assert "link-local or metadata" in OutboundPolicy().literal_refusal(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:", "http://[::1]:/x", "http://gw.example:/"])
+def test_a_url_with_an_empty_port_is_refused(url):
+    with pytest.raises(ValueError, match="port"):
+        check_http_url(url)

@@ -117,6 +117,7 @@ class KeyAuthenticator:
         self._ttl = ttl
         self._max = max_entries
         self._known: dict[str, tuple[float, Principal]] = {}  # digest -> (fresh until, principal)
+        self._per_org: dict[str, int] = {}  # entries of _known per organization: the fullest one gives way
         self._refused: dict[str, float] = {}  # digest -> refused until (kept, expired, through an outage)
         # digests of keys known to be revoked: apart, so that a flood of made-up keys cannot wash them out
         self._revoked: dict[str, bool] = {}
@@ -170,7 +171,7 @@ class KeyAuthenticator:
         for digest, (_, principal) in list(self._known.items()):
             if key_id is None or principal.key_id == key_id:
                 if revoked:
-                    del self._known[digest]
+                    self._drop(digest)
                     self._refused[digest] = now + self._ttl
                     keep(self._revoked, digest, True, self._max)
                 else:
@@ -196,12 +197,31 @@ class KeyAuthenticator:
         if generation == self._generation:
             until = time.monotonic() + self._ttl
             if principal is None:
-                self._known.pop(digest, None)
+                self._drop(digest)
                 keep(self._refused, digest, until, self._max)
             else:
                 self._refused.pop(digest, None)
-                keep(self._known, digest, (until, principal), self._max)
+                self._remember(digest, until, principal)
         return principal
+
+    def _remember(self, digest: str, until: float, principal: Principal) -> None:
+        """Keep a known key; when full, the organization holding the most entries gives up its oldest, so one
+        organization's many keys cannot push another's out (as a flood of made-up keys cannot at all)."""
+        if digest not in self._known:
+            if len(self._known) >= self._max:
+                fullest = max(self._per_org, key=self._per_org.__getitem__)
+                self._drop(next(d for d, (_, p) in self._known.items() if p.organization_id == fullest))
+            org = principal.organization_id
+            self._per_org[org] = self._per_org.get(org, 0) + 1
+        self._known[digest] = (until, principal)
+
+    def _drop(self, digest: str) -> None:
+        entry = self._known.pop(digest, None)
+        if entry is not None:
+            org = entry[1].organization_id
+            self._per_org[org] -= 1
+            if not self._per_org[org]:
+                del self._per_org[org]
     async def _load(self, digest: str) -> Principal | None:
         row = await select_one(self._db, "ApiKey", {"key_hash": digest})
         if row is None:

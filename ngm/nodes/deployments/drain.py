@@ -7,6 +7,7 @@ while another instance still has requests in flight on it."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from ngm.models.query import select
 from ngm.models.rows import utcnow
@@ -16,6 +17,7 @@ from ngm.nodes.routing.inflight import SharedViewUnavailable
 
 log = logging.getLogger("ngm.deployments")
 SETTLE_SECONDS = 2.5  # a routing table refresh and an in-flight publication, everywhere
+PRESENT_SECONDS = 16.0  # three missed heartbeats (HEARTBEAT_SECONDS) and an instance is taken for gone
 
 
 async def finish_drains(ctx) -> list[str]:
@@ -23,12 +25,16 @@ async def finish_drains(ctx) -> list[str]:
     timeouts = {g["id"]: g["request_timeout"] for g in await select(
         ctx.database, "Gateway", {"id": ("in", sorted({r["gateway_id"] for r in rows}))})} if rows else {}
     now, done = utcnow(), []
+    present: tuple = ()
+    if rows and ctx.redis is not None:  # instances heard of through the database, Redis or not
+        present = tuple(i["id"] for i in await select(ctx.database, "Instance",
+                                                      {"last_seen": (">", now - timedelta(seconds=PRESENT_SECONDS))}))
     for row in rows:
         started, deadline = row["drain_started_at"], row["drain_deadline"]
         timed_out = deadline is not None and now >= deadline
         patience = (timeouts.get(row["gateway_id"]) or 30.0) + SETTLE_SECONDS  # its requests' time limit
         try:
-            in_flight: int | None = await ctx.inflight.total_everywhere(row["id"], patience)
+            in_flight: int | None = await ctx.inflight.total_everywhere(row["id"], patience, present)
         except SharedViewUnavailable:
             in_flight = None
         settled = started is None or (now - started).total_seconds() >= SETTLE_SECONDS

@@ -56,7 +56,8 @@ class PatchGatewayNode(ContextNode):
 
     async def async_run(self, **kw):
         self.ctx.outbound.policy.check_urls(kw["record"], URL_FIELDS)
-        before, after = await store.patch(self.db, kw["organization_id"], kw["resource_id"], kw["record"])
+        before, after = await store.patch(self.db, kw["organization_id"], kw["resource_id"], kw["record"],
+                                          self.ctx.keyring)
         await self.after_commit(self.ctx.routing_changed)  # limits, status, URL and key reach every router
         return {"gateway": store.public_view(after), "audit": _audit(after["id"], before, after)}
 

@@ -87,9 +87,13 @@ async def list_page(q: Queries, organization_id: str, filters: dict, limit: int,
     return [canonical(r) for r in rows], total
 
 
-async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict) -> tuple[dict, dict]:
-    """Apply a partial update to the row as locked; returns (before, after)."""
+async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict, keyring=None
+                ) -> tuple[dict, dict]:
+    """Apply a partial update to the row as locked; returns (before, after). A key sealed before the lock was
+    taken is sealed again (keyring) under the newest key: a rotation may have pruned the old one meanwhile."""
     before = await fetch(q, organization_id, gateway_id, lock=True)
+    if keyring is not None and changes.get("api_key_encrypted"):
+        changes = {**changes, "api_key_encrypted": keyring.seal_again(changes["api_key_encrypted"])}
     merged = {**before, **changes}
     _check_consistency(merged)
     if ("api_key_encrypted" not in changes and before.get("api_key_encrypted")

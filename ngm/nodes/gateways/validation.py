@@ -40,7 +40,7 @@ def check_http_url(value: str) -> str:
         raise ValueError("must include a host")
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not embed credentials; set api_key instead")
-    if port == 0:
+    if port == 0 or parts.netloc.endswith(":"):  # "host:" names no port, and "host:" + api_port is no URL
         raise ValueError("port must be between 1 and 65535")
     if parts.fragment:
         raise ValueError("must not contain a fragment")

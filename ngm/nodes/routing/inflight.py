@@ -86,10 +86,11 @@ class InFlight:
             return
         self.fallback.clear()
 
-    async def total_everywhere(self, deployment_id: str, patience: float = 0.0) -> int:
-        """Across instances, read now. Raises SharedViewUnavailable when the others cannot be read, or when one
-        of them has not published for longer than a publication lives but less than `patience` seconds (the
-        longest its requests may last): its requests may still be in flight."""
+    async def total_everywhere(self, deployment_id: str, patience: float = 0.0, present: tuple = ()) -> int:
+        """Across instances, read now. Raises SharedViewUnavailable when the others cannot be read; when one of
+        them has not published for longer than a publication lives but less than `patience` seconds (the
+        longest its requests may last); or when one known to be `present` (through the database) has no
+        fresh publication at all: its requests may still be in flight."""
         if self.redis is None:
             return self.counts.get(deployment_id, 0)
         try:
@@ -99,11 +100,15 @@ class InFlight:
             self.fallback.engage(f"reading failed: {type(exc).__name__}")
             raise SharedViewUnavailable(str(exc)) from None
         now_ms = time.time() * 1000
+        heard = {}
         for member, last_ms in members:
             name = member.decode() if isinstance(member, bytes) else member
-            silent = now_ms - last_ms
+            heard[name] = silent = now_ms - last_ms
             if name != self.instance and self.ttl_ms < silent < patience * 1000:
                 raise SharedViewUnavailable(f"instance {name} has not published for {silent / 1000:.1f} s")
+        for name in present:
+            if name != self.instance and heard.get(name, float("inf")) > self.ttl_ms:
+                raise SharedViewUnavailable(f"instance {name} is running but its in-flight counts are not in Redis")
         return elsewhere.get(deployment_id, 0) + self.counts.get(deployment_id, 0)
 
     async def total(self, deployment_id: str) -> int:

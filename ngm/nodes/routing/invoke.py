@@ -16,6 +16,7 @@ MAX_BODY = 10 * 1024 * 1024
 # an encoded slash or backslash, or a raw backslash: read as a separator by some servers and not by others
 _SEPARATOR = re.compile(rb"%2f|%5c|\\", re.IGNORECASE)
 _IIS_UNICODE = re.compile(rb"%u[0-9a-f]{4}", re.IGNORECASE)  # %u002e: a dot to IIS and what imitates it
+_CONTROL = re.compile(rb"%(?:[01][0-9a-f]|7f)|[\x00-\x1f\x7f]", re.IGNORECASE)  # ..%00 is '..' to C strings
 
 
 def escapes_base(rest: bytes) -> bool:
@@ -23,7 +24,7 @@ def escapes_base(rest: bytes) -> bool:
     dot segment ('.' or '..'), raw or percent-encoded however many times, with a ';' parameter (Tomcat), in
     %u form (IIS), in look-alike characters (fullwidth dots and slashes, as NFKC folds them) or overlong UTF-8;
     or an encoded slash or a backslash."""
-    if _IIS_UNICODE.search(rest):
+    if _IIS_UNICODE.search(rest) or _CONTROL.search(rest):
         return True
     for segment in rest.split(b"/"):
         for _ in range(4):  # %252e%252e is '..' to a server that decodes twice
@@ -47,8 +48,10 @@ def _dot_segment(segment: bytes) -> bool:
         text = segment.decode("utf-8")
     except UnicodeDecodeError:  # overlong forms (%c0%ae) are not UTF-8, and mean a dot to lax decoders
         return True
-    text = unicodedata.normalize("NFKC", text)
-    return text.split(";", 1)[0] in (".", "..") or "/" in text or "\\" in text
+    folded = unicodedata.normalize("NFKC", text)
+    if "%" in folded and "%" not in text:  # a look-alike percent sign: encoded again for who folds first
+        return True
+    return folded.split(";", 1)[0] in (".", "..") or "/" in folded or "\\" in folded
 
 
 def invoke_target(raw_path: bytes, query: bytes) -> tuple[str, bytes | None] | None:

@@ -244,7 +244,8 @@ class Router:
         connection = request.connection  # every Connection header, joined: a second one must not hide the first
         listed = None if connection is None else connection_listed(connection)
         for name, value in request.headers:
-            if name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-") and (listed is None or name not in listed):
+            if (name not in _NOT_FORWARDED and not name.startswith(b"x-ngm-") and (listed is None or name not in listed)
+                    and b"_" not in name):  # X_API_Key is X-API-Key to a CGI-style gateway: dropped, as nginx does
                 head += [name, b": ", value, b"\r\n"]
         head += [target.upstream_headers, b"x-request-id: ", fw.rid, request.forwarded,
                  b"content-length: %d\r\n\r\n" % len(fw.body)]

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 
 from ngm.fallbacks import Fallback
 from ngm.models.database import DatabaseUnavailable
+from ngm.models.query import delete
+from ngm.models.rows import utcnow
 from ngm.nodes.events.store import make_event
 from ngm.nodes.routing.circuit import CircuitBreakers
 from ngm.nodes.routing.nodes import strategy_nodes
@@ -19,6 +22,7 @@ from ngm.nodes.routing.upstream import UpstreamPool
 from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.routing")
+HEARTBEAT_SECONDS = 5.0  # an instance's row in `instances` is renewed this often (with Redis)
 ROUTING_CHANGED = "routing.changed"
 KEYS_CHANGED = "keys.changed"
 CIRCUIT_OPEN = "router.circuit_open"
@@ -40,8 +44,10 @@ class RoutingService:
                                                             "other instances' requests")
 
     async def start(self) -> None:
-        await self.table.refresh()
+        await self.refresh_table()  # a failure is the refresh loop's to retry: the rest must start all the same
         await self.ctx.limiter.start()
+        if self.ctx.redis is not None:
+            await self._heartbeat()
         self._subscription = self.ctx.bus.subscribe(None)
         self._tasks = [asyncio.create_task(job(), name=f"ngm-routing-{job.__name__}")
                        for job in (self._refresh_loop, self._sync_loop, self._listen)]
@@ -52,6 +58,11 @@ class RoutingService:
         self._subscription.close()
         await self._sync_once()
         await self.ctx.inflight.leave()
+        if self.ctx.redis is not None:
+            try:
+                await delete(self.ctx.database, "Instance", {"id": self.ctx.inflight.instance})
+            except DatabaseUnavailable:
+                pass
         await self.pool.close()
 
     async def _refresh_loop(self) -> None:
@@ -62,12 +73,17 @@ class RoutingService:
             except asyncio.TimeoutError:
                 pass
             self.table.changed.clear()
-            try:
-                await self.table.refresh()
-            except DatabaseUnavailable:  # logged once per outage where it was found
-                pass
-            except Exception:
-                log.exception("routing table refresh failed; routing on the last snapshot")
+            await self.refresh_table()
+
+    async def refresh_table(self) -> None:
+        """Re-read the routing table; what fails is logged (or, for an outage, said once elsewhere), not raised:
+        routing goes on from the last snapshot."""
+        try:
+            await self.table.refresh()
+        except DatabaseUnavailable:  # logged once per outage where it was found
+            pass
+        except Exception:
+            log.exception("routing table refresh failed; routing on the last snapshot")
 
     async def _sync_once(self) -> None:
         await self.ctx.inflight.publish()
@@ -87,9 +103,26 @@ class RoutingService:
         self.stats.prune()
 
     async def _sync_loop(self) -> None:
+        beat_at = 0.0
         while True:
             await asyncio.sleep(self.sync_every)
             await self._sync_once()
+            if self.ctx.redis is not None and time.monotonic() >= beat_at:
+                beat_at = time.monotonic() + HEARTBEAT_SECONDS
+                await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        """Say in the database that this instance is here (see Instance): a drain elsewhere then waits for this
+        instance's in-flight counts even when Redis cannot carry them."""
+        now = utcnow()
+        try:
+            await self.ctx.database.execute(
+                "INSERT INTO instances (id, last_seen, created_at, updated_at) VALUES (:id, :now, :now, :now) "
+                "ON CONFLICT (id) DO UPDATE SET last_seen = :now, updated_at = :now",
+                {"id": self.ctx.inflight.instance, "now": now})
+            await delete(self.ctx.database, "Instance", {"last_seen": ("<", now - timedelta(hours=1))})
+        except DatabaseUnavailable:  # said once where it was found
+            pass
 
     async def _listen(self) -> None:
         while True:

@@ -97,6 +97,7 @@ class RoutingTable:
         self.refreshed_at = float("-inf")
         self.changed = asyncio.Event()  # set by invalidate(): the refresher wakes at once
         self._keys: dict[str, str] = {}  # encrypted token -> key (decrypt once)
+        self._unroutable: set[str] = set()  # gateways already reported as left out
 
     def _key(self, token: str | None) -> str | None:
         if not token:
@@ -118,13 +119,20 @@ class RoutingTable:
         live_tokens = {g["api_key_encrypted"] for g in rows}
         self._keys = {t: k for t, k in self._keys.items() if t in live_tokens}  # forget rotated keys
         for g in rows:
-            url = urlsplit(base_url(g))
-            port = url.port or (443 if url.scheme == "https" else 80)
-            gateways[g["id"]] = GatewayRoute(
-                g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
-                g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(), url.netloc.encode(),
-                self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
-                Limits.of_gateway(g))
+            try:
+                url = urlsplit(base_url(g))
+                port = url.port or (443 if url.scheme == "https" else 80)
+                gateways[g["id"]] = GatewayRoute(
+                    g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
+                    g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(),
+                    url.netloc.encode(), self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
+                    Limits.of_gateway(g))
+            except Exception as exc:  # one row that cannot be routed (stored by an older version, say) is skipped,
+                # never the table: its agents answer 404 here, every other gateway routes
+                if g["id"] not in self._unroutable:
+                    self._unroutable.add(g["id"])
+                    log.error("gateway %s cannot be routed to (%s): left out of the routing table", g["id"],
+                              type(exc).__name__)
         targets: dict[tuple, list[Target]] = {}
         # inactive ones too: they are skipped with a reason, and an agent whose deployments are all
         # inactive answers 503 (temporarily nothing to serve it), not 404 (never deployed)

@@ -72,16 +72,21 @@ def write_key_file(path: Path, keys: list[str], *, exclusive: bool = False) -> N
 class Keyring:
     RELOAD_CHECK_SECONDS = 1.0
 
-    def __init__(self, keys: list[str], *, key_file: Path | None = None, origin: str = "keyring"):
+    def __init__(self, keys: list[str], *, key_file: Path | None = None, origin: str = "keyring",
+                 mtime: int | None = None):
+        """mtime: the key file's, taken before `keys` were read from it (a change after the read then shows)."""
         self._origin = origin
         self._key_file = key_file
         self._lock = threading.Lock()
         self._install(keys)
-        self._mtime = key_file.stat().st_mtime_ns if key_file else None
+        self._mtime = mtime if mtime is not None or key_file is None else key_file.stat().st_mtime_ns
         self._checked_at = time.monotonic()
 
     def _install(self, keys: list[str]) -> None:
         fernets = _parse_keys(keys, self._origin)
+        previous = getattr(self, "_fernet", None)
+        if previous is not None:  # what this process sealed a moment ago may be under a key just pruned
+            self._retired = previous
         self._fernet = MultiFernet(fernets)
         self._key_count = len(fernets)
 
@@ -131,6 +136,23 @@ class Keyring:
         except InvalidToken:
             return False
 
+    def seal_again(self, token: str) -> str:
+        """The secret under the newest key as of now (the key file read again first): for a secret sealed before
+        a wait (a row lock, say) during which a rotation may have put a new key first and pruned the old."""
+        self.reload_if_changed(force=True)
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            pass
+        retired = getattr(self, "_retired", None)
+        try:
+            plain = retired.decrypt(token.encode()) if retired is not None else None
+        except InvalidToken:
+            plain = None
+        if plain is None:
+            raise KeyringError("stored secret cannot be decrypted with the configured encryption keys")
+        return self._fernet.encrypt(plain).decode()
+
     def rotate(self, token: str) -> str:
         """Re-encrypt under the first key (MultiFernet.rotate keeps the original timestamp)."""
         try:
@@ -157,7 +179,8 @@ def load_keyring(env_keys: tuple[str, ...], key_file: Path | None, *, create: bo
     mode = stat.S_IMODE(key_file.stat().st_mode)
     if mode & 0o077:
         log.warning("encryption key file %s is readable by group or others (mode %o); chmod 600 it", key_file, mode)
-    return Keyring(read_key_file(key_file), key_file=key_file, origin=f"key file {key_file}")
+    mtime = key_file.stat().st_mtime_ns
+    return Keyring(read_key_file(key_file), key_file=key_file, origin=f"key file {key_file}", mtime=mtime)
 
 
 def generate_key() -> str:
