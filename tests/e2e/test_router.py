@@ -98,9 +98,10 @@ def test_90_10_over_10000_requests_and_every_window_of_10(fleet):
 def test_forwarding_headers_body_and_credentials(fleet):
     gw, standin = fleet.gateway()
     dep = fleet.deploy(gw)
-    r = fleet.invoke(method="POST", content=b'{"message": "hi \xc3\xbc"}', params={"q": "1 2"},
-                     headers={"X-Request-ID": "trace-1", "Content-Type": "application/json", "X-Custom": "kept",
-                              "Authorization": f"Bearer {fleet.key}"})
+    with fleet.deployment.client(None) as bearer:  # the key as a Bearer token this time (one credential only)
+        r = fleet.invoke(bearer, method="POST", content=b'{"message": "hi \xc3\xbc"}', params={"q": "1 2"},
+                         headers={"X-Request-ID": "trace-1", "Content-Type": "application/json", "X-Custom": "kept",
+                                  "Authorization": f"Bearer {fleet.key}"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "trace-1"
     assert r.headers["x-ngm-deployment"] == dep["id"] and r.json()["received"] == len('{"message": "hi ü"}'.encode())
     [seen] = standin.posts()
