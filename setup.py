@@ -2,7 +2,7 @@
 
 The modules below are plain Python and stay so: Cython compiles them unchanged (annotations are not used as C
 types), which cut the router's CPU per request by 12% (bench/router_ab.py, README "Measured"); a .pxd beside a
-module gives C types to a chosen function of it (ngm/nodes/ratelimit/memory.pxd). Without a C compiler the
+module gives C types to a chosen function of it (ngm/dataplane/limits/memory.pxd). Without a C compiler the
 build goes on without them and ngm runs them as Python. ngm/compiled.py loads a compiled module only when it
 was built from the source beside it (the hashes in ngm/compiled.json); else the source.
 
@@ -18,26 +18,27 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-HOT_PATH = [
-    "ngm/channels/agent_http.py",
-    "ngm/channels/http_middleware.py",
-    "ngm/config/logging.py",
-    "ngm/memo.py",
-    "ngm/nodes/auth/store.py",
-    "ngm/nodes/ratelimit/algorithms.py",
-    "ngm/nodes/ratelimit/leases.py",
-    "ngm/nodes/ratelimit/limiter.py",
-    "ngm/nodes/ratelimit/memory.py",
-    "ngm/nodes/ratelimit/pipe.py",
-    "ngm/nodes/ratelimit/redis_backend.py",
-    "ngm/nodes/routing/circuit.py",
-    "ngm/nodes/routing/inflight.py",
-    "ngm/nodes/routing/router.py",
-    "ngm/nodes/routing/strategies.py",
-    "ngm/nodes/routing/table.py",
-    "ngm/nodes/routing/traffic.py",
-    "ngm/nodes/routing/turn_writes.py",
-    "ngm/nodes/routing/upstream.py",
+HOT_PATH = [  # the data plane, every module of it
+    "ngm/dataplane/access_log.py",
+    "ngm/dataplane/circuit.py",
+    "ngm/dataplane/edge.py",
+    "ngm/dataplane/inflight.py",
+    "ngm/dataplane/invoke.py",
+    "ngm/dataplane/keys.py",
+    "ngm/dataplane/memo.py",
+    "ngm/dataplane/protocol.py",
+    "ngm/dataplane/router.py",
+    "ngm/dataplane/strategies.py",
+    "ngm/dataplane/table.py",
+    "ngm/dataplane/traffic.py",
+    "ngm/dataplane/turn_writes.py",
+    "ngm/dataplane/upstream.py",
+    "ngm/dataplane/limits/algorithms.py",
+    "ngm/dataplane/limits/leases.py",
+    "ngm/dataplane/limits/limiter.py",
+    "ngm/dataplane/limits/memory.py",
+    "ngm/dataplane/limits/pipe.py",
+    "ngm/dataplane/limits/redis_backend.py",
 ]
 MANIFEST = "ngm/compiled.json"
 # ngm/compiled.py's digest of what a module is built from, loaded alone (importing ngm would run its setup)

@@ -25,9 +25,9 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import pct, print_table  # noqa: E402
-from ngm.nodes.ratelimit.algorithms import Scope  # noqa: E402
-from ngm.nodes.ratelimit.limiter import Limits, RateLimiter  # noqa: E402
-from ngm.nodes.ratelimit.redis_backend import RedisBackend  # noqa: E402
+from ngm.dataplane.limits.algorithms import Scope  # noqa: E402
+from ngm.dataplane.limits.limiter import Limits, RateLimiter  # noqa: E402
+from ngm.dataplane.limits.redis_backend import RedisBackend  # noqa: E402
 
 
 async def measure(call, callers: int, seconds: float) -> tuple[float, float, float]:

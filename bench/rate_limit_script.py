@@ -24,10 +24,10 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import ROOT, print_table  # noqa: E402
-from ngm.nodes.ratelimit import redis_backend  # noqa: E402
-from ngm.nodes.ratelimit.algorithms import Scope  # noqa: E402
+from ngm.dataplane.limits import redis_backend  # noqa: E402
+from ngm.dataplane.limits.algorithms import Scope  # noqa: E402
 
-MODULE = "ngm/nodes/ratelimit/redis_backend.py"
+MODULE = "ngm/dataplane/limits/redis_backend.py"
 
 
 def base_module(commit: str):

@@ -103,7 +103,7 @@ class BackgroundServices:
 
     async def _expedite_probes(self) -> None:
         """A gateway whose circuit opened (on any instance) is probed at once, not at its next interval."""
-        from ngm.nodes.routing.service import CIRCUIT_OPEN
+        from ngm.nodes.events.bus import CIRCUIT_OPEN
 
         subscription = self.ctx.bus.subscribe(None)
         try:

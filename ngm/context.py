@@ -121,8 +121,8 @@ class AppContext:
     @property
     def inflight(self):
         if self._inflight is None:
+            from ngm.dataplane.inflight import InFlight
             from ngm.nodes.health.lease import instance_id
-            from ngm.nodes.routing.inflight import InFlight
 
             self._inflight = InFlight(self.redis, self.settings.redis_namespace, instance_id())
         return self._inflight
@@ -132,8 +132,8 @@ class AppContext:
         """Rate limits: shared through Redis (its own client: a dead Redis costs a request 250 ms at most,
         once), else in this process."""
         if self._limiter is None:
+            from ngm.dataplane.limits.limiter import RateLimiter
             from ngm.nodes.health.lease import instance_id
-            from ngm.nodes.ratelimit.limiter import RateLimiter
 
             shared = client = None
             if self.settings.redis_url:
@@ -141,7 +141,7 @@ class AppContext:
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
 
-                from ngm.nodes.ratelimit.redis_backend import RedisBackend
+                from ngm.dataplane.limits.redis_backend import RedisBackend
 
                 # a bounded pool that queues callers (briefly): a burst must wait for a connection, not be
                 # taken for a dead Redis
@@ -160,21 +160,22 @@ class AppContext:
             if self.routing.table.stale():
                 await self.routing.refresh_table()
             return self.routing.router
-        from ngm.nodes.routing.circuit import CircuitBreakers
+        from ngm.dataplane.circuit import CircuitBreakers
+        from ngm.dataplane.router import Router
+        from ngm.dataplane.table import RoutingTable
+        from ngm.dataplane.traffic import TrafficStats
         from ngm.nodes.routing.nodes import strategy_nodes
-        from ngm.nodes.routing.router import Router
-        from ngm.nodes.routing.table import RoutingTable
-        from ngm.nodes.routing.traffic import TrafficStats
+        from ngm.nodes.routing.snapshot import SnapshotLoader
 
-        table = RoutingTable(self.database, self.keyring)
-        await table.refresh()
+        table = RoutingTable()
+        table.publish(await SnapshotLoader(self.database, self.keyring).load())
         return Router(table, None, CircuitBreakers(), TrafficStats(), self.inflight, strategy_nodes())
 
     async def routing_changed(self) -> None:
         """Deployments or policies changed: this process re-reads before answering (the caller's next request
         sees the change), the others when the bus tells them."""
+        from ngm.nodes.events.bus import ROUTING_CHANGED
         from ngm.nodes.events.store import make_event
-        from ngm.nodes.routing.service import ROUTING_CHANGED
 
         if self.routing is not None:
             await self.routing.refresh_table()
@@ -183,8 +184,8 @@ class AppContext:
 
     async def keys_changed(self, key_id: str, revoked: bool = False) -> None:
         """An API key was revoked or changed: forget that key here and (through the bus) everywhere."""
+        from ngm.nodes.events.bus import KEYS_CHANGED
         from ngm.nodes.events.store import make_event
-        from ngm.nodes.routing.service import KEYS_CHANGED
 
         self.auth.forget(key_id, revoked)
         if self.bus is not None:
@@ -195,12 +196,12 @@ class AppContext:
         """(figures per deployment, whether they cover every instance's requests)."""
         if self.routing is not None:
             return await self.routing.traffic(deployment_ids, seconds)
-        from ngm.nodes.routing.traffic import Bucket
+        from ngm.dataplane.traffic import Bucket
 
         if self.redis is not None:  # a CLI or stdio MCP process: the figures the servers share
             import time
 
-            from ngm.nodes.routing.traffic import RedisTraffic
+            from ngm.dataplane.traffic import RedisTraffic
 
             try:
                 return await RedisTraffic(self.redis, self.settings.redis_namespace).window(

@@ -13,14 +13,20 @@ class NgmError(Exception):
     status = 500
     code = "internal_error"
     retry_after: int | None = None  # seconds, sent as Retry-After
+    headers: list[tuple[bytes, bytes]] | None = None  # more header lines of the answer (the RateLimit fields)
 
-    def __init__(self, message: str, *, field: str | None = None, details: Any = None, code: str | None = None):
+    def __init__(self, message: str, *, field: str | None = None, details: Any = None, code: str | None = None,
+                 status: int | None = None, headers: list[tuple[bytes, bytes]] | None = None):
         super().__init__(message)
         self.message = message
         self.field = field
         self.details = details
         if code:
             self.code = code
+        if status:
+            self.status = status
+        if headers:
+            self.headers = headers
 
     def to_body(self) -> dict:
         details = self.details
@@ -65,6 +71,16 @@ class Unavailable(NgmError):
     code = "unavailable"
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached: management answers 503 with Retry-After; the router serves on."""
+
+    code = "database_unavailable"
+    retry_after = 5
+
+    def __init__(self, message: str = "the database is unreachable; try again shortly"):
+        super().__init__(message)
+
+
 class BodyTooLarge(NgmError):
     status = 413
     code = "body_too_large"
@@ -73,14 +89,20 @@ class BodyTooLarge(NgmError):
         super().__init__(f"request bodies are limited to {limit} bytes", field="body")
 
 
-class RateLimitExceeded(NgmError):
+class RateLimited(NgmError):
+    """A rate limit refused the request (429), or the limiter could not decide and the deployment fails closed
+    (503); `headers` carries Retry-After and the RateLimit fields."""
+
     status = 429
     code = "rate_limited"
 
 
-class BadGateway(NgmError):
-    status = 502
-    code = "bad_gateway"
+class Refusal(NgmError):
+    """The router's refusals, whose status is decided where they are raised (400, 404, 413, 502, 503, 504)."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None,
+                 headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(message, details=details, code=code, status=status, headers=headers)
 
 
 def find_cause(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:

@@ -39,13 +39,13 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
     from starlette.middleware.cors import CORSMiddleware
     from starlette.routing import Route
 
-    from ngm.channels.agent_http import AgentTraffic
     from ngm.channels.http_middleware import RequestMiddleware
     from ngm.channels.mcp import build_mcp_server, principal_of_request
     from ngm.channels.rest import install_error_handlers, mount_operations
     from ngm.channels.sse import mount_event_stream
     from ngm.dashboard import mount_dashboard
-    from ngm.nodes.routing.invoke import trusted_networks
+    from ngm.dataplane.invoke import trusted_networks
+    from ngm.dataplane.protocol import AgentTraffic
     from ngm.workflows import load_operations
     from ngm.workflows.executor import Executor
 
@@ -121,7 +121,7 @@ def build_app(ctx: AppContext, *, background: bool | None = None):
 
     # Outermost, in front of FastAPI's own middleware.
     fa.state.asgi = RequestMiddleware(fa, authenticator=ctx.auth.authenticate, limiter=ctx.limiter)
-    # Agent traffic never reaches the ASGI app: the server's protocol hands it to the router (agent_http.py).
+    # Agent traffic never reaches the ASGI app: the server's protocol hands it to the router (dataplane/protocol.py).
     fa.state.agent_traffic = AgentTraffic(ctx.auth, routing.router, trusted_networks(ctx.settings.trusted_proxies))
     return app
 

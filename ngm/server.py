@@ -14,7 +14,8 @@ import time
 
 from ngm import compiled
 from ngm.config import Settings
-from ngm.config.logging import access_log, setup_logging
+from ngm.config.logging import setup_logging
+from ngm.dataplane.access_log import access_log
 
 log = logging.getLogger("ngm.server")
 
@@ -22,7 +23,7 @@ log = logging.getLogger("ngm.server")
 def _uvicorn_server(app, host: str, port: int, stopping, agent_traffic, on_started=None):
     import uvicorn
 
-    from ngm.channels.agent_http import agent_traffic_protocol
+    from ngm.dataplane.protocol import agent_traffic_protocol
 
     class Server(uvicorn.Server):
         stop_watch_armed = False  # the slow-stop log is scheduled once, on the first signal

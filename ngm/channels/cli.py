@@ -253,7 +253,11 @@ def command_for(op: Operation) -> click.Command:
 @click.version_option(__version__, prog_name="ngm")
 def main():
     """Nexus Gateway Manager: gateways, health, deployments, routing and rate limits."""
-    settings_level = Settings.from_env().log_level
+    try:
+        settings_level = Settings.from_env().log_level
+    except ValueError as exc:  # a variable that does not parse: named, before anything runs
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     setup_logging(settings_level if settings_level == "DEBUG" else "WARNING")
 
 

@@ -12,7 +12,7 @@ from ngm.errors import (
     Forbidden,
     NgmError,
     NotFound,
-    RateLimitExceeded,
+    RateLimited,
     Unauthorized,
     Unavailable,
     ValidationFailed,
@@ -20,7 +20,7 @@ from ngm.errors import (
 from ngm.workflows.registry import Operation
 
 _BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 422: ValidationFailed,
-              429: RateLimitExceeded, 503: Unavailable}
+              429: RateLimited, 503: Unavailable}
 
 
 def error_from_response(resp: httpx.Response) -> NgmError:

@@ -2,7 +2,7 @@
 
 Pure ASGI (not BaseHTTPMiddleware) so streamed responses (SSE) pass through unbuffered. The access line
 names the key id, never the key, and logs the path without the query. Agent traffic (the forwarding
-router) never gets here: ngm/channels/agent_http.py serves it on the connection.
+router) never gets here: ngm/dataplane/protocol.py serves it on the connection.
 
 Bodies: the REST routes refuse a body over the limit (413) after their role check, by its declared length
 before reading or while reading it (ngm/channels/rest.py); MCP's transport reads the body itself, so for
@@ -11,60 +11,22 @@ before reading or while reading it (ngm/channels/rest.py); MCP's transport reads
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
-import re
 import time
 
-from ngm.config.logging import access_log
-from ngm.errors import BodyTooLarge, NgmError, RateLimitExceeded, ValidationFailed
-from ngm.nodes.ratelimit.limiter import RateLimited
+from ngm.dataplane.access_log import access_log
+from ngm.dataplane.edge import conflicting_credentials, is_credential, presented_key, request_id
+from ngm.errors import BodyTooLarge, NgmError, RateLimited, ValidationFailed
 from ngm.workflows.schema import parse_json
 
 log = logging.getLogger("ngm.http")
 PROTECTED_PREFIXES = ("/api/", "/mcp")
 MAX_BODY_BYTES = 1024 * 1024  # management and MCP bodies are small; agent traffic has its own limit
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # a caller's id is echoed and logged: keep it inert
-_ID_PREFIX = os.urandom(8).hex()
-_ids = itertools.count(1)
-
-
-def request_id(supplied: bytes | None) -> str:
-    """The caller's X-Request-ID when it is inert, else a new one: 32 hex digits like uuid4().hex,
-    unique per process by a random prefix, at a counter's cost (this runs for every request)."""
-    if supplied and _REQUEST_ID.match(supplied):
-        return supplied.decode("latin-1")
-    return f"{_ID_PREFIX}{next(_ids):016x}"
-
-
-def is_credential(name: bytes, value: bytes) -> bool:
-    """A header that presents a key: X-API-Key, or Authorization with the Bearer scheme."""
-    return name == b"x-api-key" or (name == b"authorization" and value[:7].lower() == b"bearer ")
-
-
-def conflicting_credentials() -> NgmError:
-    from ngm.errors import Unauthorized
-
-    return Unauthorized("more than one API key presented (Authorization: Bearer and X-API-Key, or one of them "
-                        "twice): send exactly one", code="conflicting_credentials")
-
-
-def presented_key(headers: dict[bytes, bytes]) -> str | None:
-    auth = headers.get(b"authorization")
-    if auth:
-        scheme, _, value = auth.decode("latin-1").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    key = headers.get(b"x-api-key")
-    return key.decode("latin-1").strip() if key else None
-
-
 async def send_error(send, exc: NgmError, request_id: str, extra_headers: list | None = None) -> None:
     body = json.dumps(exc.to_body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", request_id.encode())] + (extra_headers or [])
+               (b"x-request-id", request_id.encode()), *(extra_headers or ()), *(exc.headers or ())]
     if getattr(exc, "retry_after", None):
         headers.append((b"retry-after", str(exc.retry_after).encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
@@ -114,8 +76,7 @@ class RequestMiddleware:
                         await self.limiter.check_api(principal)
                     except RateLimited as refused:
                         status["code"] = refused.status
-                        return await send_error(send, RateLimitExceeded(refused.message, details=refused.details),
-                                                rid, refused.headers)
+                        return await send_error(send, refused, rid)
                 if scope["path"].startswith("/mcp") and scope["method"] == "POST":
                     try:
                         receive = await _buffered(receive, headers.get(b"content-length"))

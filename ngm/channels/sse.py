@@ -12,8 +12,9 @@ from fastapi.responses import StreamingResponse
 
 from ngm.channels.rest import error_response
 from ngm.errors import ValidationFailed
+from ngm.nodes.events.bus import CIRCUIT_OPEN, HEALTH_PROBE, HEALTH_TRANSITION
 
-EVENT_TYPES = ("health.transition", "health.probe", "router.circuit_open")
+EVENT_TYPES = (HEALTH_TRANSITION, HEALTH_PROBE, CIRCUIT_OPEN)
 HEARTBEAT_SECONDS = 15.0
 
 

@@ -8,31 +8,13 @@ itself with its traceback. NGM_LOG_LEVEL=DEBUG lets everything through for debug
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
-import time
+
+from ngm.dataplane.access_log import access_log, utc_stamp
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _OURS = ("ngm", "uvicorn")
-
-
-_last_stamp = (-1, "")  # (second, its text)
-_last_ms_stamp = (-1, "")  # (millisecond, its whole stamp): the access log writes dozens of lines a millisecond
-
-
-def utc_stamp(created: float) -> str:
-    """2026-11-23T12:00:00.123Z; one strftime a second and one format a millisecond, not one a line (the access
-    log is on the hot path)."""
-    global _last_stamp, _last_ms_stamp
-    ms = int(created * 1000)
-    if ms == _last_ms_stamp[0]:
-        return _last_ms_stamp[1]
-    second = ms // 1000
-    if second != _last_stamp[0]:
-        _last_stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    _last_ms_stamp = (ms, f"{_last_stamp[1]}.{ms - second * 1000:03d}Z")
-    return _last_ms_stamp[1]
 
 
 class _UTCFormatter(logging.Formatter):
@@ -51,52 +33,6 @@ class _OwnRecordsFilter(logging.Filter):
         return record.levelno >= (logging.DEBUG if self.level <= logging.DEBUG else logging.CRITICAL)
 
 
-class AccessLog:
-    """One line per request, on the hot path of agent traffic: a request leaves its fields and the time, and
-    lines are formatted like every other log line (cached timestamp) and written to the log stream in batches,
-    at most 50 ms late, past the logging machinery, which costs more per line than forwarding a small request
-    does."""
-
-    FLUSH_AFTER = 0.05
-
-    def __init__(self):
-        self.stream, self.enabled = None, False
-        self._lines: list[str] = []
-
-    def configure(self, stream, enabled: bool) -> None:
-        self.flush()
-        self.stream, self.enabled = stream, enabled
-
-    def add(self, client, method: str, path: str | bytes, status: int, started: float, principal, rid: str) -> None:
-        """A request's line: the key id, never the key; `started` from perf_counter(), `path` without the query."""
-        if not self.enabled:
-            return
-        self._lines.append((time.perf_counter(), started, client, method, path, status, principal, rid))
-        if len(self._lines) == 1:
-            try:
-                asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
-            except RuntimeError:  # no loop: write now
-                self.flush()
-
-    def flush(self) -> None:
-        if self._lines and self.stream is not None:
-            lines, self._lines = self._lines, []
-            wall, now = time.time(), time.perf_counter()
-            text = []
-            for at, started, client, method, path, status, principal, rid in lines:
-                if type(path) is bytes:
-                    path = path.decode("latin-1")
-                text.append(f'{utc_stamp(wall - (now - at))} INFO ngm.access {client[0] if client else "-"} '
-                            f'"{method} {path}" {status} {(at - started) * 1000:.1f}ms '
-                            f'key={principal.key_id if principal else "-"} rid={rid}\n')
-            try:
-                self.stream.write("".join(text))
-                self.stream.flush()
-            except (OSError, ValueError):  # a closed stream must not break serving
-                pass
-
-
-access_log = AccessLog()
 
 
 def setup_logging(level: str = "INFO", stream=None) -> None:

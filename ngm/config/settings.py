@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -27,9 +28,37 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "ngm"
 
 
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0):
+    """A number from the environment; one that does not parse stops the start with the variable's name."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        noun = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name}: {raw!r} is not {noun}") from None
+    if not (math.isfinite(value) and value >= minimum):
+        raise ValueError(f"{name}: {raw!r} must be a finite number of at least {minimum}")
+    return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{name}: {raw!r} is not on or off")
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path
     database_url: str
     encryption_keys: tuple[str, ...] = ()
     encryption_key_file: Path | None = None
@@ -45,31 +74,32 @@ class Settings:
     webhook_max_attempts: int = 8
     api_rate_limit: int = 3000  # management API requests per key per minute; 0 = unlimited
     trusted_proxies: str = ""  # CIDRs of proxies in front of the router whose X-Forwarded-For is believed
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Raises ValueError naming the variable whose value does not parse."""
         env = os.environ if env is None else env
         data_dir = Path(env.get("NGM_DATA_DIR") or _default_data_dir(env)).expanduser()
         keys = tuple(k.strip() for k in env.get("NGM_ENCRYPTION_KEYS", "").split(",") if k.strip())
         key_file = env.get("NGM_ENCRYPTION_KEY_FILE")
+        log_level = (env.get("NGM_LOG_LEVEL") or "INFO").strip().upper()
+        if log_level not in _LOG_LEVELS:
+            raise ValueError(f"NGM_LOG_LEVEL: {log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
         return cls(
-            data_dir=data_dir,
             database_url=env.get("NGM_DATABASE_URL") or f"sqlite:///{data_dir / 'ngm.db'}",
             encryption_keys=keys,
             encryption_key_file=Path(key_file).expanduser() if key_file else data_dir / "encryption.key",
             redis_url=env.get("NGM_REDIS_URL") or None,
-            log_level=(env.get("NGM_LOG_LEVEL") or "INFO").upper(),
-            auth_cache_seconds=float(env.get("NGM_AUTH_CACHE_SECONDS") or 2.0),
-            monitor_enabled=(env.get("NGM_MONITOR") or "on").lower() not in ("0", "off", "false", "no"),
-            monitor_concurrency=int(env.get("NGM_MONITOR_CONCURRENCY") or 256),
-            monitor_lease_seconds=float(env.get("NGM_MONITOR_LEASE_SECONDS") or 10.0),
-            health_history_days=float(env.get("NGM_HEALTH_HISTORY_DAYS") or 7.0),
-            outbound_allow=env.get("NGM_OUTBOUND_ALLOW") or "",
-            webhook_max_attempts=int(env.get("NGM_WEBHOOK_MAX_ATTEMPTS") or 8),
-            api_rate_limit=int(env.get("NGM_API_RATE_LIMIT") or 3000),
+            log_level=log_level,
+            auth_cache_seconds=_number(env, "NGM_AUTH_CACHE_SECONDS", 2.0),
+            monitor_enabled=_switch(env, "NGM_MONITOR", True),
+            monitor_concurrency=_number(env, "NGM_MONITOR_CONCURRENCY", 256, int, minimum=1),
+            monitor_lease_seconds=_number(env, "NGM_MONITOR_LEASE_SECONDS", 10.0, minimum=1),
+            health_history_days=_number(env, "NGM_HEALTH_HISTORY_DAYS", 7.0),
+            outbound_allow=_cidrs(env, "NGM_OUTBOUND_ALLOW"),
+            webhook_max_attempts=_number(env, "NGM_WEBHOOK_MAX_ATTEMPTS", 8, int, minimum=1),
+            api_rate_limit=_number(env, "NGM_API_RATE_LIMIT", 3000, int),
             trusted_proxies=_cidrs(env, "NGM_TRUSTED_PROXIES"),
-            environ=dict(env),
         )
 
     @property
@@ -78,7 +108,3 @@ class Settings:
         import hashlib
 
         return "ngm:" + hashlib.sha256(self.database_url.encode()).hexdigest()[:12]
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.database_url.startswith(("postgresql://", "postgres://"))

@@ -84,7 +84,7 @@ class DeploymentPage(BaseModel):
 
 
 def _change(node_change: str, action: str):
-    return lambda: audited(_NODES, ("ChangeDeploymentNode", "change", {"change": node_change}), action)
+    return lambda: audited(_NODES, ("UpdateDeploymentNode", "change", {"change": node_change}), action)
 
 
 operation(
@@ -106,7 +106,7 @@ operation(
 operation(
     resource="deployments", action="get", summary="Show one deployment", role="org_viewer", method="GET",
     path="/deployments/{deployment_id}", id_param="deployment_id", output_model=DeploymentOut, cli=_CLI,
-    build_workflow=lambda: chain(_NODES, [("FetchDeploymentNode", "fetch", {})]), result=("fetch", "deployment"),
+    build_workflow=lambda: chain(_NODES, [("GetDeploymentNode", "fetch", {})]), result=("fetch", "deployment"),
 )
 
 operation(
@@ -143,6 +143,6 @@ operation(
 operation(
     resource="deployments", action="delete", summary="Delete a deployment", role="org_admin", method="DELETE",
     path="/deployments/{deployment_id}", id_param="deployment_id", status_code=204, cli=_CLI,
-    build_workflow=lambda: audited(_NODES, ("RemoveDeploymentNode", "remove", {}), "deployment.delete"),
+    build_workflow=lambda: audited(_NODES, ("DeleteDeploymentNode", "remove", {}), "deployment.delete"),
     result=("remove", "deleted"),
 )

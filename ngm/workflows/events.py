@@ -144,21 +144,21 @@ operation(
 operation(
     resource="webhooks", action="get", summary="Show one webhook", role="org_admin", method="GET",
     path="/webhooks/{webhook_id}", id_param="webhook_id", output_model=WebhookOut, cli=_HOOK_CLI,
-    build_workflow=_one("FetchWebhookNode"), result=("run", "webhook"),
+    build_workflow=_one("GetWebhookNode"), result=("run", "webhook"),
 )
 
 operation(
     resource="webhooks", action="update", summary="Change a webhook (partial update)", role="org_admin",
     method="PUT", path="/webhooks/{webhook_id}", id_param="webhook_id", partial=True, input_model=WebhookUpdate,
     output_model=WebhookOut, cli=_HOOK_CLI,
-    build_workflow=lambda: audited(_NODES, ("PatchWebhookNode", "patch", {}), "webhook.update"),
+    build_workflow=lambda: audited(_NODES, ("UpdateWebhookNode", "patch", {}), "webhook.update"),
     result=("patch", "webhook"),
 )
 
 operation(
     resource="webhooks", action="delete", summary="Delete a webhook and its delivery records", role="org_admin",
     method="DELETE", path="/webhooks/{webhook_id}", id_param="webhook_id", status_code=204, cli=_HOOK_CLI,
-    build_workflow=lambda: audited(_NODES, ("RemoveWebhookNode", "remove", {}), "webhook.delete"),
+    build_workflow=lambda: audited(_NODES, ("DeleteWebhookNode", "remove", {}), "webhook.delete"),
     result=("remove", "deleted"),
 )
 

@@ -54,7 +54,9 @@ def field_errors(errors: list[dict]) -> list[dict]:
         if err.get("type") == "json_invalid":  # its loc is a byte offset, not a field
             out.append({"field": "body", "message": _message(err)})
             continue
-        loc = [str(p) for p in err.get("loc", ()) if p not in _SKIP_LOC]
+        loc = [str(p) for p in err.get("loc", ())]
+        if len(loc) > 1 and loc[0] in _SKIP_LOC:  # where a framework found it, not a field (a field may be `path`)
+            loc = loc[1:]
         out.append({"field": ".".join(loc) or "body", "message": _message(err)})
     return out
 

@@ -28,7 +28,7 @@ operation(
     description="Register a gateway of the caller's organization. Its api_key is stored encrypted and never returned.",
     role="org_admin", method="POST", path="/gateways", status_code=201,
     input_model=GatewayCreate, output_model=GatewayOut, cli=_CLI,
-    build_workflow=lambda: audited(_NODES, ("InsertGatewayNode", "insert", {}), "gateway.create", sealed=True),
+    build_workflow=lambda: audited(_NODES, ("CreateGatewayNode", "insert", {}), "gateway.create", sealed=True),
     result=("insert", "gateway"),
 )
 
@@ -54,7 +54,7 @@ operation(
     resource="gateways", action="get", summary="Show one gateway",
     role="org_viewer", method="GET", path="/gateways/{gateway_id}", id_param="gateway_id",
     output_model=GatewayOut, cli=_CLI,
-    build_workflow=lambda: chain(_NODES, [("FetchGatewayNode", "fetch", {})]),
+    build_workflow=lambda: chain(_NODES, [("GetGatewayNode", "fetch", {})]),
     result=("fetch", "gateway"),
 )
 
@@ -63,7 +63,7 @@ operation(
     description="Only the fields sent change; null clears an optional field; api_key null or empty removes the key.",
     role="org_admin", method="PUT", path="/gateways/{gateway_id}", id_param="gateway_id", partial=True,
     input_model=GatewayUpdate, output_model=GatewayOut, cli=_CLI,
-    build_workflow=lambda: audited(_NODES, ("PatchGatewayNode", "patch", {}), "gateway.update", sealed=True),
+    build_workflow=lambda: audited(_NODES, ("UpdateGatewayNode", "patch", {}), "gateway.update", sealed=True),
     result=("patch", "gateway"),
 )
 
@@ -72,7 +72,7 @@ operation(
     description="Refused with 409 while the gateway has active deployments, unless force is set.",
     role="org_admin", method="DELETE", path="/gateways/{gateway_id}", id_param="gateway_id", status_code=204,
     input_model=GatewayDeleteQuery, cli=_CLI,
-    build_workflow=lambda: audited(_NODES, ("RemoveGatewayNode", "remove", {}), "gateway.delete"),
+    build_workflow=lambda: audited(_NODES, ("DeleteGatewayNode", "remove", {}), "gateway.delete"),
     result=("remove", "deleted"),
 )
 
@@ -98,6 +98,6 @@ operation(
     role="org_viewer", method="GET", path="/gateways/{gateway_id}/health/history", id_param="gateway_id",
     input_model=HistoryQuery, output_model=HealthHistoryOut,
     cli=CliSpec(columns=("checked_at", "outcome", "http_status", "response_time_ms", "health_status", "source")),
-    build_workflow=lambda: chain(_NODES, [("HealthHistoryNode", "history", {})]),
+    build_workflow=lambda: chain(_NODES, [("GetHealthHistoryNode", "history", {})]),
     result=("history", "history"),
 )

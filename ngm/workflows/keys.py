@@ -113,6 +113,6 @@ operation(
     description="What the presented key is: its organization, id, name and role (the dashboard's sign-in).",
     role="org_viewer", method="GET", path="/keys/me", output_model=WhoAmI,
     cli=CliSpec(columns=("organization_id", "key_id", "name", "role")),
-    build_workflow=lambda: chain(_NODES, [("WhoAmINode", "whoami", {})]),
+    build_workflow=lambda: chain(_NODES, [("GetCallerKeyNode", "whoami", {})]),
     result=("whoami", "caller"),
 )

@@ -7,8 +7,8 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator, model_validator
 
+from ngm.dataplane.traffic import KEEP_SECONDS
 from ngm.nodes.health.stats import parse_window
-from ngm.nodes.routing.traffic import KEEP_SECONDS
 from ngm.workflows.build import audited, chain
 from ngm.workflows.gateway_schemas import Environment
 from ngm.workflows.registry import CliSpec, operation
@@ -108,6 +108,13 @@ class RouteOut(BaseModel):
     deployment: Optional[RouteCandidate] = Field(description="null: nothing eligible (requests get 503)")
     candidates: list[RouteCandidate]
     skipped: list[RouteCandidate]
+    steps: list[dict] = Field(description="each node of the decision and what it saw or chose")
+
+
+def _explain_workflow():
+    from ngm.nodes.routing.nodes import explain_workflow  # kailash: imported only when a workflow is built
+
+    return explain_workflow()
 
 
 class TrafficQuery(Strict):
@@ -166,7 +173,7 @@ operation(
     resource="routing", action="set", summary="Set the routing policy of an agent in an environment",
     description="strategy: round_robin, least_connections, weighted (default) or geographic; optional sticky key.",
     role="org_admin", method="PUT", path="/routing/policies", input_model=PolicyInput, output_model=PolicyOut,
-    cli=_POLICY_CLI, build_workflow=lambda: audited(_NODES, ("PutPolicyNode", "put", {}), "routing_policy.set"),
+    cli=_POLICY_CLI, build_workflow=lambda: audited(_NODES, ("SetPolicyNode", "put", {}), "routing_policy.set"),
     result=("put", "policy"),
 )
 
@@ -192,12 +199,14 @@ operation(
 
 operation(
     resource="route", action="explain", summary="Which deployment and gateway would serve a request, and why",
-    description="Strategy, candidates with weights and shares, skipped deployments with reasons. Does not "
-                "affect live traffic.",
+    description="Strategy, candidates with weights and shares, skipped deployments with reasons, and each step "
+                "of the workflow that decided (the route as the router holds it, the filter, the policy's "
+                "strategy node). The same choice the router makes for the next such request; does not affect "
+                "live traffic.",
     role="org_viewer", method="POST", path="/route", input_model=RouteQuery, output_model=RouteOut,
     transaction=False,  # reads only
     cli=CliSpec(columns=("agent_id", "environment", "strategy", "reason", "deployment")),
-    build_workflow=lambda: chain(_NODES, [("ExplainRouteNode", "explain", {})]), result=("explain", "route"),
+    build_workflow=lambda: _explain_workflow(), result=("explain", "route"),
 )
 
 operation(

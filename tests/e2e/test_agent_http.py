@@ -1,4 +1,4 @@
-"""Agent traffic is served on the connection by ngm's own protocol (ngm/channels/agent_http.py), past the
+"""Agent traffic is served on the connection by ngm's own protocol (ngm/dataplane/protocol.py), past the
 ASGI app: HTTP/1.1 framing, keep-alive, pipelining, 100-continue, HEAD, HTTP/1.0 and cut answers, byte by
 byte over a real socket to `ngm serve`, with a scripted gateway behind it."""
 

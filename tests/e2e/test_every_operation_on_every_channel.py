@@ -227,7 +227,7 @@ async def _(ch, rest, env):
     assert (await rest.call("gateways_get", None, gw["id"]))["rate_limit_window"] == 10
 
 
-@scenario("ratelimits_show")
+@scenario("ratelimits_get")
 async def _(ch, rest, env):
     gw, dep = await _deployed(rest, env, agent="walk-limits")
     await rest.call("ratelimits_set", {"global_rate_limit": 100, "per_agent_rate_limit": 50,
@@ -236,7 +236,7 @@ async def _(ch, rest, env):
         for _ in range(3):
             r = await client.get("/api/v1/agents/walk-limits/invoke/health", headers={"X-NGM-Environment": "staging"})
             assert r.status_code == 200 and r.headers["x-ratelimit-limit"] == "10"
-    shown = await ch.call("ratelimits_show", None, gw["id"])
+    shown = await ch.call("ratelimits_get", None, gw["id"])
     assert shown["configured"] == {"global_rate_limit": 100, "per_agent_rate_limit": 50, "per_user_rate_limit": 10}
     if not env["in_process"]:  # an in-process CLI sees the server's counts only through Redis
         assert (shown["gateway"]["used"], shown["gateway"]["remaining"]) == (3, 97)
@@ -440,6 +440,16 @@ async def _(ch, rest, env):
     assert route["deployment"]["deployment_id"] == dep["id"] and route["known"] is True
 
 
+@scenario("ratelimits_check")
+async def _(ch, rest, env):
+    gw, dep = await _deployed(rest, env, agent="walk-check")
+    await rest.call("ratelimits_set", {"per_agent_rate_limit": 5, "rate_limit_window": 60}, gw["id"])
+    check = await ch.call("ratelimits_check", {"agent_id": "walk-check", "environment": "staging",
+                                               "client_ip": "203.0.113.9", "path": "workflows/chat/execute"})
+    assert (check["admitted"], check["status"], check["scope"]) == (True, 200, "agent")
+    assert check["deployment_id"] == dep["id"] and [s["remaining"] for s in check["scopes"]] == [5]
+
+
 @scenario("agents_traffic")
 async def _(ch, rest, env):
     _, dep = await _deployed(rest, env, agent="walk-traffic")
@@ -455,9 +465,6 @@ def test_every_operation_has_a_scenario():
 
 @pytest.mark.parametrize("kind", ["rest", "cli-local", "cli-remote", "mcp-stdio", "mcp-http"])
 async def test_every_operation_works_on_the_channel(deployment, backend, kind):
-    if kind == "cli-local" and backend == "postgresql":
-        pytest.skip("in-process CLI spends ~4 s importing per call; on PostgreSQL it runs the executor path the "
-                    "REST and MCP walks already cover there")
     org, key = deployment.new_org()
     standin = StandIn("healthy")
     rest = RestChannel(deployment, key)

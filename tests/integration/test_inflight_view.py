@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from ngm.nodes.routing.inflight import InFlight, SharedViewUnavailable
+from ngm.dataplane.inflight import InFlight, SharedViewUnavailable
 from tests.support.processes import REDIS_URL
 
 pytestmark = pytest.mark.anyio

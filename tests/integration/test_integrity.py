@@ -206,7 +206,7 @@ async def test_one_gateway_that_cannot_be_routed_to_never_stops_the_table(ctx, e
     from ngm.models.query import delete as delete_rows
     from ngm.models.query import insert as insert_row
     from ngm.models.rows import new_id
-    from ngm.nodes.routing.table import RoutingTable
+    from ngm.nodes.routing.snapshot import SnapshotLoader
 
     good = await executor.run("gateways_create", owner, gateway("good"))
     await executor.run("deployments_create", owner, {"gateway_id": good["id"], "agent_id": "bot", "agent_version": "1"})
@@ -214,9 +214,8 @@ async def test_one_gateway_that_cannot_be_routed_to_never_stops_the_table(ctx, e
     await insert_row(ctx.database, "Gateway", {"id": bad_id, "organization_id": "org-old", "name": "old",
                                                "environment": "production", "api_url": "http://127.0.0.1:",
                                                "api_port": 18102})
-    table = RoutingTable(ctx.database, ctx.keyring)
     try:
-        await table.refresh()
+        table = await SnapshotLoader(ctx.database, ctx.keyring).load()
     finally:
         await delete_rows(ctx.database, "Gateway", {"id": bad_id})
     assert bad_id not in table.gateways and good["id"] in table.gateways

@@ -12,11 +12,11 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
-from ngm.nodes.ratelimit.algorithms import TOKEN_BUCKET, Scope
-from ngm.nodes.ratelimit.limiter import _lines_template, _scope_lines, header_lines, headers_for
-from ngm.nodes.ratelimit.memory import MemoryBackend
-from ngm.nodes.ratelimit.pipe import Pipe
-from ngm.nodes.ratelimit.redis_backend import RedisBackend
+from ngm.dataplane.limits.algorithms import TOKEN_BUCKET, Scope
+from ngm.dataplane.limits.limiter import _lines_template, _scope_lines, header_lines, headers_for
+from ngm.dataplane.limits.memory import MemoryBackend
+from ngm.dataplane.limits.pipe import Pipe
+from ngm.dataplane.limits.redis_backend import RedisBackend
 from tests.support.processes import REDIS_URL
 from tests.support.redis_server import PrivateRedis
 from tests.support.standin import closed_port

@@ -1,4 +1,4 @@
-"""Leases of quota (ngm/nodes/ratelimit/leases.py): the router's limiter with the Redis backend on a real Redis,
+"""Leases of quota (ngm/dataplane/limits/leases.py): the router's limiter with the Redis backend on a real Redis,
 one or two of them as instances, and the lease bookkeeping alone on an event loop."""
 
 import asyncio
@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import redis.asyncio as aioredis
 
-from ngm.nodes.ratelimit.algorithms import Scope
-from ngm.nodes.ratelimit.leases import LEASE_MIN, LEASE_SECONDS, Leases
-from ngm.nodes.ratelimit.limiter import Limits, RateLimited, RateLimiter
-from ngm.nodes.ratelimit.redis_backend import RedisBackend
+from ngm.dataplane.limits.algorithms import Scope
+from ngm.dataplane.limits.leases import LEASE_MIN, LEASE_SECONDS, Leases
+from ngm.dataplane.limits.limiter import Limits, RateLimited, RateLimiter
+from ngm.dataplane.limits.redis_backend import RedisBackend
 from tests.support.processes import REDIS_URL
 from tests.support.waiting import room_in_window
 

@@ -1,4 +1,4 @@
-"""The forwarding path's writes of one loop turn leave together at its end (ngm/nodes/routing/turn_writes.py),
+"""The forwarding path's writes of one loop turn leave together at its end (ngm/dataplane/turn_writes.py),
 over real sockets on the event loop ngm serves with."""
 
 import asyncio
@@ -7,7 +7,7 @@ import socket
 import pytest
 import uvloop
 
-from ngm.nodes.routing.turn_writes import turn_writes
+from ngm.dataplane.turn_writes import turn_writes
 
 
 class Owner(asyncio.Protocol):

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from ngm.dataplane.upstream import UpstreamBroken, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
 from ngm.nodes.outbound.policy import OutboundPolicy
-from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
 from tests.support.scripted import ScriptedServer, ok
 from tests.support.standin import StandIn, closed_port
 

@@ -12,7 +12,9 @@ with a self-signed certificate. Every request's method, path, headers and body a
 from __future__ import annotations
 
 import datetime
+import itertools
 import json
+import os
 import socket
 import ssl
 import tempfile
@@ -134,8 +136,25 @@ class StandIn:
         self.server.server_close()
 
 
+_PORTS_PER_PROCESS = 1500
+_next_port = itertools.count()
+
+
 def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 where nothing listens, for a server to start on or a connection to be refused.
+
+    Taken from a range of this test process's own below the kernel's ephemeral ports (32768 and up): a port
+    the kernel handed out and this process released could be handed to another pytest-xdist worker, or to an
+    outgoing connection, before the server meant for it binds it."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 8
+    base = 20000 + worker * _PORTS_PER_PROCESS
+    for _ in range(_PORTS_PER_PROCESS):
+        port = base + next(_next_port) % _PORTS_PER_PROCESS
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no use
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORTS_PER_PROCESS - 1}")

@@ -1,5 +1,5 @@
-from ngm.nodes.routing.circuit import CircuitBreakers
-from ngm.nodes.routing.traffic import (
+from ngm.dataplane.circuit import CircuitBreakers
+from ngm.dataplane.traffic import (
     TrafficStats,
     histogram_index,
     histogram_upper_ms,

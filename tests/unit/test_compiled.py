@@ -13,8 +13,8 @@ import ngm
 
 PACKAGE = Path(ngm.__file__).resolve().parent
 PROBE = """
-import json, ngm.nodes.routing.circuit as circuit, ngm.nodes.routing.router as router
-import ngm.nodes.ratelimit.memory as memory
+import json, ngm.dataplane.circuit as circuit, ngm.dataplane.router as router
+import ngm.dataplane.limits.memory as memory
 from ngm import compiled
 print(json.dumps({"circuit": circuit.__file__, "router": router.__file__, "memory": memory.__file__,
                   "mark": getattr(circuit, "MARK", None), "status": compiled.status()}))
@@ -23,7 +23,7 @@ print(json.dumps({"circuit": circuit.__file__, "router": router.__file__, "memor
 
 def probe(package_parent: Path, **env) -> dict:
     run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, cwd=package_parent,
-                         env={**os.environ, "PYTHONPATH": str(package_parent), **env})
+                         env={**os.environ, "PYTHONPATH": str(package_parent), "NGM_COMPILED": "1", **env})
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -37,33 +37,33 @@ def test_the_router_modules_run_compiled_here():
 def test_a_module_edited_after_its_build_runs_from_its_source(tmp_path):
     copy = tmp_path / "ngm"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
-    with (copy / "nodes/routing/circuit.py").open("a") as source:
+    with (copy / "dataplane/circuit.py").open("a") as source:
         source.write("\nMARK = 'edited'\n")
     seen = probe(tmp_path)
-    assert seen["circuit"] == str(copy / "nodes/routing/circuit.py") and seen["mark"] == "edited"
+    assert seen["circuit"] == str(copy / "dataplane/circuit.py") and seen["mark"] == "edited"
     # the router takes circuit's C types (router.pxd cimports them): with circuit as source, it runs as source
     # too; the memory limiter takes none of them and stays compiled
-    assert seen["router"] == str(copy / "nodes/routing/router.py") and seen["memory"].endswith(".so")
-    assert seen["status"]["as_source"] == ["ngm.nodes.routing.circuit", "ngm.nodes.routing.router"]
+    assert seen["router"] == str(copy / "dataplane/router.py") and seen["memory"].endswith(".so")
+    assert seen["status"]["as_source"] == ["ngm.dataplane.circuit", "ngm.dataplane.router"]
 
 
 def test_a_module_whose_c_types_changed_after_its_build_runs_from_its_source(tmp_path):
     copy = tmp_path / "ngm"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     assert probe(tmp_path)["memory"].endswith(".so")
-    with (copy / "nodes/ratelimit/memory.pxd").open("a") as declarations:
+    with (copy / "dataplane/limits/memory.pxd").open("a") as declarations:
         declarations.write("\n# edited\n")
     seen = probe(tmp_path)
-    assert seen["memory"] == str(copy / "nodes/ratelimit/memory.py")
+    assert seen["memory"] == str(copy / "dataplane/limits/memory.py")
     # and the limiter, which takes memory's C types, with it
-    assert seen["status"]["as_source"] == ["ngm.nodes.ratelimit.limiter", "ngm.nodes.ratelimit.memory"]
+    assert seen["status"]["as_source"] == ["ngm.dataplane.limits.limiter", "ngm.dataplane.limits.memory"]
 
 
 def test_a_module_missing_from_the_build_record_runs_from_its_source(tmp_path):
     copy = tmp_path / "ngm"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c"))
     record = json.loads((copy / "compiled.json").read_text())
-    del record["modules"]["ngm.nodes.routing.router"]
+    del record["modules"]["ngm.dataplane.router"]
     (copy / "compiled.json").write_text(json.dumps(record))
     seen = probe(tmp_path)
     assert seen["router"].endswith("router.py") and seen["circuit"].endswith(".so")
@@ -83,10 +83,10 @@ def test_a_rebuild_follows_a_pxd_added_and_removed(tmp_path):
     if (PACKAGE.parent / "build").is_dir():  # else every module compiles, slowly
         shutil.copytree(PACKAGE.parent / "build", tmp_path / "build")
     shutil.copy2(PACKAGE.parent / "setup.py", tmp_path / "setup.py")
-    declarations = tmp_path / "ngm/channels/http_middleware.pxd"
+    declarations = tmp_path / "ngm/dataplane/keys.pxd"
     assert not declarations.exists()
-    extension_type = ("import ngm.channels.http_middleware as m; "
-                      "print(m.__file__.endswith('.so'), hasattr(m.RequestMiddleware, '__reduce_cython__'))")
+    extension_type = ("import ngm.dataplane.keys as m; "
+                      "print(m.__file__.endswith('.so'), hasattr(m.KeyCache, '__reduce_cython__'))")
 
     def build_and_look() -> str:
         subprocess.run([sys.executable, "-W", "ignore", "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
@@ -96,7 +96,8 @@ def test_a_rebuild_follows_a_pxd_added_and_removed(tmp_path):
         assert run.returncode == 0, run.stderr
         return run.stdout.split()
 
-    declarations.write_text("cdef class RequestMiddleware:\n    cdef public object app, limiter, authenticate\n")
+    declarations.write_text("cdef class KeyCache:\n    cdef public object _load, _ttl, _max, _known, _per_org, "
+                            "_refused, _revoked, _digests, _loading, _generation\n")
     assert build_and_look() == ["True", "True"]
     declarations.unlink()
     assert build_and_look() == ["True", "False"]

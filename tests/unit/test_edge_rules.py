@@ -5,9 +5,9 @@ from ipaddress import ip_network
 
 import pytest
 
+from ngm.dataplane.invoke import forwarded_lines, invoke_target
 from ngm.nodes.gateways.validation import check_http_url
 from ngm.nodes.outbound.policy import OutboundPolicy
-from ngm.nodes.routing.invoke import forwarded_lines, invoke_target
 
 
 @pytest.mark.parametrize("rest", [b"../../etc/passwd", b"a/./b", b"..", b"%2e%2e/x", b"%2E%2e/x", b".%2e/x",

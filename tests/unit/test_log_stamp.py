@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from ngm.config.logging import utc_stamp
+from ngm.dataplane.access_log import utc_stamp
 
 
 def plain(created: float) -> str:

@@ -1,6 +1,6 @@
 """The request path's memos stay bounded: past the limit a memo starts over instead of growing."""
 
-from ngm.memo import keep
+from ngm.dataplane.memo import keep
 
 
 def test_a_memo_keeps_what_it_is_given_up_to_its_limit_then_starts_over():

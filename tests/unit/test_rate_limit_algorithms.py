@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from ngm.nodes.ratelimit.algorithms import Scope, sliding_window, token_bucket
-from ngm.nodes.ratelimit.limiter import Limits, headers_for, request_scopes
-from ngm.nodes.ratelimit.memory import MemoryBackend
+from ngm.dataplane.limits.algorithms import Scope, sliding_window, token_bucket
+from ngm.dataplane.limits.limiter import Limits, headers_for, request_scopes
+from ngm.dataplane.limits.memory import MemoryBackend
 
 
 class Clock:
@@ -119,7 +119,7 @@ def test_the_router_s_short_path_decides_counts_and_answers_exactly_as_the_gener
     """RateLimiter.check_local takes MemoryBackend.admit_sliding when every sliding window admits; a twin
     limiter decides the same requests by check_now() and headers_for(): same headers, same refusals, same
     counts, over random traffic of three callers across window edges."""
-    from ngm.nodes.ratelimit.limiter import RateLimited, RateLimiter, _verdict, header_lines
+    from ngm.dataplane.limits.limiter import RateLimited, RateLimiter, _verdict, header_lines
 
     class Caller:
         def __init__(self, key_id, rate_limit=None):

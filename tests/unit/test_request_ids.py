@@ -5,8 +5,8 @@ import io
 import re
 import time
 
-from ngm.channels.http_middleware import request_id
-from ngm.config.logging import AccessLog
+from ngm.dataplane.access_log import AccessLog
+from ngm.dataplane.edge import request_id
 from ngm.nodes.auth.keys import Principal
 
 

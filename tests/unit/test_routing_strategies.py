@@ -4,12 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from ngm.nodes.routing.circuit import CircuitBreakers
-from ngm.nodes.routing.inflight import InFlight
+from ngm.dataplane.circuit import CircuitBreakers
+from ngm.dataplane.inflight import InFlight
+from ngm.dataplane.router import Refusal, Router, _Forwarding
+from ngm.dataplane.strategies import Candidate, Policy, RoutingState, SmoothWeighted, choose, rendezvous
+from ngm.dataplane.table import GatewayRoute, Target
 from ngm.nodes.routing.nodes import strategy_nodes
-from ngm.nodes.routing.router import Refusal, Router, _Forwarding
-from ngm.nodes.routing.strategies import Candidate, Policy, RoutingState, SmoothWeighted, choose, rendezvous
-from ngm.nodes.routing.table import GatewayRoute, Target
 
 
 def cand(dep, weight=100, region="eu", **kw):

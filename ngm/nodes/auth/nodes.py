@@ -38,7 +38,7 @@ class ListApiKeysNode(ContextNode):
 
 
 @register_node()
-class WhoAmINode(ContextNode):
+class GetCallerKeyNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED)}
 
     async def async_run(self, **kw):

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
-import time
 from datetime import timedelta
 
-from ngm.errors import Conflict, Forbidden, NotFound, Unauthorized
-from ngm.memo import keep
-from ngm.models.database import DatabaseUnavailable, Queries
+from ngm.dataplane.keys import REVOKED, KeyCache
+from ngm.errors import Conflict, Forbidden, NotFound
+from ngm.models.database import Queries
 from ngm.models.query import insert, select, select_one, update
 from ngm.models.rows import iso, new_id, utcnow
-from ngm.nodes.auth.keys import Principal, display_prefix, generate_api_key, hash_api_key, looks_like_api_key
+from ngm.nodes.auth.keys import Principal, display_prefix, generate_api_key, hash_api_key
 
 TIME_FIELDS = ("revoked_at", "last_used_at", "created_at", "updated_at")
 _LAST_USED_EVERY = timedelta(seconds=60)  # bounds the writes that last_used_at costs
 OWNER = "org_owner"
 log = logging.getLogger("ngm.auth")
-
-
-def _quietly(task: asyncio.Task) -> None:
-    """A background re-read that failed: the entry expires and the next request loads it (and sees why)."""
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("API key re-read failed (%s); retried on the next request", type(task.exception()).__name__)
 
 
 def key_view(row: dict) -> dict:
@@ -41,10 +34,10 @@ async def create_key(q: Queries, organization_id: str, role: str, name: str, cre
            "key_hash": hash_api_key(key), "key_prefix": display_prefix(key), "created_by": created_by,
            **(limits or {})}
     await insert(q, "ApiKey", row)
-    return key, await fetch_key(q, organization_id, row["id"])
+    return key, await get_key(q, organization_id, row["id"])
 
 
-async def fetch_key(q: Queries, organization_id: str, key_id: str, *, lock: bool = False) -> dict:
+async def get_key(q: Queries, organization_id: str, key_id: str, *, lock: bool = False) -> dict:
     row = await select_one(q, "ApiKey", {"id": key_id, "organization_id": organization_id}, lock=lock)
     if row is None:
         raise NotFound(f"API key {key_id} not found", field="key_id")
@@ -79,163 +72,46 @@ def _may_touch(caller: Principal | None, key: dict, action: str) -> None:
 
 async def update_key(q: Queries, organization_id: str, key_id: str, changes: dict, caller: Principal | None = None
                      ) -> tuple[dict, dict]:
-    before = await fetch_key(q, organization_id, key_id, lock=True)
+    before = await get_key(q, organization_id, key_id, lock=True)
     _may_touch(caller, before, "change")
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if changes.get("role", OWNER) != OWNER:
         await _keep_an_owner(q, organization_id, before, "demote")
     if changes:
         await update(q, "ApiKey", key_id, changes)
-    return before, await fetch_key(q, organization_id, key_id)
+    return before, await get_key(q, organization_id, key_id)
 
 
 async def revoke_key(q: Queries, organization_id: str, key_id: str, caller: Principal | None = None) -> dict:
-    key = await fetch_key(q, organization_id, key_id, lock=True)
+    key = await get_key(q, organization_id, key_id, lock=True)
     _may_touch(caller, key, "revoke")
     if not key["revoked"]:
         await _keep_an_owner(q, organization_id, key, "revoke")
         await update(q, "ApiKey", key_id, {"revoked_at": utcnow()})
-    return await fetch_key(q, organization_id, key_id)
+    return await get_key(q, organization_id, key_id)
 
 
-class KeyAuthenticator:
-    """Resolve a presented key to a Principal. Answers are cached for `ttl` seconds, which is how long a
-    revoked key may keep working on other instances (this one forgets it at once).
+class KeyAuthenticator(KeyCache):
+    """The key cache over this database's api_keys table."""
 
-    One load per key at a time, however many requests present it at once, and a key in use is re-read in
-    the background during the second half of its ttl, so requests do not wait for the database at every
-    expiry. (Before: every 2 s all concurrent requests of a busy key missed together and each ran its own
-    query on the event loop, stalling the router for 50-290 ms.)
+    def __init__(self, db: Queries, ttl: float = 2.0, max_entries: int = 10_000):
+        super().__init__(functools.partial(load_principal, db), ttl, max_entries)
 
-    While the database is unreachable, what was last read stands (the data plane outlives its control plane):
-    a key known before keeps working, a key revoked or refused before stays refused, and a key never seen gets
-    503 `database_unavailable`, never a 500. Known keys and refused ones are remembered apart, so a flood of
-    made-up keys cannot push the known ones out; a change of one key forgets that key alone."""
 
-    def __init__(self, db, ttl: float = 2.0, max_entries: int = 10_000):
-        self._db = db
-        self._ttl = ttl
-        self._max = max_entries
-        self._known: dict[str, tuple[float, Principal]] = {}  # digest -> (fresh until, principal)
-        self._per_org: dict[str, int] = {}  # entries of _known per organization: the fullest one gives way
-        self._refused: dict[str, float] = {}  # digest -> refused until (kept, expired, through an outage)
-        # digests of keys known to be revoked: apart, so that a flood of made-up keys cannot wash them out
-        self._revoked: dict[str, bool] = {}
-        # presented key -> its digest: a SHA-256 per request was 3% of the router's CPU. It holds keys in
-        # memory as the request buffers do; it decides nothing (the answers above do, and expire).
-        self._digests: dict[str, str] = {}
-        self._loading: dict[str, asyncio.Task] = {}
-        self._generation = 0  # forget() bumps it: a load begun before does not store its answer
-
-    def cached(self, presented: str | None) -> Principal | None:
-        """The answer without waiting when the cache has it: the Principal, or Unauthorized raised; None
-        when the key must be loaded first (await authenticate()). The router calls this for every request."""
-        digest = self._digests.get(presented)
-        if digest is None:
-            digest = self._digest(presented)
-        hit = self._known.get(digest)
-        now = time.monotonic()
-        if hit is None:
-            if self._refused.get(digest, 0.0) > now:
-                raise Unauthorized("invalid or revoked API key")
-            return None
-        if hit[0] <= now:
-            return None
-        if hit[0] - now < self._ttl / 2 and digest not in self._loading:
-            self._start_load(digest).add_done_callback(_quietly)  # refresh ahead; errors: next miss
-        return hit[1]
-
-    def _digest(self, presented: str | None) -> str:
-        if not presented:
-            raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
-        if not looks_like_api_key(presented):
-            raise Unauthorized("invalid API key")
-        return keep(self._digests, presented, hash_api_key(presented), self._max)
-
-    async def authenticate(self, presented: str | None) -> Principal:
-        principal = self.cached(presented)
-        if principal is not None:
-            return principal
-        digest = self._digests.get(presented) or self._digest(presented)
-        task = self._loading.get(digest) or self._start_load(digest)
-        principal = await asyncio.shield(task)  # a caller that goes away does not cancel the others' load
-        if principal is None:
-            raise Unauthorized("invalid or revoked API key")
-        return principal
-
-    def forget(self, key_id: str | None = None, revoked: bool = False) -> None:
-        """A key changed: read it again before its next use (kept meanwhile as what was last read, should the
-        database be down); a revoked key is refused from now on. Without a key id, every key is read again."""
-        self._generation += 1
-        now = time.monotonic()
-        for digest, (_, principal) in list(self._known.items()):
-            if key_id is None or principal.key_id == key_id:
-                if revoked:
-                    self._drop(digest)
-                    self._refused[digest] = now + self._ttl
-                    keep(self._revoked, digest, True, self._max)
-                else:
-                    self._known[digest] = (0.0, principal)
-
-    def _start_load(self, digest: str) -> asyncio.Task:
-        task = self._loading[digest] = asyncio.ensure_future(self._load_and_keep(digest))
-        return task
-
-    async def _load_and_keep(self, digest: str) -> Principal | None:
-        generation = self._generation
+async def load_principal(db: Queries, digest: str) -> Principal | object | None:
+    """The key with this digest: its Principal, REVOKED, or None when there is none (marks it used, at most once a
+    minute)."""
+    row = await select_one(db, "ApiKey", {"key_hash": digest})
+    if row is None:
+        return None
+    if row.get("revoked_at") is not None:
+        return REVOKED
+    last_used = row.get("last_used_at")
+    now = utcnow()
+    if last_used is None or now - last_used > _LAST_USED_EVERY:
         try:
-            principal = await self._load(digest)
-        except DatabaseUnavailable:
-            if digest in self._revoked or digest in self._refused:
-                return None  # refused before, refused still
-            last = self._known.get(digest)
-            if last is None:
-                raise
-            principal = last[1]  # as last read, until the database answers again
-        finally:
-            self._loading.pop(digest, None)
-        if generation == self._generation:
-            until = time.monotonic() + self._ttl
-            if principal is None:
-                self._drop(digest)
-                keep(self._refused, digest, until, self._max)
-            else:
-                self._refused.pop(digest, None)
-                self._remember(digest, until, principal)
-        return principal
-
-    def _remember(self, digest: str, until: float, principal: Principal) -> None:
-        """Keep a known key; when full, the organization holding the most entries gives up its oldest, so one
-        organization's many keys cannot push another's out (as a flood of made-up keys cannot at all)."""
-        if digest not in self._known:
-            if len(self._known) >= self._max:
-                fullest = max(self._per_org, key=self._per_org.__getitem__)
-                self._drop(next(d for d, (_, p) in self._known.items() if p.organization_id == fullest))
-            org = principal.organization_id
-            self._per_org[org] = self._per_org.get(org, 0) + 1
-        self._known[digest] = (until, principal)
-
-    def _drop(self, digest: str) -> None:
-        entry = self._known.pop(digest, None)
-        if entry is not None:
-            org = entry[1].organization_id
-            self._per_org[org] -= 1
-            if not self._per_org[org]:
-                del self._per_org[org]
-    async def _load(self, digest: str) -> Principal | None:
-        row = await select_one(self._db, "ApiKey", {"key_hash": digest})
-        if row is None:
-            return None
-        if row.get("revoked_at") is not None:
-            keep(self._revoked, digest, True, self._max)
-            return None
-        last_used = row.get("last_used_at")
-        now = utcnow()
-        if last_used is None or now - last_used > _LAST_USED_EVERY:
-            try:
-                await update(self._db, "ApiKey", row["id"], {"last_used_at": now})
-            except Exception as exc:  # bookkeeping: never a reason to refuse the caller
-                log.debug("last_used_at not recorded (%s)", type(exc).__name__)
-        return Principal(organization_id=row["organization_id"], role=row["role"], key_id=row["id"],
-                         name=row["name"], rate_limit=row.get("rate_limit"), api_rate_limit=row.get("api_rate_limit"))
-
+            await update(db, "ApiKey", row["id"], {"last_used_at": now})
+        except Exception as exc:  # bookkeeping: never a reason to refuse the caller
+            log.debug("last_used_at not recorded (%s)", type(exc).__name__)
+    return Principal(organization_id=row["organization_id"], role=row["role"], key_id=row["id"],
+                     name=row["name"], rate_limit=row.get("rate_limit"), api_rate_limit=row.get("api_rate_limit"))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from ngm.dataplane.inflight import SharedViewUnavailable
 from ngm.models.query import select
 from ngm.models.rows import utcnow
 from ngm.nodes.audit.nodes import record_event
 from ngm.nodes.deployments.store import finish_drain
-from ngm.nodes.routing.inflight import SharedViewUnavailable
 
 log = logging.getLogger("ngm.deployments")
 SETTLE_SECONDS = 2.5  # a routing table refresh and an in-flight publication, everywhere

@@ -25,7 +25,7 @@ class CreateDeploymentNode(_DeploymentNode):
 
     async def async_run(self, **kw):
         actor = kw["actor"]
-        row = await store.create(self.db, kw["organization_id"], kw["params"],
+        row = await store.create_deployment(self.db, kw["organization_id"], kw["params"],
                                  actor.get("name") or actor.get("id") or "unknown")
         await self.after_commit(self.ctx.routing_changed)
         return {"deployment": await self.with_in_flight(row), "audit": _audit(row["id"], None, row)}
@@ -44,16 +44,16 @@ class ListDeploymentsNode(_DeploymentNode):
 
 
 @register_node()
-class FetchDeploymentNode(_DeploymentNode):
+class GetDeploymentNode(_DeploymentNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
+        row = await store.get_deployment(self.db, kw["organization_id"], kw["resource_id"])
         return {"deployment": await self.with_in_flight(row)}
 
 
 @register_node()
-class ChangeDeploymentNode(_DeploymentNode):
+class UpdateDeploymentNode(_DeploymentNode):
     """Config: change = "patch" (weight, version, workspace), "activate", "deactivate" or "drain"."""
 
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, {}),
@@ -63,7 +63,7 @@ class ChangeDeploymentNode(_DeploymentNode):
         db, org, dep, p = self.db, kw["organization_id"], kw["resource_id"], kw.get("params") or {}
         change = kw["change"]
         if change == "patch":
-            before, after = await store.patch(db, org, dep, p)
+            before, after = await store.update_deployment(db, org, dep, p)
         elif change == "drain":
             before, after = await store.start_drain(db, org, dep, p.get("timeout_seconds", 30.0))
         else:
@@ -73,11 +73,11 @@ class ChangeDeploymentNode(_DeploymentNode):
 
 
 @register_node()
-class RemoveDeploymentNode(ContextNode):
+class DeleteDeploymentNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.remove(self.db, kw["organization_id"], kw["resource_id"])
+        row = await store.delete_deployment(self.db, kw["organization_id"], kw["resource_id"])
         await self.after_commit(self.ctx.routing_changed)
         return {"deleted": {"id": row["id"]},
                 "audit": _audit(row["id"], {"agent_id": row["agent_id"], "gateway_id": row["gateway_id"]}, None)}

@@ -24,7 +24,7 @@ def view(row: dict) -> dict:
     return row
 
 
-async def fetch(q: Queries, organization_id: str, deployment_id: str, *, lock: bool = False) -> dict:
+async def get_deployment(q: Queries, organization_id: str, deployment_id: str, *, lock: bool = False) -> dict:
     row = await select_one(q, "GatewayDeployment", {"id": deployment_id, "organization_id": organization_id},
                            lock=lock)
     if row is None:
@@ -41,9 +41,9 @@ async def _already_active(q: Queries, organization_id: str, gateway_id: str, age
     return bool(await count(q, "GatewayDeployment", where))
 
 
-async def create(q: Queries, organization_id: str, fields: dict, deployed_by: str) -> dict:
+async def create_deployment(q: Queries, organization_id: str, fields: dict, deployed_by: str) -> dict:
     try:
-        gateway = await gateways.fetch(q, organization_id, fields["gateway_id"], lock=True)
+        gateway = await gateways.get_gateway(q, organization_id, fields["gateway_id"], lock=True)
     except NotFound:
         raise NotFound(f"gateway {fields['gateway_id']} not found", field="gateway_id") from None
     if await _already_active(q, organization_id, gateway["id"], fields["agent_id"], fields["agent_version"]):
@@ -52,7 +52,7 @@ async def create(q: Queries, organization_id: str, fields: dict, deployed_by: st
     row = {"id": new_ordered_id(), "organization_id": organization_id, **fields, "is_active": True,
            "status": "active", "deployed_at": utcnow(), "deployed_by": deployed_by}
     await insert(q, "GatewayDeployment", row)
-    return await fetch(q, organization_id, row["id"])
+    return await get_deployment(q, organization_id, row["id"])
 
 
 async def list_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
@@ -68,15 +68,15 @@ async def _apply(q: Queries, organization_id: str, before: dict, changes: dict) 
     if not changes:
         return before, before
     await update(q, "GatewayDeployment", before["id"], changes)
-    return before, await fetch(q, organization_id, before["id"])
+    return before, await get_deployment(q, organization_id, before["id"])
 
 
-async def patch(q: Queries, organization_id: str, deployment_id: str, changes: dict) -> tuple[dict, dict]:
+async def update_deployment(q: Queries, organization_id: str, deployment_id: str, changes: dict) -> tuple[dict, dict]:
     version = changes.get("agent_version")
     if version:  # the version must stay unique among the gateway's active ones: the gateway first
-        current = await fetch(q, organization_id, deployment_id)
-        await gateways.fetch(q, organization_id, current["gateway_id"], lock=True)
-    before = await fetch(q, organization_id, deployment_id, lock=True)
+        current = await get_deployment(q, organization_id, deployment_id)
+        await gateways.get_gateway(q, organization_id, current["gateway_id"], lock=True)
+    before = await get_deployment(q, organization_id, deployment_id, lock=True)
     if (version and version != before["agent_version"] and before["is_active"]
             and await _already_active(q, organization_id, before["gateway_id"], before["agent_id"], version,
                                       other_than=deployment_id)):
@@ -87,10 +87,10 @@ async def patch(q: Queries, organization_id: str, deployment_id: str, changes: d
 
 async def set_status(q: Queries, organization_id: str, deployment_id: str, status: str) -> tuple[dict, dict]:
     """active or inactive, at once (draining has its own path)."""
-    current = await fetch(q, organization_id, deployment_id)
+    current = await get_deployment(q, organization_id, deployment_id)
     if status == "active":  # the gateway first (the lock order), then the deployment as locked
-        await gateways.fetch(q, organization_id, current["gateway_id"], lock=True)
-    before = await fetch(q, organization_id, deployment_id, lock=True)
+        await gateways.get_gateway(q, organization_id, current["gateway_id"], lock=True)
+    before = await get_deployment(q, organization_id, deployment_id, lock=True)
     if status == "active" and before["status"] != "active" and await _already_active(
             q, organization_id, before["gateway_id"], before["agent_id"], before["agent_version"],
             other_than=deployment_id):
@@ -102,7 +102,7 @@ async def set_status(q: Queries, organization_id: str, deployment_id: str, statu
 
 async def start_drain(q: Queries, organization_id: str, deployment_id: str, timeout_seconds: float
                       ) -> tuple[dict, dict]:
-    before = await fetch(q, organization_id, deployment_id, lock=True)
+    before = await get_deployment(q, organization_id, deployment_id, lock=True)
     if before["status"] == "inactive":
         raise ValidationFailed("an inactive deployment has nothing to drain", field="deployment_id")
     if before["status"] == "draining":
@@ -121,7 +121,7 @@ async def finish_drain(q: Queries, deployment_id: str) -> bool:
     return True
 
 
-async def remove(q: Queries, organization_id: str, deployment_id: str) -> dict:
-    row = await fetch(q, organization_id, deployment_id, lock=True)
+async def delete_deployment(q: Queries, organization_id: str, deployment_id: str) -> dict:
+    row = await get_deployment(q, organization_id, deployment_id, lock=True)
     await delete(q, "GatewayDeployment", {"id": deployment_id})
     return row

@@ -13,6 +13,14 @@ import json
 from ngm.fallbacks import Fallback
 from ngm.tasks import stop_tasks
 
+# The events on the bus. Those of an organization reach its SSE clients (and transitions its webhooks); the
+# instance-wide ones (organization "") tell every instance's router what changed.
+HEALTH_TRANSITION = "health.transition"
+HEALTH_PROBE = "health.probe"
+CIRCUIT_OPEN = "router.circuit_open"
+ROUTING_CHANGED = "routing.changed"
+KEYS_CHANGED = "keys.changed"
+
 
 class Subscription:
     def __init__(self, bus: "LocalBus", organization_id: str | None, maxsize: int):

@@ -46,15 +46,15 @@ class ListWebhooksNode(ContextNode):
 
 
 @register_node()
-class FetchWebhookNode(ContextNode):
+class GetWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        return {"webhook": await store.fetch_webhook(self.db, kw["organization_id"], kw["resource_id"])}
+        return {"webhook": await store.get_webhook(self.db, kw["organization_id"], kw["resource_id"])}
 
 
 @register_node()
-class PatchWebhookNode(ContextNode):
+class UpdateWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
@@ -65,7 +65,7 @@ class PatchWebhookNode(ContextNode):
 
 
 @register_node()
-class RemoveWebhookNode(ContextNode):
+class DeleteWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
@@ -89,7 +89,7 @@ class TestWebhookNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        hook = await store.fetch_webhook(self.db, kw["organization_id"], kw["resource_id"])
+        hook = await store.get_webhook(self.db, kw["organization_id"], kw["resource_id"])
         event = make_event("webhook.test", kw["organization_id"], {"webhook_id": hook["id"],
                                                                    "message": "test delivery from ngm"})
         await store.enqueue_test(self.db, event, hook["id"])

@@ -8,9 +8,10 @@ from ngm.errors import NotFound
 from ngm.models.database import Queries, Transaction
 from ngm.models.query import chunks, delete, insert, insert_many, select, select_one, update
 from ngm.models.rows import iso, new_id, new_ordered_id, utcnow
+from ngm.nodes.events.bus import HEALTH_TRANSITION
 from ngm.nodes.events.signing import new_secret
 
-WEBHOOK_EVENT_TYPES = ("health.transition",)
+WEBHOOK_EVENT_TYPES = (HEALTH_TRANSITION,)
 
 
 def make_event(event_type: str, organization_id: str, data: dict, *, event_id: str | None = None,
@@ -34,7 +35,7 @@ async def record_transitions(q: Queries, bus, transitions: list[dict]) -> list[d
         return []
     rows = [{"id": new_ordered_id(), **t} for t in transitions]
     await insert_many(q, "HealthEvent", rows)
-    events = [make_event("health.transition", r["organization_id"], transition_view(r) | {"id": r["id"]},
+    events = [make_event(HEALTH_TRANSITION, r["organization_id"], transition_view(r) | {"id": r["id"]},
                          event_id=r["id"], occurred_at=r["occurred_at"]) for r in rows]
     await _queue_deliveries(q, events)
 
@@ -106,18 +107,18 @@ async def create_webhook(q: Queries, keyring, organization_id: str, fields: dict
            "description": fields.get("description"), "events": list(fields.get("events") or WEBHOOK_EVENT_TYPES),
            "active": fields.get("active", True), "secret_encrypted": keyring.encrypt(secret), "created_by": actor}
     await insert(q, "Webhook", row)
-    return await fetch_webhook(q, organization_id, row["id"]), secret
+    return await get_webhook(q, organization_id, row["id"]), secret
 
 
-async def fetch_webhook_row(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict:
+async def get_webhook_row(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict:
     row = await select_one(q, "Webhook", {"id": webhook_id, "organization_id": organization_id}, lock=lock)
     if row is None:
         raise NotFound(f"webhook {webhook_id} not found", field="webhook_id")
     return row
 
 
-async def fetch_webhook(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict:
-    return webhook_view(await fetch_webhook_row(q, organization_id, webhook_id, lock=lock))
+async def get_webhook(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict:
+    return webhook_view(await get_webhook_row(q, organization_id, webhook_id, lock=lock))
 
 
 async def list_webhooks(q: Queries, organization_id: str) -> list[dict]:
@@ -126,23 +127,23 @@ async def list_webhooks(q: Queries, organization_id: str) -> list[dict]:
 
 
 async def update_webhook(q: Queries, organization_id: str, webhook_id: str, changes: dict) -> tuple[dict, dict]:
-    before = await fetch_webhook(q, organization_id, webhook_id, lock=True)
+    before = await get_webhook(q, organization_id, webhook_id, lock=True)
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
         return before, before
     await update(q, "Webhook", webhook_id, changes)
-    return before, await fetch_webhook(q, organization_id, webhook_id)
+    return before, await get_webhook(q, organization_id, webhook_id)
 
 
 async def rotate_secret(q: Queries, keyring, organization_id: str, webhook_id: str) -> tuple[dict, str]:
-    await fetch_webhook_row(q, organization_id, webhook_id, lock=True)
+    await get_webhook_row(q, organization_id, webhook_id, lock=True)
     secret = new_secret()
     await update(q, "Webhook", webhook_id, {"secret_encrypted": keyring.encrypt(secret)})
-    return await fetch_webhook(q, organization_id, webhook_id), secret
+    return await get_webhook(q, organization_id, webhook_id), secret
 
 
 async def delete_webhook(q: Queries, organization_id: str, webhook_id: str) -> dict:
-    hook = await fetch_webhook(q, organization_id, webhook_id, lock=True)
+    hook = await get_webhook(q, organization_id, webhook_id, lock=True)
     await delete(q, "WebhookDelivery", {"webhook_id": webhook_id})
     await delete(q, "Webhook", {"id": webhook_id})
     return hook
@@ -157,7 +158,7 @@ def delivery_view(row: dict) -> dict:
 
 async def list_deliveries(q: Queries, organization_id: str, webhook_id: str, status: str | None,
                           limit: int) -> list[dict]:
-    await fetch_webhook_row(q, organization_id, webhook_id)
+    await get_webhook_row(q, organization_id, webhook_id)
     where: dict = {"webhook_id": webhook_id, "organization_id": organization_id}
     if status:
         where["status"] = status

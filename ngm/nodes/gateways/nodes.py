@@ -20,21 +20,21 @@ def _audit(gateway_id: str, before: dict | None, after: dict | None) -> dict:
 
 
 @register_node()
-class InsertGatewayNode(ContextNode):
+class CreateGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "record": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
         self.ctx.outbound.policy.check_urls(kw["record"], URL_FIELDS)
-        row = await store.insert_gateway(self.db, kw["organization_id"], kw["record"])
+        row = await store.create_gateway(self.db, kw["organization_id"], kw["record"])
         return {"gateway": store.public_view(row), "audit": _audit(row["id"], None, row)}
 
 
 @register_node()
-class FetchGatewayNode(ContextNode):
+class GetGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
+        row = await store.get_gateway(self.db, kw["organization_id"], kw["resource_id"])
         return {"gateway": store.public_view(row)}
 
 
@@ -51,24 +51,24 @@ class ListGatewaysNode(ContextNode):
 
 
 @register_node()
-class PatchGatewayNode(ContextNode):
+class UpdateGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "record": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
         self.ctx.outbound.policy.check_urls(kw["record"], URL_FIELDS)
-        before, after = await store.patch(self.db, kw["organization_id"], kw["resource_id"], kw["record"],
+        before, after = await store.update_gateway(self.db, kw["organization_id"], kw["resource_id"], kw["record"],
                                           self.ctx.keyring)
         await self.after_commit(self.ctx.routing_changed)  # limits, status, URL and key reach every router
         return {"gateway": store.public_view(after), "audit": _audit(after["id"], before, after)}
 
 
 @register_node()
-class RemoveGatewayNode(ContextNode):
+class DeleteGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, {})}
 
     async def async_run(self, **kw):
         force = bool((kw.get("params") or {}).get("force"))
-        gone = await store.remove(self.db, kw["organization_id"], kw["resource_id"], force)
+        gone = await store.delete_gateway(self.db, kw["organization_id"], kw["resource_id"], force)
         await self.after_commit(self.ctx.routing_changed)
         audit = _audit(gone["id"], {"name": gone["name"]}, None)
         audit["changes"]["deleted_deployments"] = {"to": gone["deleted_deployments"]}

@@ -59,7 +59,7 @@ async def _name_free(q: Queries, organization_id: str, name: str, other_than: st
         raise _name_taken(name)
 
 
-async def insert_gateway(q: Queries, organization_id: str, record: dict) -> dict:
+async def create_gateway(q: Queries, organization_id: str, record: dict) -> dict:
     record = {**record, "id": new_id(), "organization_id": organization_id}
     if record.get("ssl_enabled") is None:
         record["ssl_enabled"] = record["api_url"].lower().startswith("https://")
@@ -69,10 +69,10 @@ async def insert_gateway(q: Queries, organization_id: str, record: dict) -> dict
         await insert(q, "Gateway", record)
     except Conflict:  # the unique index: another request took the name since the check
         raise _name_taken(record["name"]) from None
-    return await fetch(q, organization_id, record["id"])
+    return await get_gateway(q, organization_id, record["id"])
 
 
-async def fetch(q: Queries, organization_id: str, gateway_id: str, *, lock: bool = False) -> dict:
+async def get_gateway(q: Queries, organization_id: str, gateway_id: str, *, lock: bool = False) -> dict:
     row = await select_one(q, "Gateway", {"id": gateway_id, "organization_id": organization_id}, lock=lock)
     if row is None:
         raise NotFound(f"gateway {gateway_id} not found", field="gateway_id")
@@ -87,11 +87,11 @@ async def list_page(q: Queries, organization_id: str, filters: dict, limit: int,
     return [canonical(r) for r in rows], total
 
 
-async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict, keyring=None
+async def update_gateway(q: Queries, organization_id: str, gateway_id: str, changes: dict, keyring=None
                 ) -> tuple[dict, dict]:
     """Apply a partial update to the row as locked; returns (before, after). A key sealed before the lock was
     taken is sealed again (keyring) under the newest key: a rotation may have pruned the old one meanwhile."""
-    before = await fetch(q, organization_id, gateway_id, lock=True)
+    before = await get_gateway(q, organization_id, gateway_id, lock=True)
     if keyring is not None and changes.get("api_key_encrypted"):
         changes = {**changes, "api_key_encrypted": keyring.seal_again(changes["api_key_encrypted"])}
     merged = {**before, **changes}
@@ -111,7 +111,7 @@ async def patch(q: Queries, organization_id: str, gateway_id: str, changes: dict
         await update(q, "Gateway", gateway_id, changes)
     except Conflict:
         raise _name_taken(changes.get("name", before["name"])) from None
-    return before, await fetch(q, organization_id, gateway_id)
+    return before, await get_gateway(q, organization_id, gateway_id)
 
 
 async def count_active_deployments(q: Queries, organization_id: str, gateway_id: str) -> int:
@@ -119,10 +119,10 @@ async def count_active_deployments(q: Queries, organization_id: str, gateway_id:
                        {"organization_id": organization_id, "gateway_id": gateway_id, "is_active": True})
 
 
-async def remove(q: Queries, organization_id: str, gateway_id: str, force: bool) -> dict:
+async def delete_gateway(q: Queries, organization_id: str, gateway_id: str, force: bool) -> dict:
     """Delete the locked gateway: refused while it has active deployments (a deployment created meanwhile
     waited for the lock and finds it gone), or with them when forced."""
-    gateway = await fetch(q, organization_id, gateway_id, lock=True)
+    gateway = await get_gateway(q, organization_id, gateway_id, lock=True)
     active = await count_active_deployments(q, organization_id, gateway_id)
     if active and not force:
         raise Conflict(

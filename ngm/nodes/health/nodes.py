@@ -23,7 +23,7 @@ class ProbeGatewayNode(ContextNode):
 
     async def async_run(self, **kw):
         ctx = self.ctx
-        row = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
+        row = await store.get_gateway(self.db, kw["organization_id"], kw["resource_id"])
         key = ctx.keyring.decrypt(row["api_key_encrypted"]) if row.get("api_key_encrypted") else None
         result = await probe(ctx.outbound, health_url(row), key, timeout=float(row["health_check_timeout"]),
                              key_origin=base_url(row))
@@ -43,12 +43,12 @@ class RecordHealthNode(ContextNode):
 
 
 @register_node()
-class HealthHistoryNode(ContextNode):
+class GetHealthHistoryNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED), "params": (dict, REQUIRED)}
 
     async def async_run(self, **kw):
         ctx, p = self.ctx, kw["params"]
-        gateway = await store.fetch(self.db, kw["organization_id"], kw["resource_id"])
+        gateway = await store.get_gateway(self.db, kw["organization_id"], kw["resource_id"])
         since = utcnow() - parse_window(p["window"])
         items = await ctx.health_store.history(gateway["id"], since, p["limit"])
         stats = summarize(await ctx.health_store.samples(gateway["id"], since))

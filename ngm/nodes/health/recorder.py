@@ -15,6 +15,7 @@ from datetime import datetime
 from ngm.errors import NotFound
 from ngm.models.database import Queries
 from ngm.models.rows import iso, new_id, utcnow
+from ngm.nodes.events.bus import HEALTH_PROBE
 from ngm.nodes.events.store import make_event, record_transitions
 from ngm.nodes.health.probe import ProbeResult
 from ngm.nodes.health.state import HealthPolicy, HealthState, admin_status, step
@@ -85,7 +86,7 @@ class HealthRecorder:
         events = await record_transitions(tx, self.bus, [t for _, t in transitions])
         for (summary, _), event in zip(transitions, events):
             summary["transition"] = event["data"]
-        probes = [make_event("health.probe", g["organization_id"], summary, occurred_at=now)
+        probes = [make_event(HEALTH_PROBE, g["organization_id"], summary, occurred_at=now)
                   for g, summary in zip((g for g, *_ in evaluated), summaries)]
 
         async def publish():

@@ -1,1 +1,2 @@
-"""Rate limiting per gateway, per agent on a gateway and per user: algorithms, memory and Redis backends."""
+"""Rate limits in the control plane: the Kailash nodes of `ratelimits get` and `ratelimits check` (the limiter
+itself is the data plane's, ngm/dataplane/limits)."""

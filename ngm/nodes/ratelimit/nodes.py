@@ -1,7 +1,8 @@
-"""Kailash node for GET /gateways/{id}/rate-limits: configured limits and current usage per scope.
+"""Kailash nodes for rate limits: a gateway's configured limits and current usage per scope, and whether a
+request would be admitted now (`ratelimits check`).
 
-It reads the process's limiter, the object the router calls in process for every forwarded request (no
-workflow execution per request).
+Both read the process's limiter, the object the router calls in process for every forwarded request (no
+workflow execution per request), and only peek at it: no quota is used.
 """
 
 from __future__ import annotations
@@ -10,20 +11,21 @@ import math
 
 from kailash.nodes.base import register_node
 
-from ngm.models.query import select
+from ngm.dataplane.limits.limiter import Limits, request_scopes, tightest_scope
+from ngm.models.query import select, select_one
+from ngm.nodes.auth.store import get_key
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.deployments import store as deployments
 from ngm.nodes.gateways import store as gateways
-from ngm.nodes.ratelimit.limiter import Limits, request_scopes
 
 
 @register_node()
-class RateLimitUsageNode(ContextNode):
+class GetRateLimitsNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
         ctx, org = self.ctx, kw["organization_id"]
-        gateway = await gateways.fetch(self.db, org, kw["resource_id"])
+        gateway = await gateways.get_gateway(self.db, org, kw["resource_id"])
         limits, gid = Limits.of_gateway(gateway), gateway["id"]
         limiter = ctx.limiter
         rows, _ = await deployments.list_page(self.db, org, {"gateway_id": gid}, 500, 0)
@@ -61,3 +63,52 @@ class RateLimitUsageNode(ContextNode):
                            "per_user_rate_limit": gateway["per_user_rate_limit"]},
             **report, "rejected": {s: rejected.get(s, 0) for s in ("gateway", "agent", "user")},
             "limiter": limiter.status()}}
+
+
+@register_node()
+class CheckRateLimitsNode(ContextNode):
+    """Would the router admit a request of this caller for this agent now: the deployment the route explanation
+    chose, its gateway's limits as the router holds them, and the limiter's own decision, peeked at (no quota
+    is used)."""
+
+    PARAMS = {"organization_id": (str, REQUIRED), "actor": (dict, REQUIRED), "params": (dict, REQUIRED),
+              "route": (dict, REQUIRED)}
+
+    async def async_run(self, **kw):
+        org, p, route, actor = kw["organization_id"], kw["params"], kw["route"], kw["actor"]
+        key_id = p.get("key_id") or actor["id"]
+        if key_id != actor["id"]:
+            user_override = (await get_key(self.db, org, key_id)).get("rate_limit")  # 404 for no such key
+        else:  # the caller's own (a local operator has no key row)
+            own = await select_one(self.db, "ApiKey", {"id": key_id, "organization_id": org})
+            user_override = own.get("rate_limit") if own else None
+        out = {"agent_id": route["agent_id"], "environment": route["environment"], "key_id": key_id,
+               "client_ip": p.get("client_ip"), "path": p.get("path"), "deployment_id": None, "gateway_id": None,
+               "scopes": [], "limiter": self.ctx.limiter.status()}
+        chosen = route["deployment"]
+        if chosen is None:
+            return {"check": out | {"admitted": False, "status": 404 if not route["known"] else 503,
+                                    "scope": None, "reason": route["reason"]}}
+        router = await self.ctx.live_router()
+        target = next((t for t in router.table.targets.get((org, route["agent_id"], route["environment"]), ())
+                       if t.deployment_id == chosen["deployment_id"]), None)
+        if target is None:  # changed between the two steps: as the router would find it now
+            return {"check": out | {"admitted": False, "status": 503, "scope": None,
+                                    "reason": "the chosen deployment left the routing table; try again"}}
+        gateway = target.gateway
+        scopes, outcomes = await self.ctx.limiter.peek(key_id, user_override, gateway.limits, gateway.id,
+                                                      route["agent_id"], target.rate_limit)
+        out |= {"deployment_id": target.deployment_id, "gateway_id": gateway.id,
+                "scopes": [{"scope": s.name, "limit": s.limit, "used": o.used, "remaining": o.remaining,
+                            "reset_seconds": math.ceil(o.reset_ms / 1000), "admitted": o.allowed,
+                            "retry_after_seconds": math.ceil(o.retry_ms / 1000) if not o.allowed else 0}
+                           for s, o in zip(scopes, outcomes)]}
+        if not scopes:
+            return {"check": out | {"admitted": True, "status": 200, "scope": None, "reason": "no limits set"}}
+        refused = [entry for entry in out["scopes"] if not entry["admitted"]]
+        tightest = tightest_scope(scopes, outcomes)
+        if refused:
+            return {"check": out | {"admitted": False, "status": 429, "scope": scopes[tightest].name,
+                                    "reason": f"rate limit exceeded ({', '.join(e['scope'] for e in refused)} scope)"}}
+        return {"check": out | {"admitted": True, "status": 200, "scope": scopes[tightest].name,
+                                "reason": f"within every limit; the tightest is the {scopes[tightest].name} scope"}}

@@ -8,31 +8,31 @@ import logging
 import time
 from datetime import timedelta
 
+from ngm.dataplane.circuit import CircuitBreakers
+from ngm.dataplane.router import Router
+from ngm.dataplane.table import RoutingTable
+from ngm.dataplane.traffic import RedisTraffic, TrafficStats
+from ngm.dataplane.upstream import UpstreamPool
 from ngm.fallbacks import Fallback
 from ngm.models.database import DatabaseUnavailable
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
+from ngm.nodes.events.bus import CIRCUIT_OPEN, HEALTH_PROBE, HEALTH_TRANSITION, KEYS_CHANGED, ROUTING_CHANGED
 from ngm.nodes.events.store import make_event
-from ngm.nodes.routing.circuit import CircuitBreakers
 from ngm.nodes.routing.nodes import strategy_nodes
-from ngm.nodes.routing.router import Router
-from ngm.nodes.routing.table import RoutingTable
-from ngm.nodes.routing.traffic import RedisTraffic, TrafficStats
-from ngm.nodes.routing.upstream import UpstreamPool
+from ngm.nodes.routing.snapshot import SnapshotLoader
 from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.routing")
 HEARTBEAT_SECONDS = 5.0  # an instance's row in `instances` is renewed this often (with Redis)
-ROUTING_CHANGED = "routing.changed"
-KEYS_CHANGED = "keys.changed"
-CIRCUIT_OPEN = "router.circuit_open"
 
 
 class RoutingService:
     def __init__(self, ctx, refresh_every: float = 1.0, sync_every: float = 0.5):
         self.ctx = ctx
         self.refresh_every, self.sync_every = refresh_every, sync_every
-        self.table = RoutingTable(ctx.database, ctx.keyring, refresh_every)
+        self.table = RoutingTable(refresh_every)
+        self.loader = SnapshotLoader(ctx.database, ctx.keyring)
         self.pool = UpstreamPool(ctx.outbound.policy)
         self.breakers = CircuitBreakers(on_open=self._circuit_opened)
         self.stats = TrafficStats()
@@ -79,7 +79,7 @@ class RoutingService:
         """Re-read the routing table; what fails is logged (or, for an outage, said once elsewhere), not raised:
         routing goes on from the last snapshot."""
         try:
-            await self.table.refresh()
+            self.table.publish(await self.loader.load())
         except DatabaseUnavailable:  # logged once per outage where it was found
             pass
         except Exception:
@@ -128,9 +128,9 @@ class RoutingService:
         while True:
             event = await self._subscription.get()
             kind, data = event["type"], event.get("data", {})
-            if kind == "health.transition":
+            if kind == HEALTH_TRANSITION:
                 self.table.apply_transition(data)
-            elif kind == "health.probe":
+            elif kind == HEALTH_PROBE:
                 self.breakers.probe_result(data.get("gateway_id"), data.get("outcome") == "ok")
             elif kind == ROUTING_CHANGED:
                 self.table.invalidate()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from ngm.dataplane.traffic import KEEP_SECONDS, summarize
 from ngm.models.database import Queries
 from ngm.models.query import select
 from ngm.nodes.deployments.store import view
 from ngm.nodes.health.stats import parse_window
-from ngm.nodes.routing.traffic import KEEP_SECONDS, summarize
 
 
 async def traffic_report(ctx, q: Queries, organization_id: str, agent_id: str, params: dict) -> dict:

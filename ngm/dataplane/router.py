@@ -12,19 +12,18 @@ from __future__ import annotations
 import logging
 import time
 
-from ngm.memo import keep
+from ngm.dataplane.memo import keep
+from ngm.dataplane.strategies import Candidate, Decision, RoutingState
+from ngm.dataplane.upstream import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ngm.errors import RateLimited, Refusal
 from ngm.nodes.gateways.validation import ENVIRONMENTS
-from ngm.nodes.ratelimit.limiter import RateLimited
-from ngm.nodes.routing.invoke import Refusal
-from ngm.nodes.routing.strategies import Candidate, Decision, RoutingState
-from ngm.nodes.routing.upstream import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 log = logging.getLogger("ngm.routing")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
                          b"proxy-connection", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade"})
 # never forwarded upstream: the caller's credentials, our own routing headers, what we set ourselves (who called:
-# ngm/nodes/routing/invoke.py forwarded_lines, from what this router saw)
+# ngm/dataplane/invoke.py forwarded_lines, from what this router saw)
 _NOT_FORWARDED = _HOP_BY_HOP | {b"host", b"expect", b"authorization", b"x-api-key", b"content-length", b"x-request-id",
                                 b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
                                 b"forwarded", b"x-real-ip"}
@@ -68,10 +67,11 @@ class Router:
         scope = (organization_id, agent_id, environment)
         policy = self.table.policy(scope)
         return self.selectors[policy.strategy].select(
-            policy, self.candidates(scope), self._state(scope), region=region, routing_key=routing_key,
+            policy, self.candidates(scope), self.state_of(scope), region=region, routing_key=routing_key,
             key_source=key_source, exclude=exclude, commit=commit)
 
-    def _state(self, scope: tuple) -> RoutingState:
+    def state_of(self, scope: tuple) -> RoutingState:
+        """What the strategies remember of one (organization, agent, environment)."""
         state = self.states.get(scope)
         if state is None:
             state = self.states[scope] = RoutingState()
@@ -86,7 +86,7 @@ class Router:
     # rounds). Anything else hands the request over to the coroutine path at the step it reached.
 
     async def forward(self, request, principal, request_id: str) -> None:
-        """Serve one invoke request; `request` is the connection's AgentRequest (ngm/channels/agent_http.py),
+        """Serve one invoke request; `request` is the connection's AgentRequest (ngm/dataplane/protocol.py),
         which answers a Refusal raised here."""
         fw = self._prepare(request, principal, request_id)
         fw.body = request.complete_body()
@@ -160,7 +160,7 @@ class Router:
         if not exclude:
             scope, policy = fw.scope, fw.policy
             target = self.selectors[policy.strategy].pick(policy, self.table.targets.get(scope, ()),
-                                                          self._state(scope), self.breakers.state, fw.key)
+                                                          self.state_of(scope), self.breakers.state, fw.key)
             if target is not None:
                 return target
         decision = self.decide(*fw.scope, region=fw.region, routing_key=fw.key, key_source=fw.key_source,
@@ -198,9 +198,9 @@ class Router:
         except RateLimited as refused:
             raise self._refused(target, refused) from None
 
-    def _refused(self, target, refused: RateLimited) -> Refusal:
+    def _refused(self, target, refused: RateLimited) -> RateLimited:
         self.stats.record_rejected(target.deployment_id)
-        return Refusal(refused.status, refused.code, refused.message, refused.details, refused.headers)
+        return refused
 
     async def _attempts(self, fw: "_Forwarding", target=None, limit_lines: bytes | None = None) -> None:
         """From a chosen target (limits checked when `limit_lines` is given), or from the choice: one retry

@@ -18,8 +18,8 @@ import time
 
 import httptools
 
+from ngm.dataplane.turn_writes import turn_writes
 from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused
-from ngm.nodes.routing.turn_writes import turn_writes
 
 _QUEUE_HIGH = 32  # buffered body chunks before the upstream socket is paused
 

@@ -1,7 +1,7 @@
 # C types for strategies.py when it is compiled (setup.py); the .py stays plain Python.
 import cython
 
-from ngm.nodes.routing.table cimport GatewayRoute, Target
+from ngm.dataplane.table cimport GatewayRoute, Target
 
 
 @cython.locals(t=Target, g=GatewayRoute, pool=list)

@@ -2,23 +2,23 @@
 # are cpdef methods with typed arguments: attributes read from the C structs, steps called as C functions.
 import cython
 
-from ngm.channels.agent_http cimport AgentRequest, AgentTraffic
-from ngm.nodes.routing.circuit cimport CircuitBreakers
-from ngm.nodes.routing.inflight cimport InFlight
-from ngm.nodes.routing.table cimport GatewayRoute, Target
-from ngm.nodes.routing.traffic cimport TrafficStats
-from ngm.nodes.routing.upstream cimport UpstreamPool, UpstreamResponse, _Connection
+from ngm.dataplane.protocol cimport AgentRequest, AgentTraffic
+from ngm.dataplane.circuit cimport CircuitBreakers
+from ngm.dataplane.inflight cimport InFlight
+from ngm.dataplane.table cimport GatewayRoute, Target
+from ngm.dataplane.traffic cimport TrafficStats
+from ngm.dataplane.upstream cimport UpstreamPool, UpstreamResponse, _Connection
 
 
 cdef class Router:
-    cdef public object table, limiter
+    cdef public dict selectors, states
+    cdef public object limiter, table
     cdef public UpstreamPool pool
     cdef public CircuitBreakers breakers
     cdef public TrafficStats stats
     cdef public InFlight inflight
-    cdef public dict selectors, states
 
-    cpdef object _state(self, tuple scope)
+    cpdef object state_of(self, tuple scope)
 
     @cython.locals(fw=_Forwarding, headers=dict)
     cpdef _Forwarding _prepare(self, AgentRequest request, object principal, str request_id)
@@ -51,13 +51,16 @@ cdef class Router:
 
 cdef class _Forwarding:
     cdef public AgentRequest request
-    cdef public AgentTraffic owner
-    cdef public object principal, policy, region, key, key_source
-    cdef public tuple scope
-    cdef public bytes body, rid, limit_lines
+    cdef public object principal
     cdef public str request_id
+    cdef public bytes rid
+    cdef public tuple scope
+    cdef public object policy, region, key, key_source
+    cdef public bytes body
+    cdef public AgentTraffic owner
     cdef public Router router
     cdef public Target target
+    cdef public bytes limit_lines
     cdef public UpstreamResponse response
     cdef public double sent_at
 

@@ -18,13 +18,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from redis.exceptions import RedisError
 
-from ngm.memo import keep
-from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
-from ngm.nodes.ratelimit.leases import LEASE_SHARE
-from ngm.nodes.ratelimit.memory import MemoryBackend
+from ngm.dataplane.limits.algorithms import SLIDING_WINDOW, Outcome, Scope
+from ngm.dataplane.limits.leases import LEASE_SHARE
+from ngm.dataplane.limits.memory import MemoryBackend
+from ngm.dataplane.memo import keep
+from ngm.errors import RateLimited
 from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.ratelimit")
@@ -51,10 +53,15 @@ class Limits:
                    g["rate_limit_algorithm"] or SLIDING_WINDOW, int(g["rate_limit_burst"] or 0))
 
 
-class RateLimited(Exception):
-    def __init__(self, status: int, code: str, message: str, details, headers: list):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
+class CallerScopes(NamedTuple):
+    """What the router's check needs of one caller at one gateway for one agent, built once (_request_scopes)."""
+
+    scopes: list[Scope]
+    policy: bytes  # their RateLimit-Policy header
+    limits: Limits  # the routing table's object they were made from (a new table makes them again)
+    keys: tuple[str, ...] | None  # sliding windows: the scopes' keys and limits for MemoryBackend.admit_sliding
+    scope_limits: tuple[int, ...] | None
+    templates: tuple[bytes, ...]  # each scope's _lines_template
 
 
 def request_scopes(limits: Limits, gateway_id: str, agent_id: str, key_id: str, agent_override: int | None,
@@ -72,9 +79,9 @@ def policy_header(scopes: list[Scope]) -> bytes:
     return ", ".join(f'"{x.name}";q={x.limit};w={max(1, x.window_ms // 1000)}' for x in scopes).encode()
 
 
-def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | None = None) -> list[tuple[bytes, bytes]]:
-    """X-RateLimit-* of the tightest scope (the refusing one when refused) and the IETF draft's fields."""
-    i, o = 0, outcomes[0]  # the tightest: the refusal with the longest wait, else the least remaining
+def tightest_scope(scopes: list[Scope], outcomes: list[Outcome]) -> int:
+    """The index of the scope the headers name: the refusal with the longest wait, else the least remaining."""
+    i, o = 0, outcomes[0]
     for j in range(1, len(outcomes)):
         c = outcomes[j]
         if o.allowed:
@@ -82,6 +89,13 @@ def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | No
                 i, o = j, c
         elif not c.allowed and c.retry_ms > o.retry_ms:
             i, o = j, c
+    return i
+
+
+def headers_for(scopes: list[Scope], outcomes: list[Outcome], policy: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """X-RateLimit-* of the tightest scope (the refusing one when refused) and the IETF draft's fields."""
+    i = tightest_scope(scopes, outcomes)
+    o = outcomes[i]
     out = _scope_headers(scopes[i], o.remaining, o.reset_ms if o.allowed else o.retry_ms,
                          policy or policy_header(scopes))
     if not o.allowed:
@@ -120,9 +134,9 @@ def _scope_headers(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> li
 
 def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list) -> RateLimited:
     names = [s.name for s, o in zip(scopes, outcomes) if not o.allowed]
-    return RateLimited(429, "rate_limited", f"rate limit exceeded ({', '.join(names)} scope)",
-                       [{"scope": s.name, "limit": s.limit, "window_seconds": s.window_ms / 1000,
-                         "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed], headers)
+    return RateLimited(f"rate limit exceeded ({', '.join(names)} scope)", headers=headers,
+                       details=[{"scope": s.name, "limit": s.limit, "window_seconds": s.window_ms / 1000,
+                                 "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed])
 
 
 def _verdict(scopes: list[Scope], outcomes: list[Outcome], policy: bytes) -> list:
@@ -147,8 +161,9 @@ class RateLimiter:
         self.counters = {"redis_failures": 0, "switched_to_local": 0, "recovered": 0, "decided_locally": 0,
                          "refused_unavailable": 0}
         self._task: asyncio.Task | None = None
-        self._scopes: dict[tuple, tuple] = {}  # a request's scopes and policy header, built once per caller
-        # (router keys are 6-tuples starting with an int, management API keys 3-tuples starting with "api")
+        # a caller's scopes, built once: the router's keyed by (Limits id, gateway, agent, key id, agent and
+        # user overrides), the management API's by ("api", key id, limit)
+        self._scopes: dict[tuple, CallerScopes | tuple] = {}
 
     # ------------------------------------------------------------------ deciding
 
@@ -167,10 +182,10 @@ class RateLimiter:
                               peek: bool) -> list[Outcome]:
         if fail_closed and not peek:
             self.counters["refused_unavailable"] += 1
-            raise RateLimited(503, "rate_limiter_unavailable",
-                              "rate limits cannot be checked right now (Redis unavailable) and this deployment "
-                              "fails closed", [{"field": "rate_limit_failure_mode", "message": "closed"}],
-                              [(b"retry-after", b"1")])
+            raise RateLimited("rate limits cannot be checked right now (Redis unavailable) and this deployment "
+                              "fails closed", status=503, code="rate_limiter_unavailable",
+                              details=[{"field": "rate_limit_failure_mode", "message": "closed"}],
+                              headers=[(b"retry-after", b"1")])
         self.counters["decided_locally"] += 1
         return self.local.check_now([s.divided(self.live_instances) for s in scopes], counter, peek)
 
@@ -178,10 +193,10 @@ class RateLimiter:
                     fail_closed: bool) -> bytes:
         """The router's check before a request leaves: -> the answer's header lines (header_lines()), or raises
         RateLimited (429/503)."""
-        scopes, policy, _, _, _, _ = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
-        if not scopes:
+        mine = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
+        if not mine.scopes:
             return b""
-        return header_lines(_verdict(scopes, await self.decide(scopes, gateway_id, fail_closed), policy))
+        return header_lines(_verdict(mine.scopes, await self.decide(mine.scopes, gateway_id, fail_closed), mine.policy))
 
     def check_then(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
                    fail_closed: bool, done) -> bytes | None:
@@ -238,23 +253,28 @@ class RateLimiter:
         return header_lines(_verdict(scopes, self.local.check_now(scopes, gateway_id), policy))
 
     def _request_scopes(self, principal, limits: Limits, gateway_id: str, agent_id: str,
-                        agent_override: int | None) -> tuple:
-        """(scopes, their RateLimit-Policy, the Limits, for sliding windows their keys and limits as tuples for
-        MemoryBackend.admit_sliding (else None, None), and each scope's _lines_template), built once per
-        caller."""
+                        agent_override: int | None) -> "CallerScopes":
+        """The caller's CallerScopes at this gateway for this agent, built once per caller."""
         # keyed by the Limits object's identity (the routing table makes one per refresh; hashing its
         # fields per request cost more than the check), guarded against a reused id by `is`
         which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
         cached = self._scopes.get(which)
-        if cached is None or cached[2] is not limits:
+        if cached is None or cached.limits is not limits:
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
             sliding, policy = limits.algorithm == SLIDING_WINDOW, policy_header(scopes)
-            cached = keep(self._scopes, which, (scopes, policy, limits,
-                                                tuple([s.key for s in scopes]) if sliding else None,
-                                                tuple([s.limit for s in scopes]) if sliding else None,
-                                                tuple([_lines_template(s, policy) for s in scopes])), _MEMO)
+            cached = keep(self._scopes, which, CallerScopes(scopes, policy, limits,
+                                                            tuple([s.key for s in scopes]) if sliding else None,
+                                                            tuple([s.limit for s in scopes]) if sliding else None,
+                                                            tuple([_lines_template(s, policy) for s in scopes])),
+                          _MEMO)
         return cached
+
+    async def peek(self, key_id: str, user_override: int | None, limits: Limits, gateway_id: str, agent_id: str,
+                   agent_override: int | None) -> tuple[list[Scope], list[Outcome]]:
+        """What check() would decide for this caller now, counting nothing: the scopes and each one's outcome."""
+        scopes = request_scopes(limits, gateway_id, agent_id, key_id, agent_override, user_override)
+        return scopes, (await self.decide(scopes, gateway_id, peek=True) if scopes else [])
 
     async def check_api(self, principal) -> list:
         """The management API's own per-key limit (the key's api_rate_limit, else NGM_API_RATE_LIMIT)."""
@@ -270,9 +290,9 @@ class RateLimiter:
         outcomes = await self.decide(scopes, "api")
         headers = headers_for(scopes, outcomes, policy)
         if not outcomes[0].allowed:
-            raise RateLimited(429, "rate_limited", "too many management API requests for this key",
-                              [{"scope": "api", "limit": limit, "window_seconds": self.api_window_ms / 1000,
-                                "retry_after_ms": outcomes[0].retry_ms}], headers)
+            raise RateLimited("too many management API requests for this key", headers=headers,
+                              details=[{"scope": "api", "limit": limit, "window_seconds": self.api_window_ms / 1000,
+                                        "retry_after_ms": outcomes[0].retry_ms}])
         return headers
 
     async def rejections(self, counter: str) -> dict[str, int]:

@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass, field
 from functools import reduce
 
-from ngm.memo import keep
-from ngm.nodes.routing.table import Policy
+from ngm.dataplane.memo import keep
+from ngm.dataplane.table import Policy
 
 STRATEGIES = ("round_robin", "least_connections", "weighted", "geographic")
 

@@ -23,13 +23,13 @@ import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ngm.channels.http_middleware import conflicting_credentials, is_credential, presented_key, request_id
-from ngm.config.logging import access_log
-from ngm.errors import NgmError
-from ngm.memo import keep
-from ngm.nodes.ratelimit.limiter import header_lines
-from ngm.nodes.routing.invoke import MAX_BODY, PREFIX, Refusal, forwarded_lines, invoke_target, is_trusted
-from ngm.nodes.routing.turn_writes import TurnWrites, turn_writes
+from ngm.dataplane.access_log import access_log
+from ngm.dataplane.edge import conflicting_credentials, is_credential, presented_key, request_id
+from ngm.dataplane.invoke import MAX_BODY, PREFIX, forwarded_lines, invoke_target, is_trusted
+from ngm.dataplane.limits.limiter import header_lines
+from ngm.dataplane.memo import keep
+from ngm.dataplane.turn_writes import TurnWrites, turn_writes
+from ngm.errors import NgmError, Refusal
 
 log = logging.getLogger("ngm.routing")
 _PREFIX = PREFIX.encode()
@@ -276,20 +276,17 @@ class AgentTraffic:
         """Answer what went wrong, or cut off an answer already under way."""
         if isinstance(exc, CallerGone):
             return
-        if not isinstance(exc, (NgmError, Refusal)):
+        if not isinstance(exc, NgmError):
             log.error("agent request failed", exc_info=exc)
         if request.started:
             request.abort()
             return
         rid = [(b"x-request-id", request.rid.encode())]
-        if isinstance(exc, NgmError):  # authentication: refused (401), or not known while the database is down
+        if isinstance(exc, NgmError):  # the router's refusals, rate limits, authentication
             extra = [(b"www-authenticate", b'Bearer realm="ngm"')] if exc.status == 401 else []
             if exc.retry_after:
                 extra.append((b"retry-after", str(exc.retry_after).encode()))
-            request.reply_json(exc.status, exc.to_body(), [*rid, *extra])
-        elif isinstance(exc, Refusal):
-            request.reply_json(exc.status, {"error": {"code": exc.code, "message": exc.message,
-                                                      "details": exc.details}}, [*rid, *(exc.headers or ())])
+            request.reply_json(exc.status, exc.to_body(), [*rid, *extra, *(exc.headers or ())])
         else:
             request.reply_json(500, {"error": {"code": "internal_error", "message": "internal error"}}, rid)
 

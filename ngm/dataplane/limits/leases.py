@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ngm.memo import keep
+from ngm.dataplane.memo import keep
 
 LEASE_SECONDS = 0.1  # a lease's longest life, and the span over which demand is measured
 LEASE_MIN = 16  # the smallest lease worth a round trip, and the least demand that asks for one

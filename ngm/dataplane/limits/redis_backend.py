@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 from redis.exceptions import NoScriptError
 
-from ngm.memo import keep
-from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope
-from ngm.nodes.ratelimit.leases import LEASE_MIN, LEASE_SECONDS, Leases
-from ngm.nodes.ratelimit.pipe import Pipe, pack_items, resolve
+from ngm.dataplane.limits.algorithms import SLIDING_WINDOW, Outcome, Scope
+from ngm.dataplane.limits.leases import LEASE_MIN, LEASE_SECONDS, Leases
+from ngm.dataplane.limits.pipe import Pipe, pack_items, resolve
+from ngm.dataplane.memo import keep
 
 log = logging.getLogger("ngm.ratelimit")
 MAX_BATCH = 128

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from ngm.nodes.ratelimit.algorithms import SLIDING_WINDOW, Outcome, Scope, sliding_window, token_bucket
+from ngm.dataplane.limits.algorithms import SLIDING_WINDOW, Outcome, Scope, sliding_window, token_bucket
 
 
 def _counts(stored: tuple | None, window: int, index: int) -> tuple[int, int]:

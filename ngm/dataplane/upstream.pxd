@@ -1,7 +1,7 @@
 # C types for upstream.py when it is compiled (setup.py); the .py stays plain Python.
 import cython
 
-from ngm.nodes.routing.turn_writes cimport TurnWrites
+from ngm.dataplane.turn_writes cimport TurnWrites
 
 
 cdef class UpstreamResponse
@@ -9,12 +9,16 @@ cdef class UpstreamPool
 
 
 cdef class _Connection:
-    cdef public object key, loop, transport, parser, timer
-    cdef public UpstreamPool pool
-    cdef public TurnWrites writes
+    cdef public object transport, parser
     cdef public UpstreamResponse response
-    cdef public bint unflushed, reused, closed, fresh_parser_needed
-    cdef public double idle_since, deadline, timeout
+    cdef public bint reused, closed, fresh_parser_needed
+    cdef public double idle_since
+    cdef public object timer
+    cdef public UpstreamPool pool
+    cdef public object key, loop
+    cdef public TurnWrites writes
+    cdef public bint unflushed
+    cdef public double deadline, timeout
 
     @cython.locals(response=UpstreamResponse)
     cpdef UpstreamResponse send(self, bytes head, bytes body, bint head_only, double deadline, double timeout)
@@ -23,10 +27,13 @@ cdef class _Connection:
 
 cdef class UpstreamResponse:
     cdef public _Connection conn
-    cdef public object error, waiter, callback, connection
-    cdef public bint head_only, head_done, complete, keep_alive, paused
+    cdef public bint head_only
     cdef public int status
     cdef public list headers, chunks
+    cdef public bint head_done, complete, keep_alive
+    cdef public object error
+    cdef public bint paused
+    cdef public object waiter, callback, connection
 
     cpdef void wake(self)
     cpdef void finish(self)
@@ -36,9 +43,10 @@ cdef class UpstreamResponse:
 
 
 cdef class UpstreamPool:
-    cdef public object policy, max_idle, idle_seconds, dns_ttl, connect_timeout, _idle, _tls
+    cdef public object policy, connect_timeout, _idle
     cdef public dict _dns
     cdef public set _open
+    cdef public object _tls, max_idle, idle_seconds, dns_ttl
 
     cpdef _Connection idle_connection(self, str scheme, str host, object port)
     @cython.locals(idle=list, conn=_Connection, now=cython.double)

@@ -1,6 +1,6 @@
 """What an invoke request is, /api/v1/agents/{agent_id}/invoke/{path}: its path, its body's limit, what the
 gateway is told about the caller, and the refusal answered in its stead. Apart from the router so that the
-server's protocol (ngm/channels/agent_http.py) and the router each import it, and the compiled router can take
+server's protocol (ngm/dataplane/protocol.py) and the router each import it, and the compiled router can take
 the protocol's request type."""
 
 from __future__ import annotations
@@ -109,7 +109,3 @@ def is_trusted(address: str | None, networks: tuple) -> bool:
     return bool(networks) and address is not None and _in(address, networks)
 
 
-class Refusal(Exception):
-    def __init__(self, status: int, code: str, message: str, details=None, headers: list | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers
