@@ -289,7 +289,7 @@ def test_killing_a_gateway_mid_run_fails_no_idempotent_request(fleet):
             w.join()
         failures = [r for r in results if r != 200]
         assert len(results) - killed_at > 100  # traffic went on after the kill
-        assert len(failures) <= threads, Counter(failures)  # at most the requests in flight at that moment
+        assert failures == [], Counter(failures)  # the requests in flight at that moment were retried elsewhere
     finally:
         for proc, _ in processes:
             proc.kill()

@@ -132,7 +132,7 @@ async def test_timeout_waiting_for_the_answer(pool, servers):
     start = time.monotonic()
     with pytest.raises(UpstreamTimeout):
         await fetch(pool, s.port, timeout=0.3)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 3.0  # the answer never comes: without the deadline this never ends
 
 
 async def test_each_exchange_on_a_reused_connection_gets_its_own_deadline(pool, servers):
@@ -146,7 +146,7 @@ async def test_each_exchange_on_a_reused_connection_gets_its_own_deadline(pool, 
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout):  # a deadline sooner than the one the timer waits for still counts
         await fetch(pool, s.port, head=b"GET /hold HTTP/1.1\r\nhost: test\r\n\r\n", timeout=0.3)
-    assert 0.25 < time.monotonic() - started < 0.6
+    assert 0.25 < time.monotonic() - started < 2.5  # not the 5 s deadline the connection's timer was set for
 
 
 async def test_large_answers_stream_with_back_pressure(pool, servers):

@@ -41,8 +41,8 @@ async def test_each_transition_arrives_once_signed(env):
     receiver, gateway_server = standin(), standin("healthy")
     hook = await executor.run("webhooks_create", owner, {"url": receiver.url + "/hooks", "description": "ops"})
     assert hook["secret"].startswith("whsec_") and hook["events"] == ["health.transition"]
-    other_org_hook = await executor.run("webhooks_create", Principal("x-" + owner.organization_id, "org_owner", "k"),
-                                        {"url": receiver.url + "/other"})
+    other_owner = Principal("x-" + owner.organization_id, "org_owner", "k")
+    other_org_hook = await executor.run("webhooks_create", other_owner, {"url": receiver.url + "/other"})
     gw = await executor.run("gateways_create", owner, {
         "name": "hooked", "environment": "production", "api_url": gateway_server.url, "healthy_threshold": 1,
         "unhealthy_threshold": 1, "health_grace_period": 0})
@@ -67,7 +67,8 @@ async def test_each_transition_arrives_once_signed(env):
     assert [d["status"] for d in deliveries["items"]] == ["delivered", "delivered"]
     assert all(d["last_status_code"] == 200 and d["attempts"] == 1 for d in deliveries["items"])
     assert (await executor.run("webhooks_deliveries", owner, {"status": "pending"}, hook["id"]))["items"] == []
-    assert other_org_hook["id"] not in {p["headers"].get("X-NGM-Delivery-ID") for p in posts}
+    # another organization's webhook hears nothing of these transitions (no post to /other, nothing queued)
+    assert (await executor.run("webhooks_deliveries", other_owner, {}, other_org_hook["id"]))["items"] == []
 
 
 async def test_failed_deliveries_are_retried_with_backoff_then_given_up(env):
@@ -94,16 +95,24 @@ async def test_failed_deliveries_are_retried_with_backoff_then_given_up(env):
     assert statuses == ["delivered", "failed"]
 
 
-async def test_inactive_and_unsubscribed_webhooks_get_nothing(env):
+async def test_an_inactive_webhook_gets_nothing_until_activated(env):
+    """(health.transition is the only event a webhook subscribes to, so "inactive" is the way to hear nothing.)"""
     ctx, executor, owner, monitor, dispatcher, standin = env
     receiver, gateway_server = standin(), standin("healthy")
     hook = await executor.run("webhooks_create", owner, {"url": receiver.url, "active": False})
     await executor.run("gateways_create", owner, {"name": "g", "environment": "staging", "api_url": gateway_server.url,
-                                                  "healthy_threshold": 1})
-    await monitor.sweep()
+                                                  "healthy_threshold": 1, "unhealthy_threshold": 1,
+                                                  "health_grace_period": 0})
+    await monitor.sweep()  # unknown -> healthy: a transition the inactive webhook does not get
     await drain(ctx, dispatcher)
     assert receiver.posts() == []
+    assert (await executor.run("webhooks_deliveries", owner, {}, hook["id"]))["items"] == []
     assert (await executor.run("webhooks_update", owner, {"active": True}, hook["id"]))["active"] is True
+    gateway_server.mode = "error"
+    await monitor.sweep()  # healthy -> unhealthy: now it does
+    await drain(ctx, dispatcher)
+    [post] = receiver.posts()
+    assert json.loads(post["body"])["data"]["to_health"] == "unhealthy"
 
 
 @pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[64:ff9b::a9fe:a9fe]/",

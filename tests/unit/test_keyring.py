@@ -46,14 +46,22 @@ def test_key_file_is_created_once_with_mode_0600_and_reused(tmp_path):
 
 def test_concurrent_first_starts_agree_on_one_key(tmp_path):
     path = tmp_path / "encryption.key"
-    rings = []
-    threads = [threading.Thread(target=lambda: rings.append(load_keyring((), path))) for _ in range(8)]
+    rings, errors = [], []
+
+    def start():
+        try:
+            rings.append(load_keyring((), path))
+        except Exception as exc:  # a thread's exception would otherwise vanish with it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == [] and len(rings) == 8
     token = rings[0].encrypt("x")
-    assert all(r.decrypt(token) == "x" for r in rings)
+    assert all(r.decrypt(token) == "x" for r in rings) and len(read_key_file(path)) == 1
 
 
 def test_env_keys_win_over_the_key_file(tmp_path):
