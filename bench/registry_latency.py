@@ -3,7 +3,8 @@ PostgreSQL, next to a bare Nexus route and a no-op Nexus handler measured in the
 
     .venv/bin/python bench/registry_latency.py [--gateways 1000] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
-Sequential requests over one keep-alive connection (latency, not throughput).
+Sequential requests over one keep-alive connection (latency); then the list's and the bare route's
+throughput with 64 concurrent clients (wrk, Debian's `wrk` package; skipped when it is not installed).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -21,6 +23,17 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import NGM, ROOT, clean_env, free_port, print_table, start, stop, summary, wait_ready  # noqa: E402
+from bench.router_throughput import wrk  # noqa: E402
+
+CLIENTS = 64
+THROUGHPUT: list[list] = []  # rows of the throughput table, filled as each server is measured
+
+
+def throughput(label: str, url: str, headers: dict | None = None) -> None:
+    if shutil.which("wrk"):
+        result = wrk(url, 5, CLIENTS, headers)
+        THROUGHPUT.append([label, f"{result['rps']:,.0f}", f"{result['p50']:.1f}", f"{result['p99']:.1f}",
+                           str(result["errors"])])
 
 
 def timed(client: httpx.Client, method: str, path: str, n: int, make_kwargs=lambda i: {}) -> list[float]:
@@ -50,7 +63,8 @@ def mint_key(database_url: str) -> str:
 
 def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[list]:
     port = free_port()
-    env = clean_env(NGM_DATA_DIR=str(workdir / label), NGM_DATABASE_URL=database_url, NGM_LOG_LEVEL="WARNING")
+    env = clean_env(NGM_DATA_DIR=str(workdir / label), NGM_DATABASE_URL=database_url, NGM_LOG_LEVEL="WARNING",
+                    NGM_API_RATE_LIMIT="0")  # the per-key limit would refuse most of the throughput run
     key = mint_key(database_url)
     proc = start([NGM, "serve", "--port", str(port)], env, workdir / f"{label}.log")
     try:
@@ -66,6 +80,7 @@ def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[
             lists = timed(c, "GET", "/api/v1/gateways", 200,
                           lambda i: {"params": {"limit": 50, "offset": (i * 50) % n}})
             filtered = timed(c, "GET", "/api/v1/gateways", 200, lambda i: {"params": {"environment": "staging"}})
+        throughput(f"{label} list 50 of 1,000", f"{base}/api/v1/gateways?limit=50", {"X-API-Key": key})
     finally:
         stop(proc)
     return [[f"{label} {name}", *[f"{v:.2f}" for v in summary(s)]] for name, s in
@@ -83,6 +98,7 @@ def bench_baselines(n: int, workdir: Path) -> list[list]:
             timed(c, "GET", "/bare", 50)
             bare = timed(c, "GET", "/bare", n)
             handler = timed(c, "POST", "/workflows/noop/execute", n, lambda i: {"json": {"inputs": {"x": i}}})
+        throughput("bare Nexus route (no work)", f"{base}/bare")
     finally:
         stop(proc)
     return [["bare Nexus route (no work)", *[f"{v:.2f}" for v in summary(bare)]],
@@ -107,6 +123,12 @@ def main() -> None:
         row.append(f"{float(row[1]) / floor:.1f}x")
     print_table(f"REST latency, {args.gateways} gateways, sequential keep-alive requests (ms)",
                 ["request", "median", "p99", "median vs bare"], rows)
+    if THROUGHPUT:
+        bare = float(THROUGHPUT[0][1].replace(",", ""))
+        for row in THROUGHPUT:
+            row.append(f"{float(row[1].replace(',', '')) / bare:.2f}x")
+        print_table(f"Throughput, {CLIENTS} concurrent clients, 5 s each (wrk)",
+                    ["request", "requests/s", "p50 ms", "p99 ms", "non-2xx", "vs bare"], THROUGHPUT)
     if pg_name:
         import psycopg2
 

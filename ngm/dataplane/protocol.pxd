@@ -35,7 +35,7 @@ cdef class AgentRequest:
 
 
 cdef class AgentTraffic:
-    cdef public object trusted, authenticator, router
+    cdef public object authenticator, router, trusted
 
     cpdef object begin(self, AgentRequest request)
     cpdef void finished(self, AgentRequest request)

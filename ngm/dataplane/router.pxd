@@ -11,12 +11,13 @@ from ngm.dataplane.upstream cimport UpstreamPool, UpstreamResponse, _Connection
 
 
 cdef class Router:
-    cdef public dict selectors, states
-    cdef public object limiter, table
+    cdef public object table
     cdef public UpstreamPool pool
     cdef public CircuitBreakers breakers
     cdef public TrafficStats stats
     cdef public InFlight inflight
+    cdef public dict selectors, states
+    cdef public object limiter
 
     cpdef object state_of(self, tuple scope)
 

@@ -9,16 +9,15 @@ cdef class UpstreamPool
 
 
 cdef class _Connection:
-    cdef public object transport, parser
-    cdef public UpstreamResponse response
-    cdef public bint reused, closed, fresh_parser_needed
-    cdef public double idle_since
-    cdef public object timer
     cdef public UpstreamPool pool
-    cdef public object key, loop
+    cdef public object key, loop, transport
     cdef public TurnWrites writes
     cdef public bint unflushed
-    cdef public double deadline, timeout
+    cdef public object parser
+    cdef public UpstreamResponse response
+    cdef public bint reused, closed, fresh_parser_needed
+    cdef public double idle_since, deadline, timeout
+    cdef public object timer
 
     @cython.locals(response=UpstreamResponse)
     cpdef UpstreamResponse send(self, bytes head, bytes body, bint head_only, double deadline, double timeout)
@@ -43,10 +42,11 @@ cdef class UpstreamResponse:
 
 
 cdef class UpstreamPool:
-    cdef public object policy, connect_timeout, _idle
+    cdef public object policy, max_idle, idle_seconds, dns_ttl, connect_timeout, _idle
     cdef public dict _dns
     cdef public set _open
-    cdef public object _tls, max_idle, idle_seconds, dns_ttl
+    cdef public object _tls, max_open
+    cdef public dict _per_origin, _queued
 
     cpdef _Connection idle_connection(self, str scheme, str host, object port)
     @cython.locals(idle=list, conn=_Connection, now=cython.double)

@@ -245,8 +245,12 @@ class UpstreamResponse:
 
 
 class UpstreamPool:
+    """Connections to gateways, kept alive and reused. At most `max_open_per_origin` are open to one origin at
+    once (a gateway is not flooded with connections by a burst); a request beyond them waits, within its own
+    deadline, for one to be given back or to close."""
+
     def __init__(self, policy: OutboundPolicy, *, max_idle_per_origin: int = 64, idle_seconds: float = 30.0,
-                 dns_ttl: float = 10.0, connect_timeout: float = 5.0):
+                 dns_ttl: float = 10.0, connect_timeout: float = 5.0, max_open_per_origin: int = 256):
         self.policy = policy
         self.max_idle, self.idle_seconds, self.dns_ttl = max_idle_per_origin, idle_seconds, dns_ttl
         self.connect_timeout = connect_timeout
@@ -254,6 +258,9 @@ class UpstreamPool:
         self._dns: dict[tuple, tuple[float, str]] = {}
         self._open: set[_Connection] = set()
         self._tls = ssl.create_default_context()
+        self.max_open = max_open_per_origin
+        self._per_origin: dict[tuple, int] = {}  # open connections (idle or busy) per origin
+        self._queued: dict[tuple, collections.deque] = {}  # origin -> futures of requests waiting for room
 
     async def _address(self, host: str, port: int) -> str:
         hit = self._dns.get((host, port))
@@ -290,6 +297,45 @@ class UpstreamPool:
         self._open.add(conn)
         return conn
 
+    async def _room(self, key: tuple, deadline: float, timeout: float) -> _Connection | None:
+        """Wait, within the deadline, until a connection to this origin may be opened (None: counted as
+        opening) or one is handed over as it is given back."""
+        count = self._per_origin.get(key, 0)
+        if count < self.max_open:
+            self._per_origin[key] = count + 1
+            return None
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        queue = self._queued.setdefault(key, collections.deque())
+        queue.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await waiter
+        except TimeoutError:
+            raise UpstreamTimeout(f"{self.max_open} connections to {key[1]}:{key[2]} busy for "
+                                  f"{timeout:g} s") from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            if waiter in queue:
+                queue.remove(waiter)
+            if not queue:
+                self._queued.pop(key, None)
+
+    def _hand_over(self, key: tuple, conn: _Connection | None) -> bool:
+        """A connection given back (conn) or closed (None): to the first request waiting for one, if any."""
+        queue = self._queued.get(key)
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                if conn is None:
+                    self._per_origin[key] = self._per_origin.get(key, 0) + 1  # it opens one in place of it
+                else:
+                    conn.reused = True
+                waiter.set_result(conn)
+                return True
+        return False
+
     def idle_connection(self, scheme: str, host: str, port: int) -> _Connection | None:
         """A kept-alive connection to that origin, if one is open (else request() connects)."""
         return self._idle_pop((scheme, host, port))
@@ -305,6 +351,8 @@ class UpstreamPool:
         return None
 
     def _idle_push(self, conn: _Connection) -> None:
+        if self._queued and self._hand_over(conn.key, conn):
+            return
         idle = self._idle[conn.key]
         if len(idle) >= self.max_idle:
             conn.transport.close()
@@ -313,10 +361,21 @@ class UpstreamPool:
         idle.append(conn)
 
     def _forget(self, conn: _Connection) -> None:
-        self._open.discard(conn)
+        if conn in self._open:
+            self._open.discard(conn)
+            self._closed(conn.key)
         idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
+
+    def _closed(self, key: tuple) -> None:
+        count = self._per_origin.get(key, 1) - 1
+        if count > 0:
+            self._per_origin[key] = count
+        else:
+            self._per_origin.pop(key, None)
+        if self._queued:
+            self._hand_over(key, None)
 
     async def request(self, scheme: str, host: str, port: int, head: bytes, body: bytes, *,
                       head_only: bool = False, timeout: float = 30.0) -> UpstreamResponse:
@@ -328,7 +387,13 @@ class UpstreamPool:
         deadline = loop.time() + timeout
         for _ in range(2):
             if conn is None:
-                conn = await self._connect(scheme, host, port, deadline, timeout)
+                conn = await self._room(key, deadline, timeout)
+            if conn is None:
+                try:
+                    conn = await self._connect(scheme, host, port, deadline, timeout)
+                except BaseException:
+                    self._closed(key)  # the room it was counted in
+                    raise
             response = conn.send(head, body, head_only, deadline, timeout)
             while not response.head_done and response.error is None:  # wait() inlined: one coroutine fewer
                 response.waiter = loop.create_future()
@@ -348,3 +413,4 @@ class UpstreamPool:
             conn.transport.close()
         self._open.clear()
         self._idle.clear()
+        self._per_origin.clear()

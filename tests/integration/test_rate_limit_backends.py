@@ -331,3 +331,32 @@ async def test_the_pipe_signs_in_and_selects_the_database_of_the_url():
         backend.close()
         await client.aclose()
         redis.kill()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+async def test_the_pipe_speaks_tls_to_a_rediss_url_and_checks_the_certificate_as_the_url_says():
+    from ngm.dataplane.limits.limiter import Limits, RateLimiter
+    from ngm.nodes.auth.keys import Principal
+
+    redis = PrivateRedis(tls=True)
+    trusting = aioredis.from_url(redis.url + "?ssl_cert_reqs=none")  # a self-signed certificate, taken as is
+    checking = aioredis.from_url(redis.url)  # the default: verified against the system's CAs, which refuse it
+    backend, strict = RedisBackend(trusting, "ngm-test-tls"), RedisBackend(checking, "ngm-test-tls")
+    try:
+        assert backend._pipe is not None and backend._pipe.tls is not None and backend.connection == "pipelined, TLS"
+        scope = [Scope("gateway", "g", 2, 60_000)]
+        assert [(await backend.check(scope, "gw"))[0].allowed for _ in range(3)] == [True, True, False]
+        assert await trusting.keys("ngm-test-tls:rl:g:*") != []  # counted in that Redis, over TLS
+        with pytest.raises(ConnectionError, match="SSLCertVerificationError"):  # not talked to, unverified
+            await strict.check(scope, "gw")
+        # and the limiter says so and decides locally (fail open), as for any Redis it cannot use
+        limiter = RateLimiter(strict, redis=checking, namespace="ngm-test-tls")
+        await limiter.check(Principal("org", "org_member", "key"), Limits(global_limit=5), "gw", "bot", None, False)
+        status = limiter.status()
+        assert (status["mode"], status["connection"]) == ("local", "pipelined, TLS") and status["redis_failures"] == 1
+    finally:
+        backend.close()
+        strict.close()
+        await trusting.aclose()
+        await checking.aclose()
+        redis.kill()

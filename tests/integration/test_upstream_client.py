@@ -183,3 +183,27 @@ async def test_many_concurrent_requests_share_the_pool(pool, servers):
     assert all(data == b"ok" for _, data in results) and s.connections <= 50
     await asyncio.gather(*(fetch(pool, s.port) for _ in range(50)))
     assert s.connections <= 50  # the second wave reuses the first wave's connections
+
+
+async def test_open_connections_per_gateway_are_capped_and_requests_beyond_wait_their_turn(servers):
+    capped = UpstreamPool(OutboundPolicy(), max_open_per_origin=2)
+    s = servers(lambda head, n: [0.3, ok(b"done")])  # each answer takes 0.3 s
+    try:
+        answers = await asyncio.gather(*(fetch(capped, s.port, timeout=10.0) for _ in range(6)))
+        assert [data for _, data in answers] == [b"done"] * 6
+        assert s.most_open == 2 and s.connections == 2  # the waiting requests took the two kept-alive ones
+        # a wait longer than a request's own deadline ends it as a timeout; the requests holding them are served
+        slow = servers(lambda head, n: [1.0, ok(b"late")])
+        started = time.monotonic()
+        outcomes = await asyncio.gather(*(fetch(capped, slow.port, timeout=t) for t in (5.0, 5.0, 0.4, 0.4)),
+                                        return_exceptions=True)
+        assert [o[1] for o in outcomes[:2]] == [b"late", b"late"]
+        assert [type(o) for o in outcomes[2:]] == [UpstreamTimeout] * 2
+        assert str(outcomes[2]) == f"2 connections to 127.0.0.1:{slow.port} busy for 0.4 s"
+        assert slow.most_open == 2 and time.monotonic() - started < 5.0
+        # a connection that closes makes room as well
+        closing = servers(lambda head, n: [0.2, ok(b"bye", b"connection: close\r\n"), "close"])
+        answers = await asyncio.gather(*(fetch(capped, closing.port, timeout=10.0) for _ in range(4)))
+        assert [data for _, data in answers] == [b"bye"] * 4 and closing.most_open <= 2 and closing.connections == 4
+    finally:
+        await capped.close()

@@ -15,6 +15,7 @@ class ScriptedServer:
         self.script = script
         self.requests: list[bytes] = []
         self.connections = 0
+        self.open = self.most_open = 0  # connections open now, and the most open at once
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -31,6 +32,8 @@ class ScriptedServer:
     async def _handle(self, reader, writer):
         self.connections += 1
         number = self.connections
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -54,6 +57,7 @@ class ScriptedServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.open -= 1
             writer.close()
 
     def stop(self):

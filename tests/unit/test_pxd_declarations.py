@@ -41,14 +41,10 @@ def set_fields(tree: ast.Module, name: str) -> list[str]:
     for s in cls.body:
         if isinstance(s, ast.Assign) and any(getattr(t, "id", "") == "__slots__" for t in s.targets):
             return [e.value for e in s.value.elts]
-    seen: list[str] = []
-    for f in cls.body:
-        if isinstance(f, ast.FunctionDef):
-            for n in ast.walk(f):
-                if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and \
-                        getattr(n.value, "id", "") == "self" and n.attr not in seen:
-                    seen.append(n.attr)
-    return seen
+    stores = sorted((n.lineno, n.col_offset, n.attr) for f in cls.body if isinstance(f, ast.FunctionDef)
+                    for n in ast.walk(f) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                    and getattr(n.value, "id", "") == "self")
+    return list(dict.fromkeys(attr for _, _, attr in stores))  # in source order, each once
 
 
 def test_there_are_declarations_to_check():

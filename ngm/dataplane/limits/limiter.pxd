@@ -12,12 +12,12 @@ cdef class RateLimiter:
     cdef public MemoryBackend local
     cdef public object shared
     cdef public Leases leases
+    cdef public object redis, instance, namespace, api_limit, api_window_ms
     cdef public bint redis_up
     cdef public object live_instances
     cdef public dict counters
     cdef public object _task
     cdef public dict _scopes
-    cdef public object redis, instance, namespace, api_limit, api_window_ms
 
     @cython.locals(admitted=tuple)
     cpdef bytes check_local(self, object principal, object limits, str gateway_id, str agent_id,

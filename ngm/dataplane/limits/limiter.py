@@ -368,5 +368,6 @@ class RateLimiter:
                                                  "lease_units_given_back": self.leases.given_back}
         return {"ok": True, "backend": "redis" if self.shared is not None else "memory",
                 "mode": "shared" if self.shared is not None and self.redis_up else "local",
-                "live_instances": self.live_instances, **self.counters, **leases}
+                "live_instances": self.live_instances, **self.counters, **leases,
+                **({"connection": self.shared.connection} if self.shared is not None else {})}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 
@@ -66,9 +67,10 @@ class _Protocol(asyncio.Protocol):
 
 class Pipe:
     def __init__(self, host: str, port: int, db: int = 0, username: str | None = None,
-                 password: str | None = None, timeout: float = 0.25):
+                 password: str | None = None, timeout: float = 0.25, tls: ssl.SSLContext | None = None):
         self.host, self.port, self.db = host, port, db
         self.username, self.password, self.timeout = username, password, timeout
+        self.tls = tls  # rediss://: the context redis-py made of the URL's ssl_* settings
         self._transport: asyncio.Transport | None = None
         self._connecting: asyncio.Task | None = None
         # sent (or to be sent), in order: (future or None, on_reply or None, when)
@@ -81,15 +83,19 @@ class Pipe:
 
     @classmethod
     def for_client(cls, client, timeout: float = 0.25) -> "Pipe | None":
-        """A pipe to the server of a redis-py client; None for TLS or unix sockets (redis-py serves those)."""
-        from redis.asyncio.connection import Connection
+        """A pipe to the server of a redis-py client, over TLS for rediss:// (with the certificate checks the
+        URL asks redis-py for); None for a unix socket, which redis-py then serves alone."""
+        from redis.asyncio.connection import Connection, SSLConnection
 
         pool = client.connection_pool
-        if pool.connection_class is not Connection:
+        if pool.connection_class not in (Connection, SSLConnection):
             return None
         kw = pool.connection_kwargs
+        tls = None
+        if pool.connection_class is SSLConnection:
+            tls = SSLConnection(**kw).ssl_context.get()
         return cls(kw.get("host", "localhost"), int(kw.get("port", 6379)), int(kw.get("db") or 0),
-                   kw.get("username"), kw.get("password"), timeout)
+                   kw.get("username"), kw.get("password"), timeout, tls)
 
     def call(self, *args) -> asyncio.Future:
         """Send a command; the future gets its reply (or the error, or TimeoutError after `timeout`)."""
@@ -127,7 +133,9 @@ class Pipe:
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.timeout)
+                loop.create_connection(lambda: _Protocol(self), self.host, self.port, ssl=self.tls,
+                                       server_hostname=self.host if self.tls is not None else None),
+                self.timeout)
             hello = []
             if self.password:
                 hello.append(pack(["AUTH", *([self.username] if self.username else []), self.password]))

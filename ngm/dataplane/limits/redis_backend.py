@@ -319,6 +319,13 @@ class RedisBackend:
             self._flush_soon = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    @property
+    def connection(self) -> str:
+        """How checks reach Redis (/readyz says): our pipelined connection, or redis-py's for a unix socket."""
+        if self._pipe is None:
+            return "redis-py (a unix socket: no pipelined connection)"
+        return "pipelined, TLS" if self._pipe.tls is not None else "pipelined"
+
     def _flush(self) -> None:
         """The requests of one loop turn go as one script call, without waiting for earlier calls' replies."""
         self._flush_soon = False

@@ -1,0 +1,204 @@
+"""The agent traffic protocol byte by byte, as uvicorn tests its own protocols: a mock transport, bytes in through
+data_received, bytes out in the transport's buffer. It extends uvicorn's HttpToolsProtocol, so a uvicorn update
+that changes what it relies on shows here: pipelining, partial reads, malformed requests, upgrades, the hand-over
+between the router and the ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from ngm.dataplane.keys import KeyCache
+from ngm.dataplane.protocol import AgentTraffic, agent_traffic_protocol
+from ngm.nodes.auth.keys import Principal, hash_api_key
+
+pytestmark = pytest.mark.anyio
+KEY = "ngm_" + "k" * 43
+INVOKE = b"/api/v1/agents/bot/invoke/workflows/chat/execute"
+
+
+class MockTransport:
+    """What uvicorn's protocol uses of an asyncio transport (as uvicorn's tests/protocols/test_http.py has it)."""
+
+    def __init__(self):
+        self.buffer, self.closed, self.read_paused = b"", False, False
+
+    def get_extra_info(self, key):
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 8001), "sslcontext": False}.get(key)
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.buffer += data
+
+    def writelines(self, chunks) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def set_protocol(self, protocol) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class EchoRouter:
+    """Stands in for the router: answers each invoke request with what it received."""
+
+    def __init__(self):
+        self.requests: list[tuple[str, bytes, bytes]] = []
+
+    def forward_now(self, request, principal, request_id, body, owner):
+        return self._answer(request, body)
+
+    async def forward(self, request, principal, request_id):
+        await self._answer(request, await request.read_body())
+
+    async def _answer(self, request, body: bytes) -> None:
+        self.requests.append((request.method, request.target, body))
+        data = b"%s %s %d" % (request.method_bytes, request.target, len(body))
+        request.start(200, [b"content-length: %d\r\n" % len(data)], True)
+        request.write(data, last=True)
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+    await send({"type": "http.response.body", "body": b"asgi"})
+
+
+async def known_key(digest: str) -> Principal | None:
+    return Principal("org", "org_member", "key-1", "caller") if digest == hash_api_key(KEY) else None
+
+
+@pytest.fixture
+def connect():
+    made = []
+
+    def make():
+        router = EchoRouter()
+        traffic = AgentTraffic(KeyCache(known_key), router)
+        config = Config(app=asgi_app, lifespan="off", ws="none", log_level="critical")
+        protocol = agent_traffic_protocol(traffic)(config=config, server_state=ServerState(), app_state={},
+                                                   _loop=asyncio.get_running_loop())
+        transport = MockTransport()
+        protocol.connection_made(transport)
+        made.append(protocol)
+        return protocol, transport, router
+
+    yield make
+    for protocol in made:
+        protocol.connection_lost(None)
+
+
+def request(path: bytes = INVOKE, method: bytes = b"GET", body: bytes = b"", headers: bytes = b"") -> bytes:
+    length = b"content-length: %d\r\n" % len(body) if body or method == b"POST" else b""
+    return b"%s %s HTTP/1.1\r\nhost: ngm\r\nx-api-key: %s\r\n%s%s\r\n%s" % (method, path, KEY.encode(), length,
+                                                                            headers, body)
+
+
+async def settle(transport: MockTransport, answers: int) -> list[bytes]:
+    """The answers written so far, once `answers` of them are complete (each has a content-length)."""
+    for _ in range(200):
+        found = split_answers(transport.buffer)
+        if len(found) >= answers:
+            return found
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"expected {answers} answers, got: {transport.buffer!r}")
+
+
+def split_answers(data: bytes) -> list[bytes]:
+    out = []
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        if len(rest) < length:
+            break
+        out.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    return out
+
+
+def status_and_body(answer: bytes) -> tuple[int, bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def test_an_invoke_request_reaches_the_router_and_its_answer_the_caller(connect):
+    protocol, transport, router = connect()
+    protocol.data_received(request(method=b"POST", body=b'{"x": 1}'))
+    [answer] = await settle(transport, 1)
+    assert status_and_body(answer) == (200, b"POST /workflows/chat/execute 8")
+    assert router.requests == [("POST", b"/workflows/chat/execute", b'{"x": 1}')]
+    assert not transport.closed
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(connect):
+    protocol, transport, router = connect()
+    protocol.data_received(request(INVOKE + b"?n=1") + request(b"/elsewhere") + request(INVOKE + b"?n=3",
+                                                                                         b"POST", b"abc"))
+    answers = await settle(transport, 3)
+    assert [status_and_body(a) for a in answers] == [(200, b"GET /workflows/chat/execute?n=1 0"), (200, b"asgi"),
+                                                     (200, b"POST /workflows/chat/execute?n=3 3")]
+    assert len(router.requests) == 2 and not transport.closed
+
+
+async def test_a_request_arriving_byte_by_byte_is_answered_once_whole(connect):
+    protocol, transport, router = connect()
+    for byte in request(method=b"POST", body=b"0123456789"):
+        protocol.data_received(bytes([byte]))
+    [answer] = await settle(transport, 1)
+    assert status_and_body(answer) == (200, b"POST /workflows/chat/execute 10")
+    assert router.requests == [("POST", b"/workflows/chat/execute", b"0123456789")]
+
+
+@pytest.mark.parametrize("malformed", [
+    b"NOT A REQUEST\r\n\r\n",
+    b"GET " + INVOKE + b" HTTP/1.1\r\nhost: ngm\r\ncontent-length: abc\r\n\r\n",
+    b"GET " + INVOKE + b" HTTP/1.1\r\nhost: ngm\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxy",
+    b"GET " + INVOKE + b" HTTP/1.1\r\nbad header line\r\n\r\n",
+])
+async def test_a_malformed_request_gets_400_and_the_connection_closes(connect, malformed):
+    protocol, transport, router = connect()
+    protocol.data_received(malformed)
+    await asyncio.sleep(0.01)
+    assert transport.buffer.startswith(b"HTTP/1.1 400 ") and transport.closed
+    assert router.requests == []
+
+
+async def test_an_upgrade_request_is_not_forwarded(connect):
+    protocol, transport, router = connect()
+    protocol.data_received(request(headers=b"connection: upgrade\r\nupgrade: websocket\r\n"
+                                           b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                           b"sec-websocket-version: 13\r\n"))
+    [answer] = await settle(transport, 1)
+    assert status_and_body(answer) == (200, b"asgi")  # the ASGI app's (here without a WebSocket library)
+    assert router.requests == []  # WebSockets are not routed
+
+
+async def test_refusals_on_the_connection_name_their_reason_and_keep_it_open(connect):
+    protocol, transport, router = connect()
+    protocol.data_received(request(b"/api/v1/agents/bot/invoke/a/%2e%2e/b")
+                           + request(headers=b"authorization: Bearer " + KEY.encode() + b"\r\n")
+                           + request().replace(KEY.encode(), b"ngm_" + b"x" * 43))
+    answers = await settle(transport, 3)
+    assert [status_and_body(a)[0] for a in answers] == [400, 401, 401]
+    assert b"invalid_path" in answers[0] and b"conflicting_credentials" in answers[1]
+    assert b"invalid or revoked API key" in answers[2]
+    assert router.requests == [] and not transport.closed
