@@ -92,7 +92,7 @@ def test_a_rebuild_follows_a_pxd_added_and_removed(tmp_path):
         subprocess.run([sys.executable, "-W", "ignore", "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
                        check=True, capture_output=True, timeout=300)
         run = subprocess.run([sys.executable, "-c", extension_type], capture_output=True, text=True, cwd=tmp_path,
-                             env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
+                             env={**os.environ, "PYTHONPATH": str(tmp_path), "NGM_COMPILED": "1"}, timeout=60)
         assert run.returncode == 0, run.stderr
         return run.stdout.split()
 
