@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.standin import StandIn
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 INVOKE = "/api/v1/agents/{agent}/invoke/workflows/chat/execute"
@@ -123,8 +124,7 @@ def test_refusals(fleet, deployment):
     assert fleet.invoke(headers={"X-NGM-Environment": "moon"}).status_code == 422
     with deployment.client(None) as anon:
         assert fleet.invoke(anon).status_code == 401
-    fleet.client.post(f"/api/v1/deployments/{dep['id']}/deactivate")
-    time.sleep(0.2)
+    fleet.client.post(f"/api/v1/deployments/{dep['id']}/deactivate")  # live at once on the instance that made it
     r = fleet.invoke()
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_deployment"
     assert r.json()["error"]["details"] == [{"deployment_id": dep["id"], "reason": "deployment inactive"}]
@@ -170,7 +170,7 @@ def test_draining_takes_no_new_requests_and_ends_after_the_ones_in_flight(fleet)
     threads = [threading.Thread(target=call) for _ in range(6)]  # 50/50: three of them to the slow gateway
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    wait_for(lambda: len(invoke_paths(slow)) == 3, 10, "three requests at the slow gateway")
     r = fleet.client.post(f"/api/v1/deployments/{slow_dep['id']}/drain", json={"timeout_seconds": 30})
     assert r.status_code == 202 and r.json()["status"] == "draining" and r.json()["in_flight"] == 3
     drain_started = time.monotonic()
@@ -231,12 +231,10 @@ def test_geographic_prefers_the_region_and_falls_back(fleet):
     fleet.policy(strategy="geographic")
     assert {fleet.invoke(headers={"X-NGM-Region": "us-east-1"}).headers["x-ngm-gateway"] for _ in range(10)} == {
         us_gw["id"]}
-    fleet.client.post(f"/api/v1/deployments/{us['id']}/deactivate")
-    time.sleep(0.2)
+    fleet.client.post(f"/api/v1/deployments/{us['id']}/deactivate")  # live at once on this instance
     assert {fleet.invoke(headers={"X-NGM-Region": "us-east-1"}).headers["x-ngm-gateway"] for _ in range(5)} == {
         eu_gw["id"]}
     fleet.policy(strategy="geographic", fallback="none")
-    time.sleep(0.2)
     assert fleet.invoke(headers={"X-NGM-Region": "us-east-1"}).status_code == 503
 
 
