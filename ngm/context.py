@@ -10,11 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ngm.config import Settings
 from ngm.models.database import Database, Transaction
+
+if TYPE_CHECKING:  # the services' modules are imported when first used (the CLI's remote path imports none)
+    import redis.asyncio
+    from kailash.runtime.async_local import AsyncLocalRuntime
+
+    from ngm.dataplane.inflight import InFlight
+    from ngm.dataplane.limits.limiter import RateLimiter
+    from ngm.dataplane.router import Router
+    from ngm.nodes.auth.store import KeyAuthenticator
+    from ngm.nodes.events.bus import LocalBus
+    from ngm.nodes.health.lease import LocalLease, RedisLease
+    from ngm.nodes.health.recorder import HealthRecorder
+    from ngm.nodes.health.store import HealthStore
+    from ngm.nodes.outbound.policy import OutboundClient
+    from ngm.nodes.routing.service import RoutingService
+    from ngm.nodes.secrets.keyring import Keyring
 
 log = logging.getLogger("ngm.context")
 _current: contextvars.ContextVar["AppContext"] = contextvars.ContextVar("ngm_app_context")
@@ -46,19 +62,18 @@ def unbind(tokens) -> None:
 class AppContext:
     settings: Settings
     database: Database
-    keyring: Any
-    outbound: Any  # OutboundClient: every call to an operator-configured address (probes, webhooks)
-    redis: Any = None  # redis.asyncio client when NGM_REDIS_URL is set
-    bus: Any = None
-    lease: Any = None
-    routing: Any = None  # RoutingService, in a serving process
-    extras: dict = field(default_factory=dict)
-    _runtime: Any = None
-    _auth: Any = None
-    _health_store: Any = None
-    _recorder: Any = None
-    _inflight: Any = None
-    _limiter: Any = None
+    keyring: "Keyring"
+    outbound: "OutboundClient"  # every call to an operator-configured address (probes, webhooks)
+    redis: "redis.asyncio.Redis | None" = None  # when NGM_REDIS_URL is set
+    bus: "LocalBus | None" = None  # a RedisBus (a LocalBus too) with Redis
+    lease: "LocalLease | RedisLease | None" = None
+    routing: "RoutingService | None" = None  # in a serving process
+    _runtime: "AsyncLocalRuntime | None" = None
+    _auth: "KeyAuthenticator | None" = None
+    _health_store: "HealthStore | None" = None
+    _recorder: "HealthRecorder | None" = None
+    _inflight: "InFlight | None" = None
+    _limiter: "RateLimiter | None" = None
 
     @classmethod
     async def open(cls, settings: Settings, *, create_key_file: bool = True) -> "AppContext":
@@ -87,7 +102,7 @@ class AppContext:
                                     settings.monitor_lease_seconds) if redis else LocalLease())
 
     @property
-    def runtime(self):
+    def runtime(self) -> "AsyncLocalRuntime":
         if self._runtime is None:
             from kailash.runtime.async_local import AsyncLocalRuntime
 
@@ -95,7 +110,7 @@ class AppContext:
         return self._runtime
 
     @property
-    def auth(self):
+    def auth(self) -> "KeyAuthenticator":
         if self._auth is None:
             from ngm.nodes.auth.store import KeyAuthenticator
 
@@ -103,7 +118,7 @@ class AppContext:
         return self._auth
 
     @property
-    def health_store(self):
+    def health_store(self) -> "HealthStore":
         if self._health_store is None:
             from ngm.nodes.health.store import HealthStore
 
@@ -111,7 +126,7 @@ class AppContext:
         return self._health_store
 
     @property
-    def recorder(self):
+    def recorder(self) -> "HealthRecorder":
         if self._recorder is None:
             from ngm.nodes.health.recorder import HealthRecorder
 
@@ -119,7 +134,7 @@ class AppContext:
         return self._recorder
 
     @property
-    def inflight(self):
+    def inflight(self) -> "InFlight":
         if self._inflight is None:
             from ngm.dataplane.inflight import InFlight
             from ngm.nodes.health.lease import instance_id
@@ -128,7 +143,7 @@ class AppContext:
         return self._inflight
 
     @property
-    def limiter(self):
+    def limiter(self) -> "RateLimiter":
         """Rate limits: shared through Redis (its own client: a dead Redis costs a request 250 ms at most,
         once), else in this process."""
         if self._limiter is None:
@@ -154,7 +169,7 @@ class AppContext:
                                         namespace=self.settings.redis_namespace)
         return self._limiter
 
-    async def live_router(self):
+    async def live_router(self) -> "Router":
         """The serving process's router; elsewhere (CLI, stdio MCP) one built from the database now."""
         if self.routing is not None:
             if self.routing.table.stale():
