@@ -215,7 +215,7 @@ class Router:
                 except Refusal:
                     if unreachable is None:
                         raise
-                    raise _unreachable(unreachable) from None  # nowhere to retry: what went wrong, not a 503
+                    raise _unreachable(unreachable, fw) from None  # nowhere to retry: what went wrong, not a 503
             if limit_lines is None:
                 limit_lines = self._limits_now(fw, target)
                 if limit_lines is None:
@@ -227,11 +227,11 @@ class Router:
                 if method in IDEMPOTENT and attempt == 1:
                     exclude, unreachable = frozenset({target.deployment_id}), exc
                     target = limit_lines = None
-                    log.info("retrying %s %s elsewhere: %s", method, fw.request.raw_path, exc)
+                    log.info("retrying %s %s elsewhere: %s", method, fw.request.raw_path.decode("latin-1"), exc)
                     continue
-                raise _unreachable(exc) from None
+                raise _unreachable(exc, fw) from None
             except (UpstreamTimeout, UpstreamBroken) as exc:  # before the answer's head
-                raise _refusal(exc) from None
+                raise _refusal(exc, fw) from None
 
     def _request_head(self, fw: "_Forwarding", target) -> bytes:
         """The request for the gateway, serialised; from here the exchange counts as in flight (settled by
@@ -377,18 +377,22 @@ class Router:
             return
         self.breakers.failure(target.gateway.id)
         self._settle(target, None, sent_at, True)
-        raise _refusal(error)
+        raise _refusal(error, fw)
 
 
-def _unreachable(error: UpstreamUnreachable) -> Refusal:
-    return Refusal(502, "gateway_unreachable", f"the gateway could not be reached: {error}")
+# The caller hears what kind of failure it was; where the gateway is (its address, its port) stays in the log.
+
+def _unreachable(error: UpstreamUnreachable, fw: "_Forwarding") -> Refusal:
+    log.warning("request %s: gateway unreachable: %s", fw.request_id, error)
+    return Refusal(502, "gateway_unreachable", "the gateway could not be reached (the server log has the cause)")
 
 
-def _refusal(error: UpstreamTimeout | UpstreamBroken) -> Refusal:
+def _refusal(error: UpstreamTimeout | UpstreamBroken, fw: "_Forwarding") -> Refusal:
     """The answer to a gateway that took too long or answered what is not HTTP."""
+    log.warning("request %s: %s", fw.request_id, error)
     if isinstance(error, UpstreamTimeout):
-        return Refusal(504, "gateway_timeout", str(error))
-    return Refusal(502, "gateway_bad_answer", f"the gateway's answer was not valid HTTP: {error}")
+        return Refusal(504, "gateway_timeout", "the gateway did not answer within its request_timeout")
+    return Refusal(502, "gateway_bad_answer", "the gateway's answer was not valid HTTP (the server log has more)")
 
 
 class _Forwarding:

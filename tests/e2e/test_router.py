@@ -139,6 +139,7 @@ def test_an_unreachable_gateway_with_nowhere_to_retry_answers_502(fleet):
         r = fleet.invoke(method=method)
         assert r.status_code == 502 and r.json()["error"]["code"] == "gateway_unreachable", r.text
         assert r.json()["error"]["message"].startswith("the gateway could not be reached")
+        assert "127.0.0.1" not in r.text and str(standin.port) not in r.text  # where it is stays in the log
 
 
 def test_sticky_users_stay_on_one_variant(fleet):

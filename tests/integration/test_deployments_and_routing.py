@@ -179,6 +179,7 @@ async def test_explain_for_an_agent_without_deployments(env):
     ctx, executor, owner, gateway, deploy = env
     route = await executor.run("route_explain", owner, {"agent_id": "ghost", "environment": "staging"})
     assert route["known"] is False and route["deployment"] is None
+    assert route["reason"] == "agent ghost has no deployments in staging"  # as the router's 404 says
 
 
 async def test_a_sticky_key_explains_its_home(env):

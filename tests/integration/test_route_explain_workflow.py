@@ -112,6 +112,7 @@ async def test_ratelimits_check_says_what_the_router_then_decides_and_uses_no_qu
     assert mine["key_id"] == key["id"] and mine["admitted"] is False  # the caller's own key by default
     nobody = await executor.run("ratelimits_check", owner, {"agent_id": "ghost", "environment": "production"})
     assert (nobody["admitted"], nobody["status"], nobody["deployment_id"]) == (False, 404, None)
+    assert nobody["reason"] == "agent ghost has no deployments in production"
 
 
 @pytest.mark.parametrize("field, value", [("client_ip", "999.1.1.1"), ("path", "../etc/passwd"),

@@ -139,6 +139,8 @@ class ExplainRouteNode(ContextNode):
         out = {k: v for k, v in decision.items() if k != "node"} | {
             "agent_id": agent_id, "environment": environment, "policy": route["policy"], "known": route["known"],
             "skipped": skipped, "steps": steps}
+        if not route["known"]:  # as the router says it (404), not "no eligible deployment"
+            out["reason"] = f"agent {agent_id} has no deployments in {environment}"
         return {"route": out}
 
 
