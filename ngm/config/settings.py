@@ -28,7 +28,28 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "ngm"
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0):
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    """A URL from the environment, its scheme one of `schemes` and its port a number (checked here, so that a
+    typo stops the start with the variable's name rather than a driver's traceback)."""
+    from urllib.parse import urlsplit
+
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"{name}: not a URL ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"{name}: must start with {' or '.join(s + '://' for s in schemes)}")
+    if parts.scheme.startswith("redis") and parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError(f"{name}: the path is the database number (redis://host:6379/0)")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float, minimum: float = 0,
+            maximum: float = math.inf):
     """A number from the environment; one that does not parse stops the start with the variable's name."""
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -38,8 +59,9 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     except ValueError:
         noun = "a whole number" if kind is int else "a number"
         raise ValueError(f"{name}: {raw!r} is not {noun}") from None
-    if not (math.isfinite(value) and value >= minimum):
-        raise ValueError(f"{name}: {raw!r} must be a finite number of at least {minimum}")
+    if not (math.isfinite(value) and minimum <= value <= maximum):
+        bound = f"between {minimum} and {maximum:g}" if math.isfinite(maximum) else f"of at least {minimum}"
+        raise ValueError(f"{name}: {raw!r} must be a finite number {bound}")
     return value
 
 
@@ -86,18 +108,19 @@ class Settings:
         if log_level not in _LOG_LEVELS:
             raise ValueError(f"NGM_LOG_LEVEL: {log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
         return cls(
-            database_url=env.get("NGM_DATABASE_URL") or f"sqlite:///{data_dir / 'ngm.db'}",
+            database_url=_url(env, "NGM_DATABASE_URL", ("sqlite", "postgresql", "postgres"))
+            or f"sqlite:///{data_dir / 'ngm.db'}",
             encryption_keys=keys,
             encryption_key_file=Path(key_file).expanduser() if key_file else data_dir / "encryption.key",
-            redis_url=env.get("NGM_REDIS_URL") or None,
+            redis_url=_url(env, "NGM_REDIS_URL", ("redis", "rediss", "unix")),
             log_level=log_level,
-            auth_cache_seconds=_number(env, "NGM_AUTH_CACHE_SECONDS", 2.0),
+            auth_cache_seconds=_number(env, "NGM_AUTH_CACHE_SECONDS", 2.0, maximum=3600),
             monitor_enabled=_switch(env, "NGM_MONITOR", True),
-            monitor_concurrency=_number(env, "NGM_MONITOR_CONCURRENCY", 256, int, minimum=1),
-            monitor_lease_seconds=_number(env, "NGM_MONITOR_LEASE_SECONDS", 10.0, minimum=1),
-            health_history_days=_number(env, "NGM_HEALTH_HISTORY_DAYS", 7.0),
+            monitor_concurrency=_number(env, "NGM_MONITOR_CONCURRENCY", 256, int, minimum=1, maximum=10_000),
+            monitor_lease_seconds=_number(env, "NGM_MONITOR_LEASE_SECONDS", 10.0, minimum=1, maximum=3600),
+            health_history_days=_number(env, "NGM_HEALTH_HISTORY_DAYS", 7.0, maximum=3650),
             outbound_allow=_cidrs(env, "NGM_OUTBOUND_ALLOW"),
-            webhook_max_attempts=_number(env, "NGM_WEBHOOK_MAX_ATTEMPTS", 8, int, minimum=1),
+            webhook_max_attempts=_number(env, "NGM_WEBHOOK_MAX_ATTEMPTS", 8, int, minimum=1, maximum=100),
             api_rate_limit=_number(env, "NGM_API_RATE_LIMIT", 3000, int),
             trusted_proxies=_cidrs(env, "NGM_TRUSTED_PROXIES"),
         )

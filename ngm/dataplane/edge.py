@@ -17,7 +17,7 @@ _ids = itertools.count(1)
 def request_id(supplied: bytes | None) -> str:
     """The caller's X-Request-ID when it is inert, else a new one: 32 hex digits like uuid4().hex,
     unique per process by a random prefix, at a counter's cost (this runs for every request)."""
-    if supplied and _REQUEST_ID.match(supplied):
+    if supplied and _REQUEST_ID.fullmatch(supplied):
         return supplied.decode("latin-1")
     return f"{_ID_PREFIX}{next(_ids):016x}"
 

@@ -321,6 +321,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         unflushed = False  # the end of an answer waits in `writes` (whatever uvicorn writes must follow it)
         connection: bytes | None = None  # the request's Connection headers, all of them (their names are dropped)
         credentials = 0  # the request's headers that present a key
+        in_head = False  # the parser calls on_header for a chunked body's trailers too: those are not headers
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
@@ -399,6 +400,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         # The parser's callbacks as uvicorn's, compiled with this module (uvicorn's run in the interpreter, for
         # every request), except that the ASGI scope is made only for a request that goes to the ASGI app
         def on_message_begin(self) -> None:
+            self.in_head = True
             self.url = b""
             self.expect_100_continue = False
             self.headers = []
@@ -409,6 +411,8 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.url += url
 
         def on_header(self, name: bytes, value: bytes) -> None:
+            if not self.in_head:
+                return  # a trailer: neither forwarded nor read as a credential
             name = name.lower()
             if name == b"expect" and value.lower() == b"100-continue":
                 self.expect_100_continue = True
@@ -445,6 +449,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             super().on_headers_complete()
 
         def on_headers_complete(self) -> None:
+            self.in_head = False
             url = self.url
             if not url.startswith(_PREFIX) or self.parser.should_upgrade():
                 return self._to_asgi_app()

@@ -14,7 +14,7 @@ import time
 
 from ngm.dataplane.memo import keep
 from ngm.dataplane.strategies import Candidate, Decision, RoutingState
-from ngm.dataplane.upstream import UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from ngm.dataplane.upstream import PoolBusy, UpstreamBroken, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from ngm.errors import RateLimited, Refusal
 from ngm.nodes.gateways.validation import ENVIRONMENTS
 
@@ -287,7 +287,7 @@ class Router:
             response = await self.pool.request(g.scheme, g.host, g.port, head, fw.body,
                                                head_only=fw.request.method == "HEAD", timeout=g.timeout)
         except BaseException as exc:  # cancelled too: the in-flight count must come down
-            if isinstance(exc, UpstreamError):
+            if isinstance(exc, UpstreamError) and not isinstance(exc, PoolBusy):  # our queue, not its failure
                 self.breakers.failure(g.id)
             self._settle(target, None, sent_at, True)
             raise
@@ -390,6 +390,8 @@ def _unreachable(error: UpstreamUnreachable, fw: "_Forwarding") -> Refusal:
 def _refusal(error: UpstreamTimeout | UpstreamBroken, fw: "_Forwarding") -> Refusal:
     """The answer to a gateway that took too long or answered what is not HTTP."""
     log.warning("request %s: %s", fw.request_id, error)
+    if isinstance(error, PoolBusy):
+        return Refusal(504, "gateway_timeout", "every connection to the gateway stayed busy for its request_timeout")
     if isinstance(error, UpstreamTimeout):
         return Refusal(504, "gateway_timeout", "the gateway did not answer within its request_timeout")
     return Refusal(502, "gateway_bad_answer", "the gateway's answer was not valid HTTP (the server log has more)")

@@ -40,6 +40,11 @@ class UpstreamBroken(UpstreamError):
     """The answer started and then failed."""
 
 
+class PoolBusy(UpstreamTimeout):
+    """Every connection this pool may open to the gateway stayed busy until the request's deadline: ours to
+    answer (504), not a failure of the gateway's (its circuit is not told)."""
+
+
 class _Connection:
     """One keep-alive connection to a gateway (an asyncio protocol); its parser lives as long as it does."""
 
@@ -308,18 +313,28 @@ class UpstreamPool:
         waiter = loop.create_future()
         queue = self._queued.setdefault(key, collections.deque())
         queue.append(waiter)
+        taken = False
         try:
             async with asyncio.timeout_at(deadline):
-                return await waiter
+                conn = await waiter
+            taken = True
+            return conn
         except TimeoutError:
-            raise UpstreamTimeout(f"{self.max_open} connections to {key[1]}:{key[2]} busy for "
-                                  f"{timeout:g} s") from None
+            raise PoolBusy(f"{self.max_open} connections to {key[1]}:{key[2]} busy for {timeout:g} s") from None
         finally:
-            if not waiter.done():
-                waiter.cancel()
+            if not taken:
+                if waiter.done() and not waiter.cancelled():
+                    # handed over in the turn the deadline (or a cancel) came: given back, or the slot leaks
+                    handed = waiter.result()
+                    if handed is None:
+                        self._closed(key)
+                    else:
+                        self._idle_push(handed)
+                else:
+                    waiter.cancel()
             if waiter in queue:
                 queue.remove(waiter)
-            if not queue:
+            if not queue and self._queued.get(key) is queue:
                 self._queued.pop(key, None)
 
     def _hand_over(self, key: tuple, conn: _Connection | None) -> bool:

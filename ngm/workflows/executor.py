@@ -86,7 +86,7 @@ def validate_input(op: Operation, raw: Any, source: Source = "python") -> BaseMo
 
 def check_id(op: Operation, resource_id: Any) -> str:
     """Ids are ngm's own (hex, key_..., wh_...) or agent ids: nothing else can name a record."""
-    if not isinstance(resource_id, str) or not _ID.match(resource_id):
+    if not isinstance(resource_id, str) or not _ID.fullmatch(resource_id):
         raise ValidationFailed.from_fields([{"field": op.id_param, "message": "must be an id: 1-128 letters, digits, "
                                                                           "'.', '_', '~' or '-'"}])
     return resource_id

@@ -22,7 +22,7 @@ _POLICY_CLI = CliSpec(columns=("agent_id", "environment", "strategy", "sticky", 
 
 
 def check_header(value: str) -> str:
-    if not _HEADER.match(value):
+    if not _HEADER.fullmatch(value):
         raise ValueError("must be an HTTP header name")
     return value
 

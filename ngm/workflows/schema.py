@@ -30,13 +30,13 @@ ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"  # every id ngm makes, and every agent 
 
 
 def check_agent_id(value: str) -> str:
-    if not _AGENT.match(value):
+    if not _AGENT.fullmatch(value):
         raise ValueError("must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return value
 
 
 def check_version(value: str) -> str:
-    if not _VERSION.match(value):
+    if not _VERSION.fullmatch(value):
         raise ValueError("must be 1-64 printable characters without spaces")
     return value
 

@@ -238,6 +238,10 @@ def test_redis_failure_follows_each_deployments_policy_and_recovers(tmp_path, pg
         refused = invoke(servers[0], key, "closed")
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "rate_limiter_unavailable"
         assert time.monotonic() - started < 1.0  # no request hangs on a dead Redis
+        # and `ratelimits check` says what the router answers (it peeks, but not past a closed deployment)
+        check = httpx.post(f"{servers[0].url}/api/v1/ratelimits/check", headers={"X-API-Key": key},
+                           json={"agent_id": "closed", "environment": "production"}, timeout=10).json()
+        assert (check["admitted"], check["status"]) == (False, 503) and "fails closed" in check["reason"]
         # fail-open: each of the two instances admits its share, 20 / 2 = 10
         room_in_window(60, room=10)
         codes = [invoke(servers[0], key, "open").status_code for _ in range(14)]

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ngm.dataplane.upstream import UpstreamBroken, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
+from ngm.dataplane.upstream import PoolBusy, UpstreamBroken, UpstreamPool, UpstreamTimeout, UpstreamUnreachable
 from ngm.nodes.outbound.policy import OutboundPolicy
 from tests.support.scripted import ScriptedServer, ok
 from tests.support.standin import StandIn, closed_port
@@ -198,7 +198,7 @@ async def test_open_connections_per_gateway_are_capped_and_requests_beyond_wait_
         outcomes = await asyncio.gather(*(fetch(capped, slow.port, timeout=t) for t in (5.0, 5.0, 0.4, 0.4)),
                                         return_exceptions=True)
         assert [o[1] for o in outcomes[:2]] == [b"late", b"late"]
-        assert [type(o) for o in outcomes[2:]] == [UpstreamTimeout] * 2
+        assert [type(o) for o in outcomes[2:]] == [PoolBusy] * 2  # an UpstreamTimeout the circuit is not told of
         assert str(outcomes[2]) == f"2 connections to 127.0.0.1:{slow.port} busy for 0.4 s"
         assert slow.most_open == 2 and time.monotonic() - started < 5.0
         # a connection that closes makes room as well
@@ -207,3 +207,30 @@ async def test_open_connections_per_gateway_are_capped_and_requests_beyond_wait_
         assert [data for _, data in answers] == [b"bye"] * 4 and closing.most_open <= 2 and closing.connections == 4
     finally:
         await capped.close()
+
+
+@pytest.mark.parametrize("handed", ["slot", "connection"])
+async def test_a_turn_given_up_as_it_is_handed_over_is_given_back(handed):
+    """A connection closing (or given back) in the loop turn the waiting request's deadline passes: the request
+    times out, and what was handed to it goes back to the pool rather than being lost (the pool once leaked a
+    slot each time, until a gateway took no request at all)."""
+    from ngm.dataplane.upstream import _Connection
+
+    loop = asyncio.get_running_loop()
+    pool = UpstreamPool(OutboundPolicy(), max_open_per_origin=1)
+    key = ("http", "127.0.0.1", 9)
+    pool._per_origin[key] = 1  # one request holds the only connection
+    deadline = loop.time() + 0.2
+    if handed == "slot":
+        loop.call_at(deadline, pool._closed, key)  # its connection closes as the deadline passes
+    else:
+        conn = _Connection(pool, key, loop)
+        conn.transport, conn.closed = None, False
+        loop.call_at(deadline, pool._idle_push, conn)  # its connection is given back as the deadline passes
+    with pytest.raises(PoolBusy):
+        await pool._room(key, deadline, 0.2)
+    if handed == "slot":
+        assert pool._per_origin.get(key, 0) == 0  # nothing open, nothing counted
+    else:
+        assert pool._per_origin[key] == 1 and pool._idle[key] == [conn]  # kept for the next request
+    assert pool._queued == {}

@@ -61,6 +61,7 @@ class EchoRouter:
 
     def __init__(self):
         self.requests: list[tuple[str, bytes, bytes]] = []
+        self.headers: list[list[tuple[bytes, bytes]]] = []  # each request's, as the router would forward them
 
     def forward_now(self, request, principal, request_id, body, owner):
         return self._answer(request, body)
@@ -70,6 +71,7 @@ class EchoRouter:
 
     async def _answer(self, request, body: bytes) -> None:
         self.requests.append((request.method, request.target, body))
+        self.headers.append(list(request.headers))
         data = b"%s %s %d" % (request.method_bytes, request.target, len(body))
         request.start(200, [b"content-length: %d\r\n" % len(data)], True)
         request.write(data, last=True)
@@ -202,3 +204,15 @@ async def test_refusals_on_the_connection_name_their_reason_and_keep_it_open(con
     assert b"invalid_path" in answers[0] and b"conflicting_credentials" in answers[1]
     assert b"invalid or revoked API key" in answers[2]
     assert router.requests == [] and not transport.closed
+
+
+async def test_a_chunked_body_s_trailers_are_not_headers(connect):
+    protocol, transport, router = connect()
+    head = (b"POST " + INVOKE + b" HTTP/1.1\r\nhost: ngm\r\nx-api-key: " + KEY.encode()
+            + b"\r\ntransfer-encoding: chunked\r\n\r\n")
+    # a second key and an extra header as trailers: neither a conflicting credential nor forwarded
+    protocol.data_received(head + b"3\r\nabc\r\n0\r\nx-api-key: " + KEY.encode() + b"\r\nx-late: yes\r\n\r\n")
+    [answer] = await settle(transport, 1)
+    assert status_and_body(answer) == (200, b"POST /workflows/chat/execute 3")
+    names = [name for name, _ in router.headers[0]]
+    assert b"x-late" not in names and names.count(b"x-api-key") == 1

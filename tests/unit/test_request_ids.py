@@ -12,7 +12,7 @@ from ngm.nodes.auth.keys import Principal
 
 def test_an_inert_caller_id_is_kept_and_anything_else_replaced():
     assert request_id(b"trace-1.a_B") == "trace-1.a_B"
-    fresh = [request_id(bad) for bad in (None, b"", b"x" * 65, b"a\nforged line", b"a b", "é".encode())]
+    fresh = [request_id(bad) for bad in (None, b"", b"x" * 65, b"a\nforged line", b"a b", "é".encode(), b"trace-2\n")]
     assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in fresh) and len(set(fresh)) == len(fresh)
 
 

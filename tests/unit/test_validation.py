@@ -126,3 +126,24 @@ def test_unknown_input_for_an_operation_without_input_is_refused():
     with pytest.raises(ValidationFailed) as info:
         validate_input(load_operations().get("gateways_get"), {"force": True})
     assert info.value.details == [{"field": "force", "message": "unknown field"}]
+
+
+# A value ending in a line feed passed `re.match(r"^...$")` ($ matches before a final \n) and reached the gateway
+# as a broken header line (x-api-key, x-ngm-agent): every pattern is matched against the whole value.
+@pytest.mark.parametrize("op, body, field", [
+    ("gateways_create", {"name": "g", "environment": "production", "api_url": "https://a.example.com",
+                         "api_key": "CAPK-0123456789\n"}, "api_key"),
+    ("gateways_create", {"name": "g", "environment": "production", "api_url": "https://a.example.com",
+                         "region": "eu-west-1\n"}, "region"),
+    ("gateways_create", {"name": "g", "environment": "production", "api_url": "https://a.example.com\n"}, "api_url"),
+    ("deployments_create", {"gateway_id": "g1", "agent_id": "bot\n", "agent_version": "v1"}, "agent_id"),
+    ("deployments_create", {"gateway_id": "g1", "agent_id": "bot", "agent_version": "v1\n"}, "agent_version"),
+    ("routing_set", {"agent_id": "bot", "environment": "production", "sticky_header": "X-Key\n"}, "sticky_header"),
+    ("ratelimits_check", {"agent_id": "bot", "environment": "production", "key_id": "key_1\n"}, "key_id"),
+    ("agents_traffic", {"window": "5m\n"}, "window"),
+])
+def test_a_trailing_line_feed_is_refused_by_the_field(op, body, field):
+    operation = next(o for o in load_operations() if o.name == op)
+    with pytest.raises(ValidationFailed) as refused:
+        validate_input(operation, body, "json")
+    assert refused.value.field == field, refused.value.details

@@ -27,7 +27,7 @@ def generate_api_key() -> str:
 
 
 def looks_like_api_key(value: str) -> bool:
-    return bool(_KEY_RE.match(value))
+    return bool(_KEY_RE.fullmatch(value))
 
 
 def hash_api_key(key: str) -> str:
@@ -40,7 +40,7 @@ def display_prefix(key: str) -> str:
 
 
 def check_org_id(value: str) -> str:
-    if not ORG_RE.match(value or ""):
+    if not ORG_RE.fullmatch(value or ""):
         raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return value
 

@@ -47,7 +47,7 @@ def check_http_url(value: str) -> str:
     host = ascii_host(parts.hostname)
     if host is None:
         raise ValueError("must name a valid host")
-    if _numeric_host(host) and not _CANONICAL_IPV4.match(host):
+    if _numeric_host(host) and not _CANONICAL_IPV4.fullmatch(host):
         raise ValueError("must spell an IPv4 address as four decimal numbers (e.g. 10.0.0.5), not in decimal, "
                          "octal, hexadecimal or shortened form")
     return value
@@ -76,7 +76,7 @@ def _numeric_host(host: str) -> bool:
     if ":" in host:
         return False
     labels = host.rstrip(".").split(".")
-    return bool(_NUMERIC_LABEL.match(labels[-1]))
+    return bool(_NUMERIC_LABEL.fullmatch(labels[-1]))
 
 
 def same_origin(a: str, b: str) -> bool:
@@ -90,13 +90,13 @@ def same_origin(a: str, b: str) -> bool:
 
 
 def check_region(value: str) -> str:
-    if not _REGION.match(value):
+    if not _REGION.fullmatch(value):
         raise ValueError("must be 1-64 letters, digits, '.', '_' or '-' (e.g. eu-west-1)")
     return value
 
 
 def check_secret(value: str) -> str:
-    if not _HEADER_SAFE.match(value):
+    if not _HEADER_SAFE.fullmatch(value):
         raise ValueError("must be printable ASCII without spaces")
     return value
 

@@ -13,7 +13,7 @@ MAX_WINDOW = timedelta(days=30)
 
 def parse_window(text: str) -> timedelta:
     """'30m', '1h', '24h', '7d' -> timedelta; between 1 minute and 30 days."""
-    match = _WINDOW.match(text or "")
+    match = _WINDOW.fullmatch(text or "")
     if not match:
         raise ValueError("must be a number and a unit s, m, h or d, e.g. 1h or 7d")
     seconds = int(match.group(1)) * _UNITS[match.group(2)]

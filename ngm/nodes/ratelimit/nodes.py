@@ -105,6 +105,11 @@ class CheckRateLimitsNode(ContextNode):
                            for s, o in zip(scopes, outcomes)]}
         if not scopes:
             return {"check": out | {"admitted": True, "status": 200, "scope": None, "reason": "no limits set"}}
+        limiter = self.ctx.limiter
+        if target.fail_closed and limiter.shared is not None and not limiter.redis_up:  # as the router answers
+            return {"check": out | {"admitted": False, "status": 503, "scope": None,
+                                    "reason": "rate limits cannot be checked right now (Redis unavailable) and this "
+                                              "deployment fails closed"}}
         refused = [entry for entry in out["scopes"] if not entry["admitted"]]
         tightest = tightest_scope(scopes, outcomes)
         if refused:
