@@ -35,6 +35,12 @@ log = logging.getLogger("ngm.routing")
 _PREFIX = PREFIX.encode()
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
+MAX_HEAD = 64 * 1024  # a request line and headers (nginx's large_client_header_buffers: 4 x 8 KB)
+_HEAD_TOO_LARGE_BODY = json.dumps({"error": {"code": "head_too_large",
+                                             "message": f"request line and headers over {MAX_HEAD} bytes"}}).encode()
+_HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                   b"connection: close\r\ncontent-length: %d\r\n\r\n%b" % (len(_HEAD_TOO_LARGE_BODY),
+                                                                        _HEAD_TOO_LARGE_BODY))
 
 
 class CallerGone(Exception):
@@ -322,6 +328,8 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         connection: bytes | None = None  # the request's Connection headers, all of them (their names are dropped)
         credentials = 0  # the request's headers that present a key
         in_head = False  # the parser calls on_header for a chunked body's trailers too: those are not headers
+        head_bytes = 0  # received while a request's head is incomplete (the parser keeps it all in memory)
+        heads_begun = 0
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
@@ -338,6 +346,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.writes.flush_for(self)
             # uvicorn's data_received, compiled here (its keep-alive timer, which it would cancel first, is
             # never armed: see on_response_complete)
+            continuing, begun = self.in_head, self.heads_begun  # a head under way when this read came
             try:
                 self.parser.feed_data(data)
             except httptools.HttpParserError:
@@ -349,6 +358,15 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                     self.handle_websocket_upgrade()
                 else:
                     self._unsupported_upgrade_warning()
+            # a head still under way after a read that began inside it: all of that read was head, which may not
+            # grow without bound (a read that begins a head, up to 256 KB, is not counted: the bound is loose)
+            if continuing and self.in_head and begun == self.heads_begun and not self.transport.is_closing():
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD:
+                    self.logger.warning("request head over %d bytes: refused", MAX_HEAD)
+                    self.transport.write(_HEAD_TOO_LARGE)
+                    self.transport.close()
+                    return
             request = self.unstarted
             if request is not None:
                 self.unstarted = None
@@ -400,7 +418,8 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         # The parser's callbacks as uvicorn's, compiled with this module (uvicorn's run in the interpreter, for
         # every request), except that the ASGI scope is made only for a request that goes to the ASGI app
         def on_message_begin(self) -> None:
-            self.in_head = True
+            self.in_head, self.head_bytes = True, 0
+            self.heads_begun += 1
             self.url = b""
             self.expect_100_continue = False
             self.headers = []

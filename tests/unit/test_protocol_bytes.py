@@ -216,3 +216,19 @@ async def test_a_chunked_body_s_trailers_are_not_headers(connect):
     assert status_and_body(answer) == (200, b"POST /workflows/chat/execute 3")
     names = [name for name, _ in router.headers[0]]
     assert b"x-late" not in names and names.count(b"x-api-key") == 1
+
+
+@pytest.mark.parametrize("path", [INVOKE, b"/api/v1/gateways"])
+async def test_a_head_that_keeps_growing_is_refused_431_before_it_fills_memory(connect, path):
+    protocol, transport, router = connect()
+    protocol.data_received(b"GET " + path + b" HTTP/1.1\r\nhost: ngm\r\nx-filler: ")
+    for _ in range(100):  # 100 x 1 KB of one header value, never ended
+        protocol.data_received(b"a" * 1024)
+        if transport.closed:
+            break
+    assert transport.closed and transport.buffer.startswith(b"HTTP/1.1 431 ")
+    assert b"head_too_large" in transport.buffer and router.requests == []
+    small = connect()  # a head of 60 KB still goes through
+    small[0].data_received(request(headers=b"x-filler: " + b"a" * 60_000 + b"\r\n"))
+    [answer] = await settle(small[1], 1)
+    assert status_and_body(answer)[0] == 200
