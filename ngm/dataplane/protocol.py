@@ -36,6 +36,9 @@ _PREFIX = PREFIX.encode()
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
 MAX_HEAD = 64 * 1024  # a request line and headers (nginx's large_client_header_buffers: 4 x 8 KB)
+_HEAD_TIMEOUT_BODY = b'{"error": {"code": "head_timeout", "message": "the request head did not arrive in time"}}'
+_HEAD_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                 b"content-length: %d\r\n\r\n%b" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY))
 _HEAD_TOO_LARGE_BODY = json.dumps({"error": {"code": "head_too_large",
                                              "message": f"request line and headers over {MAX_HEAD} bytes"}}).encode()
 _HEAD_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
@@ -330,6 +333,8 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         in_head = False  # the parser calls on_header for a chunked body's trailers too: those are not headers
         head_bytes = 0  # received while a request's head is incomplete (the parser keeps it all in memory)
         heads_begun = 0
+        head_timer = None  # armed only when a read ends inside a head (a head that comes whole never is)
+        HEAD_SECONDS = 30.0  # a head must be whole this long after it began to arrive in pieces (slowloris)
 
         def connection_made(self, transport) -> None:
             self.writes = turn_writes(self.loop)
@@ -367,6 +372,9 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
                     self.transport.write(_HEAD_TOO_LARGE)
                     self.transport.close()
                     return
+            if self.in_head and self.head_timer is None and not self.transport.is_closing():
+                self.head_timer = self.loop.call_at(self.loop.time() + self.HEAD_SECONDS, self._head_check,
+                                                    self.heads_begun)
             request = self.unstarted
             if request is not None:
                 self.unstarted = None
@@ -409,10 +417,20 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.writes.flush_for(self)
             super().shutdown()
 
+        def _head_check(self, head: int) -> None:
+            self.head_timer = None
+            if self.in_head and self.heads_begun == head and not self.transport.is_closing():
+                self.logger.warning("request head not whole after %g s: connection closed", self.HEAD_SECONDS)
+                self.transport.write(_HEAD_TIMEOUT)
+                self.transport.close()
+
         def connection_lost(self, exc: Exception | None) -> None:
             if self.idle_timer is not None:
                 self.idle_timer.cancel()
                 self.idle_timer = None
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
             super().connection_lost(exc)
 
         # The parser's callbacks as uvicorn's, compiled with this module (uvicorn's run in the interpreter, for

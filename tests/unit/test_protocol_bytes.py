@@ -232,3 +232,20 @@ async def test_a_head_that_keeps_growing_is_refused_431_before_it_fills_memory(c
     small[0].data_received(request(headers=b"x-filler: " + b"a" * 60_000 + b"\r\n"))
     [answer] = await settle(small[1], 1)
     assert status_and_body(answer)[0] == 200
+
+
+async def test_a_head_sent_too_slowly_is_refused_408_and_a_whole_one_arms_no_timer(connect):
+    protocol, transport, router = connect()
+    protocol.HEAD_SECONDS = 0.3  # 30 s in service
+    protocol.data_received(request())  # a head that comes whole: no timer
+    await settle(transport, 1)
+    assert protocol.head_timer is None
+    transport.buffer = b""
+    protocol.data_received(b"GET " + INVOKE + b" HTTP/1.1\r\nhost: ngm\r\n")  # then a byte now and then
+    for _ in range(10):
+        await asyncio.sleep(0.05)
+        if not transport.closed:
+            protocol.data_received(b"x")
+    await asyncio.sleep(0.4)
+    assert transport.closed and transport.buffer.startswith(b"HTTP/1.1 408 ") and b"head_timeout" in transport.buffer
+    assert len(router.requests) == 1  # the first request only
