@@ -24,14 +24,15 @@ Caller = Callable[[Operation, dict | None, str | None, Any], Awaitable[Any]]
 
 
 def _tool(op: Operation) -> types.Tool:
-    read_only = op.method == "GET"
+    read_only = op.method == "GET" or op.reads_only
     return types.Tool(
         name=op.name,
         description=f"{op.summary}. {op.description}".strip() + f" Requires role {op.role} or stronger.",
         input_schema=op.tool_schema(),
         annotations=types.ToolAnnotations(
             title=op.summary, read_only_hint=read_only, destructive_hint=op.method == "DELETE",
-            idempotent_hint=op.method in ("GET", "PUT", "DELETE"), open_world_hint=op.action == "check",
+            idempotent_hint=read_only or op.method in ("PUT", "DELETE"),
+            open_world_hint=op.name == "gateways_check",  # it calls the gateway's own address
         ),
     )
 

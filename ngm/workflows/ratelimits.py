@@ -134,7 +134,7 @@ operation(
                 "address and path are taken and checked as the router would, for the per-IP and per-endpoint "
                 "limits of edge policy; no limit in this version depends on them.",
     role="org_viewer", method="POST", path="/ratelimits/check", input_model=RateLimitCheckQuery,
-    output_model=RateLimitCheckOut, transaction=False,  # reads only
+    output_model=RateLimitCheckOut, transaction=False, reads_only=True,
     cli=CliSpec(columns=("admitted", "status", "scope", "reason", "deployment_id", "gateway_id")),
     build_workflow=_check_workflow, result=("check", "check"),
 )

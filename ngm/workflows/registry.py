@@ -33,6 +33,7 @@ class Operation:
     partial: bool = False  # only the fields sent are applied (PUT as partial update)
     cli: CliSpec = field(default_factory=CliSpec)
     transaction: bool | None = None  # run in one transaction (default: every method but GET changes something)
+    reads_only: bool = False  # a POST whose body is a question (route explain, ratelimits check): changes nothing
 
     @property
     def name(self) -> str:

@@ -204,7 +204,7 @@ operation(
                 "strategy node). The same choice the router makes for the next such request; does not affect "
                 "live traffic.",
     role="org_viewer", method="POST", path="/route", input_model=RouteQuery, output_model=RouteOut,
-    transaction=False,  # reads only
+    transaction=False, reads_only=True,
     cli=CliSpec(columns=("agent_id", "environment", "strategy", "reason", "deployment")),
     build_workflow=lambda: _explain_workflow(), result=("explain", "route"),
 )

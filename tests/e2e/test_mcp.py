@@ -30,6 +30,11 @@ async def test_tools_have_typed_schemas_and_work(deployment, kind):
         assert schema["additionalProperties"] is False
         assert listed["gateways_get"].input_schema["required"] == ["gateway_id"]
         assert listed["gateways_list"].annotations.read_only_hint is True
+        for question in ("route_explain", "ratelimits_check"):  # POSTs that change nothing, on ngm's own data
+            hints = listed[question].annotations
+            assert (hints.read_only_hint, hints.idempotent_hint, hints.open_world_hint) == (True, True, False)
+        assert listed["gateways_check"].annotations.open_world_hint is True
+        assert listed["gateways_create"].annotations.read_only_hint is False
         assert listed["gateways_delete"].annotations.destructive_hint is True
         assert "org_admin" in listed["gateways_create"].description
 
