@@ -148,6 +148,15 @@ def _verdict(scopes: list[Scope], outcomes: list[Outcome], policy: bytes) -> lis
     return headers
 
 
+def refusal_of(scopes: list[Scope], outcomes: list[Outcome]) -> RateLimited | None:
+    """The router's refusal for these outcomes (what check() raises), or None when they admit."""
+    try:
+        _verdict(scopes, outcomes, policy_header(scopes))
+    except RateLimited as refused:
+        return refused
+    return None
+
+
 class RateLimiter:
     def __init__(self, redis_backend=None, api_limit: int = 0, api_window_ms: int = 60_000, instance: str = "local",
                  redis=None, namespace: str = "ngm", clock=time.time):
@@ -180,8 +189,9 @@ class RateLimiter:
 
     def _decide_without_redis(self, scopes: list[Scope], counter: str, fail_closed: bool,
                               peek: bool) -> list[Outcome]:
-        if fail_closed and not peek:
-            self.counters["refused_unavailable"] += 1
+        if fail_closed:  # a peek hears it too: it asks what a request would get
+            if not peek:
+                self.counters["refused_unavailable"] += 1
             raise RateLimited("rate limits cannot be checked right now (Redis unavailable) and this deployment "
                               "fails closed", status=503, code="rate_limiter_unavailable",
                               details=[{"field": "rate_limit_failure_mode", "message": "closed"}],
@@ -271,10 +281,11 @@ class RateLimiter:
         return cached
 
     async def peek(self, key_id: str, user_override: int | None, limits: Limits, gateway_id: str, agent_id: str,
-                   agent_override: int | None) -> tuple[list[Scope], list[Outcome]]:
-        """What check() would decide for this caller now, counting nothing: the scopes and each one's outcome."""
+                   agent_override: int | None, fail_closed: bool) -> tuple[list[Scope], list[Outcome]]:
+        """What check() would decide for this caller now, counting nothing: the scopes and each one's outcome;
+        raises RateLimited (503) as check() does when the limiter cannot decide and the deployment fails closed."""
         scopes = request_scopes(limits, gateway_id, agent_id, key_id, agent_override, user_override)
-        return scopes, (await self.decide(scopes, gateway_id, peek=True) if scopes else [])
+        return scopes, (await self.decide(scopes, gateway_id, fail_closed, peek=True) if scopes else [])
 
     async def check_api(self, principal) -> list:
         """The management API's own per-key limit (the key's api_rate_limit, else NGM_API_RATE_LIMIT)."""

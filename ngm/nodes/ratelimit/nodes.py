@@ -11,7 +11,8 @@ import math
 
 from kailash.nodes.base import register_node
 
-from ngm.dataplane.limits.limiter import Limits, request_scopes, tightest_scope
+from ngm.dataplane.limits.limiter import Limits, refusal_of, request_scopes, tightest_scope
+from ngm.errors import RateLimited
 from ngm.models.query import select, select_one
 from ngm.nodes.auth.store import get_key
 from ngm.nodes.base import REQUIRED, ContextNode
@@ -96,24 +97,24 @@ class CheckRateLimitsNode(ContextNode):
             return {"check": out | {"admitted": False, "status": 503, "scope": None,
                                     "reason": "the chosen deployment left the routing table; try again"}}
         gateway = target.gateway
-        scopes, outcomes = await self.ctx.limiter.peek(key_id, user_override, gateway.limits, gateway.id,
-                                                      route["agent_id"], target.rate_limit)
-        out |= {"deployment_id": target.deployment_id, "gateway_id": gateway.id,
+        out |= {"deployment_id": target.deployment_id, "gateway_id": gateway.id}
+        try:
+            scopes, outcomes = await self.ctx.limiter.peek(key_id, user_override, gateway.limits, gateway.id,
+                                                          route["agent_id"], target.rate_limit, target.fail_closed)
+        except RateLimited as unavailable:  # the limiter cannot decide and the deployment fails closed
+            return {"check": out | {"admitted": False, "status": unavailable.status, "scope": None,
+                                    "reason": unavailable.message}}
+        out |= {
                 "scopes": [{"scope": s.name, "limit": s.limit, "used": o.used, "remaining": o.remaining,
                             "reset_seconds": math.ceil(o.reset_ms / 1000), "admitted": o.allowed,
                             "retry_after_seconds": math.ceil(o.retry_ms / 1000) if not o.allowed else 0}
                            for s, o in zip(scopes, outcomes)]}
         if not scopes:
             return {"check": out | {"admitted": True, "status": 200, "scope": None, "reason": "no limits set"}}
-        limiter = self.ctx.limiter
-        if target.fail_closed and limiter.shared is not None and not limiter.redis_up:  # as the router answers
-            return {"check": out | {"admitted": False, "status": 503, "scope": None,
-                                    "reason": "rate limits cannot be checked right now (Redis unavailable) and this "
-                                              "deployment fails closed"}}
-        refused = [entry for entry in out["scopes"] if not entry["admitted"]]
         tightest = tightest_scope(scopes, outcomes)
-        if refused:
-            return {"check": out | {"admitted": False, "status": 429, "scope": scopes[tightest].name,
-                                    "reason": f"rate limit exceeded ({', '.join(e['scope'] for e in refused)} scope)"}}
+        refused = refusal_of(scopes, outcomes)  # the router's own verdict on these outcomes
+        if refused is not None:
+            return {"check": out | {"admitted": False, "status": refused.status, "scope": scopes[tightest].name,
+                                    "reason": refused.message}}
         return {"check": out | {"admitted": True, "status": 200, "scope": scopes[tightest].name,
                                 "reason": f"within every limit; the tightest is the {scopes[tightest].name} scope"}}
