@@ -59,7 +59,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def clean_env(**extra) -> dict:
+    """The environment of a server a benchmark starts: calls confined to loopback addresses."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NGM_")}
+    env["NGM_OUTBOUND_ONLY"] = "127.0.0.0/8,::1/128"
     env.update(extra)
     return env
 

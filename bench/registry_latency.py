@@ -64,7 +64,8 @@ def mint_key(database_url: str) -> str:
 def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[list]:
     port = free_port()
     env = clean_env(NGM_DATA_DIR=str(workdir / label), NGM_DATABASE_URL=database_url, NGM_LOG_LEVEL="WARNING",
-                    NGM_API_RATE_LIMIT="0")  # the per-key limit would refuse most of the throughput run
+                    NGM_API_RATE_LIMIT="0",  # the per-key limit would refuse most of the throughput run
+                    NGM_MONITOR="off")  # the API alone: no probes of the 1,000 gateways
     key = mint_key(database_url)
     proc = start([NGM, "serve", "--port", str(port)], env, workdir / f"{label}.log")
     try:
@@ -74,7 +75,7 @@ def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[
             timed(c, "GET", "/api/v1/gateways", 20)  # warm up
             creates = timed(c, "POST", "/api/v1/gateways", n, lambda i: {"json": {
                 "name": f"gw-{i:05d}", "environment": ("production", "staging")[i % 2],
-                "api_url": f"https://gw{i}.example.com", "api_key": f"key-{uuid.uuid4().hex}"}})
+                "api_url": f"http://127.0.0.{1 + i % 200}:9/gw{i}", "api_key": f"key-{uuid.uuid4().hex}"}})
             ids = [g["id"] for g in c.get("/api/v1/gateways", params={"limit": 500}).json()["items"]]
             gets = timed(c, "GET", lambda i: f"/api/v1/gateways/{random.choice(ids)}", n)
             lists = timed(c, "GET", "/api/v1/gateways", 200,

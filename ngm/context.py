@@ -89,7 +89,7 @@ class AppContext:
         except Exception:
             await database.close()
             raise
-        outbound = OutboundClient(OutboundPolicy.from_setting(settings.outbound_allow),
+        outbound = OutboundClient(OutboundPolicy.from_setting(settings.outbound_allow, settings.outbound_only),
                                   max_connections=max(settings.monitor_concurrency, 16))
         redis = None
         if settings.redis_url:

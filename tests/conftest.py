@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ngm.config.logging import setup_logging
+from tests.support.processes import LOOPBACK_ONLY
 
+os.environ["NGM_OUTBOUND_ONLY"] = LOOPBACK_ONLY  # in-process CLI runs read the environment
 PG_ADMIN_URL = os.environ.get("NGM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 setup_logging(os.environ.get("NGM_LOG_LEVEL", "WARNING"))
 
@@ -73,7 +75,8 @@ def settings(database_url, session_dir):
     from ngm.config import Settings
 
     data = session_dir / f"data-{uuid.uuid4().hex[:6]}"
-    return Settings.from_env({"NGM_DATA_DIR": str(data), "NGM_DATABASE_URL": database_url})
+    return Settings.from_env({"NGM_DATA_DIR": str(data), "NGM_DATABASE_URL": database_url,
+                              "NGM_OUTBOUND_ONLY": LOOPBACK_ONLY})
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,7 @@ class Settings:
     monitor_lease_seconds: float = 10.0  # with Redis: how long the probing instance's lease lasts
     health_history_days: float = 7.0
     outbound_allow: str = ""  # CIDRs exempt from the link-local/metadata block, comma-separated
+    outbound_only: str = ""  # CIDRs every outbound call must stay inside (names but localhost refused unresolved)
     webhook_max_attempts: int = 8
     api_rate_limit: int = 3000  # management API requests per key per minute; 0 = unlimited
     trusted_proxies: str = ""  # CIDRs of proxies in front of the router whose X-Forwarded-For is believed
@@ -120,6 +121,7 @@ class Settings:
             monitor_lease_seconds=_number(env, "NGM_MONITOR_LEASE_SECONDS", 10.0, minimum=1, maximum=3600),
             health_history_days=_number(env, "NGM_HEALTH_HISTORY_DAYS", 7.0, maximum=3650),
             outbound_allow=_cidrs(env, "NGM_OUTBOUND_ALLOW"),
+            outbound_only=_cidrs(env, "NGM_OUTBOUND_ONLY"),
             webhook_max_attempts=_number(env, "NGM_WEBHOOK_MAX_ATTEMPTS", 8, int, minimum=1, maximum=100),
             api_rate_limit=_number(env, "NGM_API_RATE_LIMIT", 3000, int),
             trusted_proxies=_cidrs(env, "NGM_TRUSTED_PROXIES"),

@@ -272,6 +272,7 @@ class UpstreamPool:
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
+        self.policy.check_name(host)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:

@@ -1,6 +1,7 @@
 import pytest
 
 from ngm.nodes.auth.keys import Principal
+from tests.support.processes import LOOPBACK_ONLY
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ async def private_ctx(backend, tmp_path_factory, pg_database_factory):
 
     folder = tmp_path_factory.mktemp("private")
     url = f"sqlite:///{folder / 'ngm.db'}" if backend == "sqlite" else pg_database_factory()
-    context = await AppContext.open(Settings.from_env({"NGM_DATA_DIR": str(folder), "NGM_DATABASE_URL": url}))
+    context = await AppContext.open(Settings.from_env({"NGM_DATA_DIR": str(folder), "NGM_DATABASE_URL": url,
+                                                          "NGM_OUTBOUND_ONLY": LOOPBACK_ONLY}))
     yield context
     await context.close()
 

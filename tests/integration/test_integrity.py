@@ -10,6 +10,7 @@ import pytest
 from ngm.errors import Conflict, NotFound, ValidationFailed
 from ngm.models.query import count, select
 from ngm.nodes.auth.keys import Principal
+from tests.support.processes import LOOPBACK_ONLY
 
 pytestmark = pytest.mark.anyio
 
@@ -151,7 +152,8 @@ async def test_a_database_that_refuses_connections_is_unavailable_not_an_error(p
     from ngm.workflows.executor import Executor
 
     url = pg_database_factory()
-    ctx = await AppContext.open(Settings.from_env({"NGM_DATA_DIR": str(tmp_path), "NGM_DATABASE_URL": url}))
+    ctx = await AppContext.open(Settings.from_env({"NGM_DATA_DIR": str(tmp_path), "NGM_DATABASE_URL": url,
+                                                          "NGM_OUTBOUND_ONLY": LOOPBACK_ONLY}))
     name = url.rsplit("/", 1)[1]
     admin = psycopg2.connect(url.rsplit("/", 1)[0] + "/postgres")
     admin.autocommit = True

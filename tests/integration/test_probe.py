@@ -105,6 +105,30 @@ async def test_names_that_resolve_to_blocked_addresses_are_refused():
     assert r.outcome == "address_blocked" and "localhost resolves to 127.0.0.1" in r.error
 
 
+async def test_a_confined_client_refuses_names_without_looking_them_up(servers, monkeypatch):
+    from aiohttp.resolver import DefaultResolver
+
+    looked_up = []
+    real = DefaultResolver.resolve
+
+    async def recording(self, host, *args, **kwargs):
+        looked_up.append(host)
+        return await real(self, host, *args, **kwargs)
+
+    monkeypatch.setattr(DefaultResolver, "resolve", recording)
+    client = OutboundClient(OutboundPolicy.from_setting("", "127.0.0.0/8"))
+    s = servers()
+    try:
+        refused = await probe(client, "https://gw.example.com/health", "secret")
+        outside = await probe(client, "http://10.255.255.1:9/health", "secret")
+        served = await probe(client, f"http://localhost:{s.port}/health", None)
+    finally:
+        await client.close()
+    assert refused.outcome == "address_blocked" and "NGM_OUTBOUND_ONLY" in refused.error
+    assert outside.outcome == "address_blocked" and "outside NGM_OUTBOUND_ONLY" in outside.error
+    assert served.outcome == "ok" and looked_up == ["localhost"]
+
+
 def test_policy_checks_ipv4_mapped_ipv6():
     assert not OutboundPolicy().permits("::ffff:169.254.169.254")
     assert OutboundPolicy().permits("127.0.0.1") and OutboundPolicy().permits("10.1.2.3")

@@ -19,9 +19,14 @@ REDIS_URL = os.environ.get("NGM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 NGM = str(Path(sys.executable).parent / "ngm")
 
 
+# every ngm the tests start calls loopback addresses only: a gateway named gw.example.com is refused unresolved
+LOOPBACK_ONLY = "127.0.0.0/8,::1/128"
+
+
 def ngm_env(data_dir: Path, database_url: str, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NGM_")}
-    env.update({"NGM_DATA_DIR": str(data_dir), "NGM_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1"})
+    env.update({"NGM_DATA_DIR": str(data_dir), "NGM_DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1",
+                "NGM_OUTBOUND_ONLY": LOOPBACK_ONLY})
     env.update(extra)
     return env
 

@@ -95,3 +95,27 @@ def test_literal_blocked_addresses_are_refused_when_written(url):
 def test_a_url_with_an_empty_port_is_refused(url):
     with pytest.raises(ValueError, match="port"):
         check_http_url(url)
+
+
+def test_a_confined_policy_permits_only_its_networks_and_says_why():
+    policy = OutboundPolicy.from_setting("", "127.0.0.0/8,::1/128")
+    assert policy.permits("127.0.0.1") and policy.permits("127.9.9.9") and policy.permits("::1")
+    for outside in ("10.0.0.5", "93.184.216.34", "2001:db8::1", "169.254.169.254", "::ffff:10.0.0.5"):
+        assert not policy.permits(outside)
+    assert policy.literal_refusal("http://10.0.0.5:8000") == "10.0.0.5 is outside NGM_OUTBOUND_ONLY's networks"
+    assert policy.literal_refusal("http://127.0.0.1:8000") is None
+    assert OutboundPolicy().permits("10.0.0.5")  # unconfined: private ranges are gateways' usual homes
+
+
+@pytest.mark.parametrize("host", ["gw.example.com", "localhost.example.com", "metadata.google.internal",
+                                  "xn--bcher-kva.example"])
+def test_a_confined_policy_refuses_names_before_they_are_looked_up(host):
+    from ngm.nodes.outbound.policy import OutboundRefused
+
+    policy = OutboundPolicy.from_setting("", "127.0.0.0/8")
+    with pytest.raises(OutboundRefused) as refused:
+        policy.check_name(host)
+    assert refused.value.outcome == "address_blocked" and host in refused.value.message
+    for name in ("localhost", "LOCALHOST", "localhost.", "127.0.0.1", "[::1]"):
+        policy.check_name(name)  # looked up (or literal), then checked against the networks
+    OutboundPolicy().check_name("gw.example.com")  # unconfined: names resolve as usual
