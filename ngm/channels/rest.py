@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -29,6 +30,14 @@ ERROR_SCHEMA = {
         "code": {"type": "string"}, "message": {"type": "string"},
         "details": {"description": "for validation errors: [{field, message}]"}}}},
 }
+
+
+class JsonBody(JSONResponse):
+    """JSON encoded by orjson: a page of 50 gateways in 0.08 ms where json.dumps took 0.42 ms
+    (bench/registry_latency.py). Integer keys become strings, as json.dumps makes them."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
 
 
 def error_response(description: str) -> dict:
@@ -115,7 +124,7 @@ def _endpoint(op: Operation):
         result = await executor.run(op, principal, params, request.path_params.get(op.id_param), source=source)
         if op.status_code == 204:
             return Response(status_code=204)
-        return JSONResponse(result, status_code=op.status_code)
+        return JsonBody(result, status_code=op.status_code)
 
     endpoint.__name__ = op.name
     return endpoint
@@ -157,9 +166,9 @@ def mount_operations(app: FastAPI, registry: Registry) -> None:
     _complete_openapi(app, registry)
 
 
-def _json_error(exc: NgmError, request: Request) -> JSONResponse:
+def _json_error(exc: NgmError, request: Request) -> JsonBody:
     headers = {"Retry-After": str(exc.retry_after)} if getattr(exc, "retry_after", None) else None
-    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+    return JsonBody(exc.to_body(), status_code=exc.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

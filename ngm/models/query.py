@@ -61,7 +61,7 @@ def _encode(table: Table, values: dict) -> dict:
     return out
 
 
-def _where(table: Table, where: dict | None, params: dict) -> str:
+def where_clause(table: Table, where: dict | None, params: dict) -> str:
     if not where:
         return ""
     clauses = []
@@ -93,7 +93,7 @@ def _param(table: Table, name: str, value: Any) -> Any:
     return value
 
 
-def _order(table: Table, order: Iterable[str]) -> str:
+def order_clause(table: Table, order: Iterable[str]) -> str:
     parts = []
     for item in order:
         name = item.lstrip("-")
@@ -107,7 +107,7 @@ async def select(q: Queries, model: str, where: dict | None = None, *, order: It
                  limit: int | None = None, offset: int = 0, lock: bool = False) -> list[dict]:
     table = TABLES[model]
     params: dict = {}
-    sql = f"SELECT * FROM {table.name}{_where(table, where, params)}{_order(table, order)}"
+    sql = f"SELECT * FROM {table.name}{where_clause(table, where, params)}{order_clause(table, order)}"
     if limit is not None:
         sql += " LIMIT :limit OFFSET :offset"
         params.update(limit=limit, offset=offset)
@@ -124,7 +124,7 @@ async def select_one(q: Queries, model: str, where: dict, *, lock: bool = False)
 async def count(q: Queries, model: str, where: dict | None = None) -> int:
     table = TABLES[model]
     params: dict = {}
-    return int(await q.value(f"SELECT COUNT(*) AS n FROM {table.name}{_where(table, where, params)}", params))
+    return int(await q.value(f"SELECT COUNT(*) AS n FROM {table.name}{where_clause(table, where, params)}", params))
 
 
 async def insert(q: Queries, model: str, record: dict) -> dict:
@@ -150,7 +150,7 @@ async def update(q: Queries, model: str, row_id: str, changes: dict) -> int:
 async def delete(q: Queries, model: str, where: dict) -> int:
     table = TABLES[model]
     params: dict = {}
-    return await q.execute(f"DELETE FROM {table.name}{_where(table, where, params)}", params)
+    return await q.execute(f"DELETE FROM {table.name}{where_clause(table, where, params)}", params)
 
 
 async def insert_many(q: Queries, model: str, records: list[dict]) -> None:

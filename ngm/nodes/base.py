@@ -26,6 +26,22 @@ class ContextNode(AsyncNode):
             for name, (typ, default) in self.PARAMS.items()
         }
 
+    async def run_alone(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run as the one node of a workflow would, without the workflow runtime: the node's configuration
+        overlaid with the inputs it declares, defaults filled in. A one-node operation has nothing for the
+        runtime to compose, and the runtime's per-run bookkeeping (tracking, output checks) cost 1.2 ms of a
+        3.7 ms list of 50 gateways (bench/registry_latency.py)."""
+        given = {**self.config, **inputs}
+        kw = {}
+        for name, (_, default) in self.PARAMS.items():
+            if name in given:
+                kw[name] = given[name]
+            elif default is REQUIRED:
+                raise TypeError(f"{type(self).__name__} needs input {name!r}")
+            else:
+                kw[name] = default
+        return await self.async_run(**kw)
+
     @property
     def ctx(self):
         return current()

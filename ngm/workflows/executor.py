@@ -7,6 +7,9 @@ validation error). Input arrives in one of three forms: a JSON document (REST bo
 validated strictly (a boolean is not a number, a string is not a number); query strings (REST GETs), whose
 values are text by nature and converted; or Python values the CLI has already converted from its options.
 
+A workflow of one node (every read but route explain and ratelimits check) has nothing to compose: its node
+runs directly, without the runtime's per-run bookkeeping (ContextNode.run_alone; 1.2 ms of a 3.7 ms list).
+
 A changing operation's nodes share one transaction (bound with the AppContext for the workflow's run): the
 change, the checks it depends on and its audit record commit together or not at all. A transaction the
 database aborted for meeting another (a deadlock) is run again, up to three times.
@@ -140,6 +143,9 @@ class Executor:
     async def _execute(self, op: Operation, workflow, inputs: dict, tx) -> dict:
         tokens = bind(self.ctx, tx)
         try:
+            node = self.registry.sole_node(op)
+            if node is not None:
+                return {op.result[0]: await node.run_alone(inputs)}
             results, _ = await self.ctx.runtime.execute_workflow_async(workflow, inputs)
             return results
         except Exception as exc:

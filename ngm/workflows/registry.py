@@ -76,6 +76,7 @@ class Registry:
     def __init__(self):
         self._ops: dict[str, Operation] = {}
         self._workflows: dict[str, Any] = {}
+        self._sole: dict[str, Any] = {}
 
     def add(self, op: Operation) -> Operation:
         if op.name in self._ops:
@@ -98,6 +99,16 @@ class Registry:
         if wf is None:
             wf = self._workflows[op.name] = op.build_workflow()
         return wf
+
+    def sole_node(self, op: Operation):
+        """The node of an operation whose workflow is one node (run directly, see ContextNode.run_alone), else
+        None."""
+        if op.name not in self._sole:
+            from ngm.nodes.base import ContextNode
+
+            nodes = list(self.workflow(op)._node_instances.values())
+            self._sole[op.name] = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], ContextNode) else None
+        return self._sole[op.name]
 
 
 REGISTRY = Registry()

@@ -34,8 +34,7 @@ class GetGatewayNode(ContextNode):
     PARAMS = {"organization_id": (str, REQUIRED), "resource_id": (str, REQUIRED)}
 
     async def async_run(self, **kw):
-        row = await store.get_gateway(self.db, kw["organization_id"], kw["resource_id"])
-        return {"gateway": store.public_view(row)}
+        return {"gateway": await store.get_public(self.db, kw["organization_id"], kw["resource_id"])}
 
 
 @register_node()
@@ -45,8 +44,9 @@ class ListGatewaysNode(ContextNode):
     async def async_run(self, **kw):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("environment", "status", "health_status")}
-        rows, total = await store.list_page(self.db, kw["organization_id"], filters, p["limit"], p["offset"])
-        return {"page": {"items": [store.public_view(r) for r in rows], "total": total,
+        items, total = await store.list_public_page(self.db, kw["organization_id"], filters, p["limit"],
+                                                    p["offset"])
+        return {"page": {"items": items, "total": total,
                          "limit": p["limit"], "offset": p["offset"]}}
 
 

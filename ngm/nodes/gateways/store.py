@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ngm.errors import Conflict, NotFound, ValidationFailed
 from ngm.models.database import Queries
+from ngm.models.json_rows import JsonView, page_json, select_json
 from ngm.models.query import count, delete, insert, select, select_one, update
 from ngm.models.rows import iso, new_id
 from ngm.nodes.gateways.validation import base_url, consistency_errors, same_origin
@@ -17,6 +18,7 @@ TIME_FIELDS = ("last_health_check", "created_at", "updated_at")
 SECRET_FIELDS = ("api_key_encrypted", "api_key_last4")
 INTERNAL_FIELDS = ("health_successes", "health_failures", "health_slow", "health_fast")  # hysteresis counters
 HEALTH_RANK = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
+_HIDDEN = frozenset(SECRET_FIELDS + INTERNAL_FIELDS)
 FLOAT_FIELDS = ("last_response_time_ms", "health_check_interval", "health_check_timeout", "degraded_latency_ms",
                 "health_grace_period", "request_timeout", "rate_limit_window")
 
@@ -32,9 +34,17 @@ def canonical(row: dict) -> dict:
     return row
 
 
+_KEY_SET = "coalesce(api_key_encrypted, '') <> ''"
+# public_view, rendered by the database: the reads that return many gateways (list, get)
+PUBLIC = JsonView("Gateway", hidden=_HIDDEN, extra={
+    "api_key_set": {"sqlite": f"json(CASE WHEN {_KEY_SET} THEN 'true' ELSE 'false' END)", "postgresql": _KEY_SET},
+    "api_key_last4": {"sqlite": f"CASE WHEN {_KEY_SET} THEN api_key_last4 END",
+                      "postgresql": f"CASE WHEN {_KEY_SET} THEN api_key_last4 END"}})
+
+
 def public_view(row: dict) -> dict:
     """What callers see: never the encrypted key, only whether one is set and its last 4 characters."""
-    out = {k: v for k, v in row.items() if k not in SECRET_FIELDS and k not in INTERNAL_FIELDS}
+    out = {k: v for k, v in row.items() if k not in _HIDDEN}
     out["api_key_set"] = bool(row.get("api_key_encrypted"))
     out["api_key_last4"] = row.get("api_key_last4") if out["api_key_set"] else None
     return out
@@ -79,12 +89,19 @@ async def get_gateway(q: Queries, organization_id: str, gateway_id: str, *, lock
     return canonical(row)
 
 
-async def list_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
-                    ) -> tuple[list[dict], int]:
+async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict:
+    """A gateway as callers see it (public_view of the row)."""
+    found = await select_json(q, PUBLIC, {"id": gateway_id, "organization_id": organization_id}, limit=1)
+    if not found:
+        raise NotFound(f"gateway {gateway_id} not found", field="gateway_id")
+    return found[0]
+
+
+async def list_public_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
+                           ) -> tuple[list[dict], int]:
+    """(a page of gateways as callers see them, by name; how many match in all)."""
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
-    total = await count(q, "Gateway", where)
-    rows = await select(q, "Gateway", where, order=["name", "id"], limit=limit, offset=offset)
-    return [canonical(r) for r in rows], total
+    return await page_json(q, PUBLIC, where, order=["name", "id"], limit=limit, offset=offset)
 
 
 async def update_gateway(q: Queries, organization_id: str, gateway_id: str, changes: dict, keyring=None

@@ -1,0 +1,103 @@
+"""Gateways rendered as JSON by the database (ngm/models/json_rows.py) equal the Python view of the same rows
+(decode, canonical, public_view), in the same order, on SQLite and PostgreSQL: over random rows whose every
+column is set to awkward values (quotes, control characters, astral text, nested JSON, times at millisecond
+edges, floats of many places, empty and missing keys)."""
+
+from __future__ import annotations
+
+import random
+import string
+from datetime import datetime, timedelta
+
+import pytest
+
+from ngm.models import TABLES
+from ngm.models.json_rows import page_json, select_json
+from ngm.models.query import count, insert, select
+from ngm.models.rows import new_id
+from ngm.nodes.gateways import store
+
+pytestmark = pytest.mark.anyio
+TEXTS = ["", "plain", "quote ' and \" and \\ backslash", "üñíçødé", "astral 😀𝄞", "tab\tnew\nline\r\x01\x1f",
+         "</script>", "{\"not\": \"json\"}", " spaced ", "a" * 300]
+JSON_VALUES = [[], {}, ["api_key"], {"nested": {"list": [1, 2.5, None, True, "x"]}, "ü": "😀"}, [{"a": []}],
+               "just text", 42, None]
+
+
+def _time(rng: random.Random) -> datetime | None:
+    if rng.random() < 0.2:
+        return None
+    base = datetime(2026, 1, 1) + timedelta(seconds=rng.randrange(0, 400 * 86400))
+    return base.replace(microsecond=rng.choice([0, 999, 1000, 123456, 123999, 999999, rng.randrange(10 ** 6)]))
+
+
+def _float(rng: random.Random) -> float:
+    return rng.choice([0.0, 30.0, 6.89, 0.1 + 0.2, 1e-7, 12345.678, 0.0625, 2.0005, 1.0625, -0.0005,
+                       rng.uniform(0, 10 ** 6), round(rng.uniform(0, 1000), rng.randrange(0, 4))])
+
+
+def _value(rng: random.Random, kind: str, nullable: bool):
+    if nullable and rng.random() < 0.25:
+        return None
+    if kind == "text":
+        return rng.choice(TEXTS) + "".join(rng.choices(string.printable, k=rng.randrange(0, 8)))
+    if kind == "int":
+        return rng.choice([0, 1, -1, 2 ** 31 - 1, rng.randrange(-10 ** 6, 10 ** 6)])
+    if kind == "float":
+        return _float(rng)
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "json":
+        return rng.choice(JSON_VALUES) if nullable else rng.choice([[], ["api_key", "jwt"], [{"k": "ü"}]])
+    return _time(rng)
+
+
+def random_gateway(rng: random.Random, organization_id: str, i: int) -> dict:
+    row = {c.name: _value(rng, c.kind, c.nullable) for c in TABLES["Gateway"].columns.values()}
+    row.update(id=new_id(), organization_id=organization_id, name=f"gw-{rng.randrange(10 ** 6):06d}-{i}",
+               environment=rng.choice(["production", "staging"]),
+               api_key_encrypted=rng.choice([None, "", "gAAAA-token"]), api_key_last4=rng.choice([None, "wxyz"]))
+    return row
+
+
+def python_view(row: dict) -> dict:
+    return store.public_view(store.canonical(row))
+
+
+async def test_the_database_renders_every_gateway_as_the_python_view_does(ctx, org):
+    rng = random.Random(20261203)
+    rows = [random_gateway(rng, org, i) for i in range(120)]
+    for row in rows:
+        await insert(ctx.database, "Gateway", row)
+    where = {"organization_id": org}
+    expected = [python_view(r) for r in await select(ctx.database, "Gateway", where, order=["name", "id"])]
+    assert len(expected) == 120
+    assert await select_json(ctx.database, store.PUBLIC, where, order=["name", "id"]) == expected
+    for gateway in expected[:20]:
+        assert await store.get_public(ctx.database, org, gateway["id"]) == gateway
+
+
+async def test_pages_and_totals_match_the_python_view_for_every_filter(ctx, org):
+    rng = random.Random(7)
+    for i in range(60):
+        row = random_gateway(rng, org, i)
+        row["status"] = rng.choice(["active", "inactive"])
+        await insert(ctx.database, "Gateway", row)
+    for _ in range(25):
+        filters = {"environment": rng.choice([None, "production", "staging"]),
+                   "status": rng.choice([None, "active", "inactive", "nowhere"])}
+        limit, offset = rng.choice([1, 7, 50, 100]), rng.choice([0, 3, 30, 59, 60, 500])
+        where = {"organization_id": org, **{k: v for k, v in filters.items() if v is not None}}
+        rows = await select(ctx.database, "Gateway", where, order=["name", "id"], limit=limit, offset=offset)
+        items, total = await store.list_public_page(ctx.database, org, filters, limit, offset)
+        assert (items, total) == ([python_view(r) for r in rows], await count(ctx.database, "Gateway", where))
+
+
+async def test_an_empty_organization_and_an_unknown_gateway(ctx, org):
+    assert await page_json(ctx.database, store.PUBLIC, {"organization_id": org}, order=["name"], limit=50,
+                           offset=0) == ([], 0)
+    from ngm.errors import NotFound
+
+    with pytest.raises(NotFound) as found:
+        await store.get_public(ctx.database, org, new_id())
+    assert found.value.field == "gateway_id"
