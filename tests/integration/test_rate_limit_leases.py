@@ -61,6 +61,20 @@ async def instances():
     await client.aclose()
 
 
+async def until(probe, what: str, equals=True, timeout: float = 10.0):
+    """Poll `probe` (a function, its result awaited when it is a coroutine) until it equals `equals`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value == equals:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last: {value!r})")
+        await asyncio.sleep(0.02)
+
+
 async def used_in_redis(limiter: RateLimiter, limit: int) -> int:
     [outcome] = await limiter.shared.check([Scope("gateway", "g:gw:w60000", limit, 60_000)], "gw", peek=True)
     return outcome.used
@@ -75,14 +89,15 @@ async def test_one_instance_leases_quota_and_tells_each_request_what_remains_as_
     assert limiter.leases.granted >= 2
     # leases stop where what is left, shared by LEASE_SHARE, is under LEASE_MIN: the rest went one by one
     assert limiter.counters["decided_locally"] == 0 and limiter.redis_up
-    await asyncio.sleep(LEASE_SECONDS * 2)
-    assert await used_in_redis(limiter, 300) == 300
+    await until(lambda: used_in_redis(limiter, 300), "the leases' unused units to be given back", equals=300)
 
 
 async def test_unused_units_are_given_back_when_the_lease_ends(instances):
     [limiter] = await instances(1)
     limits = Limits(global_limit=1_000_000, window_ms=60_000)
     room_in_window(60, room=5)
+    returns, give_back = [], limiter.leases.give_back
+    limiter.leases.give_back = lambda *args: returns.append(args)  # held here until the counts are read
     round_trips = 0
     for _ in range(3):  # bursts of 100 in one loop turn: leases of the demand seen, some left unused
         pending = []
@@ -96,9 +111,11 @@ async def test_unused_units_are_given_back_when_the_lease_ends(instances):
         await asyncio.gather(*pending)
     assert limiter.leases.granted >= 1 and round_trips < 300 - LEASE_MIN
     assert await used_in_redis(limiter, 1_000_000) > 300  # the lease's units are counted as it is taken
-    await asyncio.sleep(LEASE_SECONDS * 2)
-    assert limiter.leases.given_back > 0
-    assert await used_in_redis(limiter, 1_000_000) == 300  # and what was not used is given back
+    await until(lambda: limiter.leases.given_back > 0, "the leases to end with units unused")
+    assert sum(units for _, _, units in returns) == limiter.leases.given_back
+    for args in returns:
+        give_back(*args)
+    await until(lambda: used_in_redis(limiter, 1_000_000), "the unused units to be given back", equals=300)
 
 
 async def test_two_instances_hammering_admit_exactly_the_limit(instances):
@@ -117,8 +134,7 @@ async def test_two_instances_hammering_admit_exactly_the_limit(instances):
     admitted = [r for r in told_a + told_b if r is not None]
     assert len(admitted) == 2000  # none over, none short, out of 5000
     assert a.leases.granted > 0 and b.leases.granted > 0
-    await asyncio.sleep(LEASE_SECONDS * 2)
-    assert await used_in_redis(a, 2000) == 2000
+    await until(lambda: used_in_redis(a, 2000), "the leases' unused units to be given back", equals=2000)
 
 
 # ---------------------------------------------------------------- the bookkeeping alone
