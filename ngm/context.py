@@ -1,6 +1,7 @@
-"""What every node and channel needs at run time: settings, database, keyring, HTTP client.
+"""What every node and channel needs at run time: the settings and the services built from them.
 
-One AppContext per process (tests may open several). The executor binds it to a ContextVar around each
+One AppContext per process (tests may open several), built by `AppContext.open`, which makes every service
+once and hands each what it uses. The executor binds it to a ContextVar around each
 workflow execution, with the operation's transaction, so Kailash nodes reach both without passing live
 objects through workflow inputs.
 """
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from ngm.config import Settings
 from ngm.models.database import Database, Transaction
 
-if TYPE_CHECKING:  # the services' modules are imported when first used (the CLI's remote path imports none)
+if TYPE_CHECKING:  # imported by AppContext.open: the CLI's remote path, which opens none, imports none of them
     import redis.asyncio
     from kailash.runtime.async_local import AsyncLocalRuntime
 
@@ -60,26 +61,35 @@ def unbind(tokens) -> None:
 
 @dataclass
 class AppContext:
+    """The process's services, each built once by `open` (the factory) from the settings and handed what it
+    uses; `routing` is added by the serving app, which alone forwards agent traffic."""
+
     settings: Settings
     database: Database
-    keyring: "Keyring"
-    outbound: "OutboundClient"  # every call to an operator-configured address (probes, webhooks)
-    redis: "redis.asyncio.Redis | None" = None  # when NGM_REDIS_URL is set
-    bus: "LocalBus | None" = None  # a RedisBus (a LocalBus too) with Redis
-    lease: "LocalLease | RedisLease | None" = None
-    routing: "RoutingService | None" = None  # in a serving process
-    _runtime: "AsyncLocalRuntime | None" = None
-    _auth: "KeyAuthenticator | None" = None
-    _health_store: "HealthStore | None" = None
-    _recorder: "HealthRecorder | None" = None
-    _inflight: "InFlight | None" = None
-    _limiter: "RateLimiter | None" = None
+    keyring: Keyring
+    outbound: OutboundClient  # every call to an operator-configured address (probes, webhooks)
+    runtime: AsyncLocalRuntime  # runs the workflows of several nodes
+    auth: KeyAuthenticator
+    health_store: HealthStore
+    recorder: HealthRecorder
+    inflight: InFlight
+    limiter: RateLimiter
+    bus: LocalBus  # a RedisBus (a LocalBus too) with Redis
+    lease: LocalLease | RedisLease
+    redis: redis.asyncio.Redis | None = None  # when NGM_REDIS_URL is set
+    routing: RoutingService | None = None  # in a serving process
 
     @classmethod
-    async def open(cls, settings: Settings, *, create_key_file: bool = True) -> "AppContext":
+    async def open(cls, settings: Settings, *, create_key_file: bool = True) -> AppContext:
+        from kailash.runtime.async_local import AsyncLocalRuntime
+
+        from ngm.dataplane.inflight import InFlight
         from ngm.models.database import open_database
+        from ngm.nodes.auth.store import KeyAuthenticator
         from ngm.nodes.events.bus import LocalBus, RedisBus
-        from ngm.nodes.health.lease import LocalLease, RedisLease
+        from ngm.nodes.health.lease import LocalLease, RedisLease, instance_id
+        from ngm.nodes.health.recorder import HealthRecorder
+        from ngm.nodes.health.store import HealthStore
         from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
         from ngm.nodes.secrets.verify import open_keyring
 
@@ -91,83 +101,20 @@ class AppContext:
             raise
         outbound = OutboundClient(OutboundPolicy.from_setting(settings.outbound_allow, settings.outbound_only),
                                   max_connections=max(settings.monitor_concurrency, 16))
-        redis = None
+        client = None
         if settings.redis_url:
             import redis.asyncio as aioredis
 
-            redis = aioredis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return cls(settings=settings, database=database, keyring=keyring, outbound=outbound, redis=redis,
-                   bus=RedisBus(redis, f"{settings.redis_namespace}:events") if redis else LocalBus(),
-                   lease=RedisLease(redis, f"{settings.redis_namespace}:monitor-lease",
-                                    settings.monitor_lease_seconds) if redis else LocalLease())
-
-    @property
-    def runtime(self) -> "AsyncLocalRuntime":
-        if self._runtime is None:
-            from kailash.runtime.async_local import AsyncLocalRuntime
-
-            self._runtime = AsyncLocalRuntime()
-        return self._runtime
-
-    @property
-    def auth(self) -> "KeyAuthenticator":
-        if self._auth is None:
-            from ngm.nodes.auth.store import KeyAuthenticator
-
-            self._auth = KeyAuthenticator(self.database, ttl=self.settings.auth_cache_seconds)
-        return self._auth
-
-    @property
-    def health_store(self) -> "HealthStore":
-        if self._health_store is None:
-            from ngm.nodes.health.store import HealthStore
-
-            self._health_store = HealthStore(self.database)
-        return self._health_store
-
-    @property
-    def recorder(self) -> "HealthRecorder":
-        if self._recorder is None:
-            from ngm.nodes.health.recorder import HealthRecorder
-
-            self._recorder = HealthRecorder(self.health_store, self.bus)
-        return self._recorder
-
-    @property
-    def inflight(self) -> "InFlight":
-        if self._inflight is None:
-            from ngm.dataplane.inflight import InFlight
-            from ngm.nodes.health.lease import instance_id
-
-            self._inflight = InFlight(self.redis, self.settings.redis_namespace, instance_id())
-        return self._inflight
-
-    @property
-    def limiter(self) -> "RateLimiter":
-        """Rate limits: shared through Redis (its own client: a dead Redis costs a request 250 ms at most,
-        once), else in this process."""
-        if self._limiter is None:
-            from ngm.dataplane.limits.limiter import RateLimiter
-            from ngm.nodes.health.lease import instance_id
-
-            shared = client = None
-            if self.settings.redis_url:
-                import redis.asyncio as aioredis
-                from redis.backoff import NoBackoff
-                from redis.retry import Retry
-
-                from ngm.dataplane.limits.redis_backend import RedisBackend
-
-                # a bounded pool that queues callers (briefly): a burst must wait for a connection, not be
-                # taken for a dead Redis
-                pool = aioredis.BlockingConnectionPool.from_url(
-                    self.settings.redis_url, max_connections=64, timeout=0.25, socket_timeout=0.25,
-                    socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
-                client = aioredis.Redis(connection_pool=pool)
-                shared = RedisBackend(client, self.settings.redis_namespace)
-            self._limiter = RateLimiter(shared, self.settings.api_rate_limit, instance=instance_id(), redis=client,
-                                        namespace=self.settings.redis_namespace)
-        return self._limiter
+            client = aioredis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        bus = RedisBus(client, f"{settings.redis_namespace}:events") if client else LocalBus()
+        lease: LocalLease | RedisLease = (RedisLease(client, f"{settings.redis_namespace}:monitor-lease",
+                                                     settings.monitor_lease_seconds) if client else LocalLease())
+        health_store = HealthStore(database)
+        return cls(settings=settings, database=database, keyring=keyring, outbound=outbound,
+                   runtime=AsyncLocalRuntime(), auth=KeyAuthenticator(database, ttl=settings.auth_cache_seconds),
+                   health_store=health_store, recorder=HealthRecorder(health_store, bus),
+                   inflight=InFlight(client, settings.redis_namespace, instance_id()),
+                   limiter=_limiter(settings), bus=bus, lease=lease, redis=client)
 
     async def live_router(self) -> "Router":
         """The serving process's router; elsewhere (CLI, stdio MCP) one built from the database now."""
@@ -194,8 +141,7 @@ class AppContext:
 
         if self.routing is not None:
             await self.routing.refresh_table()
-        if self.bus is not None:
-            asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
+        asyncio.get_running_loop().create_task(self.bus.publish(make_event(ROUTING_CHANGED, "", {})))
 
     async def keys_changed(self, key_id: str, revoked: bool = False) -> None:
         """An API key was revoked or changed: forget that key here and (through the bus) everywhere."""
@@ -203,9 +149,8 @@ class AppContext:
         from ngm.nodes.events.store import make_event
 
         self.auth.forget(key_id, revoked)
-        if self.bus is not None:
-            event = make_event(KEYS_CHANGED, "", {"key_id": key_id, "revoked": revoked})
-            asyncio.get_running_loop().create_task(self.bus.publish(event))
+        event = make_event(KEYS_CHANGED, "", {"key_id": key_id, "revoked": revoked})
+        asyncio.get_running_loop().create_task(self.bus.publish(event))
 
     async def traffic_window(self, deployment_ids: list[str], seconds: int) -> tuple[dict, bool]:
         """(figures per deployment, whether they cover every instance's requests)."""
@@ -227,13 +172,36 @@ class AppContext:
 
     async def close(self) -> None:
         await self.outbound.close()
-        if self.bus is not None:
-            await self.bus.close()
+        await self.bus.close()
         if self.redis is not None:
             await self.redis.aclose()
-        if self._limiter is not None and self._limiter.redis is not None:
-            self._limiter.shared.close()
-            await self._limiter.redis.aclose()
-        if self._runtime is not None:
-            self._runtime.close()
+        if self.limiter.redis is not None:
+            self.limiter.shared.close()
+            await self.limiter.redis.aclose()
+        self.runtime.close()
         await self.database.close()
+
+
+def _limiter(settings: Settings) -> RateLimiter:
+    """Rate limits: shared through Redis (its own client: a dead Redis costs a request 250 ms at most, once),
+    else in this process."""
+    from ngm.dataplane.limits.limiter import RateLimiter
+    from ngm.nodes.health.lease import instance_id
+
+    shared = client = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        from ngm.dataplane.limits.redis_backend import RedisBackend
+
+        # a bounded pool that queues callers (briefly): a burst must wait for a connection, not be taken for a
+        # dead Redis
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=64, timeout=0.25, socket_timeout=0.25, socket_connect_timeout=0.25,
+            retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+        client = aioredis.Redis(connection_pool=pool)
+        shared = RedisBackend(client, settings.redis_namespace)
+    return RateLimiter(shared, settings.api_rate_limit, instance=instance_id(), redis=client,
+                       namespace=settings.redis_namespace)
