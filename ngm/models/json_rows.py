@@ -30,7 +30,7 @@ from ngm.models.query import order_clause, where_clause
 _SQLITE_TIME = ("CASE WHEN length({c}) = 26 THEN substr({c}, 1, 10) || 'T' || substr({c}, 12, 12) || 'Z' "
                 "ELSE strftime('%Y-%m-%dT%H:%M:%fZ', {c}) END")
 _EXPRESSIONS = {
-    "sqlite": {"bool": "json(CASE WHEN {c} THEN 'true' ELSE 'false' END)",
+    "sqlite": {"bool": "json(CASE WHEN {c} IS NULL THEN 'null' WHEN {c} THEN 'true' ELSE 'false' END)",
                "json": "json({c})", "time": _SQLITE_TIME},
     "postgresql": {"float": "{c}::float8", "time": "to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"},
 }

@@ -35,11 +35,11 @@ def canonical(row: dict) -> dict:
 
 
 _KEY_SET = "coalesce(api_key_encrypted, '') <> ''"
-# public_view, rendered by the database: the reads that return many gateways (list, get)
+_LAST4 = f"CASE WHEN {_KEY_SET} THEN api_key_last4 END"
+# public_view, rendered by the database: the gateway list and get
 PUBLIC = JsonView("Gateway", hidden=_HIDDEN, extra={
     "api_key_set": {"sqlite": f"json(CASE WHEN {_KEY_SET} THEN 'true' ELSE 'false' END)", "postgresql": _KEY_SET},
-    "api_key_last4": {"sqlite": f"CASE WHEN {_KEY_SET} THEN api_key_last4 END",
-                      "postgresql": f"CASE WHEN {_KEY_SET} THEN api_key_last4 END"}})
+    "api_key_last4": {"sqlite": _LAST4, "postgresql": _LAST4}})
 
 
 def public_view(row: dict) -> dict:
