@@ -89,7 +89,7 @@ class AgentRequest:
         self.waiter = None
         self.started = self.chunked = self.terminated = False
         self.pending: bytes | None = None  # the response head, written with the first body bytes
-        self.head_only = method == "HEAD"
+        self.head_only = self.method == "HEAD"
         self.status = 500
         self.started_at = time.perf_counter()
         self.rid = ""

@@ -206,6 +206,23 @@ async def test_refusals_on_the_connection_name_their_reason_and_keep_it_open(con
     assert router.requests == [] and not transport.closed
 
 
+async def test_answers_to_head_carry_no_body_whether_refused_or_forwarded(connect):
+    """A body after a HEAD answer would be read as the start of the next answer on the connection."""
+    protocol, transport, router = connect()
+    protocol.data_received(request(method=b"HEAD").replace(KEY.encode(), b"ngm_" + b"x" * 43)
+                           + request(method=b"HEAD") + request())
+    for _ in range(200):
+        if transport.buffer.endswith(b"GET /workflows/chat/execute 0"):
+            break
+        await asyncio.sleep(0.005)
+    answers = [b"HTTP/1.1 " + a for a in transport.buffer.split(b"HTTP/1.1 ")[1:]]
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"401", b"200", b"200"], transport.buffer
+    assert answers[0].endswith(b"\r\n\r\n") and answers[1].endswith(b"\r\n\r\n")  # heads alone
+    assert b"content-length: 30" in answers[1].lower()  # what a GET would have had: HEAD says so, sends none
+    assert answers[2].endswith(b"\r\n\r\nGET /workflows/chat/execute 0") and not transport.closed
+    assert [r[0] for r in router.requests] == ["HEAD", "GET"]
+
+
 async def test_a_chunked_body_s_trailers_are_not_headers(connect):
     protocol, transport, router = connect()
     head = (b"POST " + INVOKE + b" HTTP/1.1\r\nhost: ngm\r\nx-api-key: " + KEY.encode()
