@@ -86,13 +86,29 @@ def hammer_one_window(servers, key: str, agent: str, window: float) -> list[int]
     return statuses
 
 
+def hammer_with_redis_answering(servers, key: str, agent: str, window: float) -> list[int]:
+    """hammer_one_window, in a window where Redis answered every instance in time. A check that waits over
+    250 ms for Redis is decided locally (limit / live instances), by design: availability before exactness.
+    On a machine loaded enough for that, the window proves nothing about exactness and is run again (twice
+    at most); a window where Redis answered throughout must be exact."""
+    def fallbacks() -> int:
+        return sum(limiter_status(s)["decided_locally"] for s in servers)
+
+    for _ in range(3):
+        before = fallbacks()
+        statuses = hammer_one_window(servers, key, agent, window)
+        if fallbacks() == before:
+            return statuses
+    raise AssertionError("Redis was too slow to answer in three windows running: exactness not tested")
+
+
 def test_four_instances_admit_exactly_the_limit_per_window(cluster):
     servers, standin = cluster["servers"], cluster["standin"]
     key = make_key(cluster["url"], "rl-exact")
     limit, window = 40, 4.0
     deploy(servers[0], key, standin, "exact", global_rate_limit=limit, rate_limit_window=window)
     time.sleep(1.2)  # every instance has the deployment and its limits by now (they promise < 1 s)
-    statuses = hammer_one_window(servers, key, "exact", window)
+    statuses = hammer_with_redis_answering(servers, key, "exact", window)
     assert set(statuses) <= {200, 429}
     assert statuses.count(200) == limit, (statuses.count(200), len(statuses))  # none over, none short
     assert statuses.count(429) > limit  # demand was well above the limit
@@ -106,7 +122,7 @@ def test_busy_instances_lease_quota_and_still_admit_exactly_the_limit(cluster):
     deploy(servers[0], key, standin, "leases", global_rate_limit=limit, rate_limit_window=window)
     time.sleep(1.2)
     granted_before = sum(limiter_status(s)["leases_granted"] for s in servers)
-    statuses = hammer_one_window(servers, key, "leases", window)
+    statuses = hammer_with_redis_answering(servers, key, "leases", window)
     assert set(statuses) <= {200, 429}
     assert statuses.count(200) == limit, (statuses.count(200), len(statuses))
     assert statuses.count(429) > 100
