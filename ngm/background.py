@@ -9,7 +9,7 @@ import logging
 import time
 from datetime import timedelta
 
-from ngm.models.database import DatabaseUnavailable
+from ngm.errors import DatabaseUnavailable
 from ngm.models.rows import utcnow
 from ngm.tasks import stop_tasks
 

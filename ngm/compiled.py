@@ -58,7 +58,7 @@ class _FreshBuildsOnly:
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or not isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
             return spec
-        source = Path(spec.origin).parent / (name.rpartition(".")[2] + ".py")
+        source = Path(spec.origin or "").parent / (name.rpartition(".")[2] + ".py")
         if not source.is_file():
             return spec  # shipped compiled only: nothing else to run
         if self.allow and self.built.get(name) == source_digest(source):

@@ -175,8 +175,9 @@ class AppContext:
         await self.bus.close()
         if self.redis is not None:
             await self.redis.aclose()
-        if self.limiter.redis is not None:
+        if self.limiter.shared is not None:
             self.limiter.shared.close()
+        if self.limiter.redis is not None:
             await self.limiter.redis.aclose()
         self.runtime.close()
         await self.database.close()

@@ -31,6 +31,6 @@ class Fallback:
 
     def status(self) -> dict:
         out: dict = {"state": "degraded" if self.engaged else "ok", "switches": self.switches}
-        if self.engaged:
+        if self.engaged and self.since is not None:
             out.update(degraded=self.degraded, reason=self.reason, seconds=round(time.monotonic() - self.since, 1))
         return out

@@ -163,6 +163,8 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, str]:
             checks["redis"] = {"state": "down", "error": type(exc).__name__,
                                "degraded": "shared rate limits, in-flight counts, traffic figures, events and the "
                                            "monitor lease fall back to this instance (see their checks)"}
+    from ngm.nodes.events.bus import RedisBus
+
     limits = ctx.limiter.status()
     degraded = limits["backend"] == "redis" and limits["mode"] != "shared"
     checks["rate_limits"] = {"state": "degraded" if degraded else "ok", **limits}
@@ -171,7 +173,8 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, str]:
                                              "limit / live instances; fail-closed deployments answer 503")
     if ctx.redis is not None:
         checks["in_flight"] = ctx.inflight.fallback.status()
-        checks["event_bus"] = ctx.bus.fallback.status()
+        if isinstance(ctx.bus, RedisBus):  # always, with Redis
+            checks["event_bus"] = ctx.bus.fallback.status()
     if ctx.routing is not None and ctx.routing.redis_traffic is not None:
         checks["traffic_figures"] = ctx.routing.traffic_fallback.status()
     if services is not None:

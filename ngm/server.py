@@ -163,7 +163,7 @@ async def _serve(settings: Settings, host: str, port: int, ready_fd: int | None 
 
 
 def database_unreachable(exc: BaseException) -> bool:
-    from ngm.models.database import DatabaseUnavailable
+    from ngm.errors import DatabaseUnavailable
 
     if isinstance(exc, (DatabaseUnavailable, OSError)):
         return True

@@ -100,6 +100,7 @@ class Supervisor:
                 for w in started:
                     if not w.ready and not w.poll_ready(0.1 / len(started)) and w.exited() is not None:
                         code = w.exited()
+                        assert code is not None  # checked just above
                         log.error("worker %d exited with %d before serving", w.slot, code)
                         return code if code > 0 else 1  # killed by a signal (negative): still a failure
         return None

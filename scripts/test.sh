@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, make sure PostgreSQL and Redis run, lint, and run the test suite (pytest arguments pass through).
+# Set up, make sure PostgreSQL and Redis run, lint and type-check, and run the test suite (pytest arguments pass through).
 # Without test paths among the arguments, unit and integration tests first run with the data plane as plain
 # Python (NGM_COMPILED=0), then the whole suite with it compiled: both ways of running must hold. Tests run on
 # NGM_TEST_WORKERS pytest-xdist workers (3; most of a test's time is waiting on servers and sockets), a module's
@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/services.sh
 .venv/bin/ruff check --quiet ngm tests bench setup.py
+.venv/bin/mypy  # pyproject's [tool.mypy]: all of ngm, strictly the data plane, models and stores
 paths=0
 xdist=(-n "${NGM_TEST_WORKERS:-3}" --dist loadfile)
 for arg in "$@"; do

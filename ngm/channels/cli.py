@@ -172,6 +172,7 @@ def _option(name: str, field, op: Operation) -> click.Option:
         help_text = (help_text + " [required]").strip()
     if base is bool:
         return click.Option([f"--{flag}/--no-{flag}", name], default=None, help=help_text)
+    kind: click.ParamType
     if get_origin(base) is Literal:
         kind = click.Choice([str(v) for v in get_args(base)])
     elif base is int:

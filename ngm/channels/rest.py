@@ -121,7 +121,7 @@ def _endpoint(op: Operation):
         else:
             params, source = await read_json(request), "json"
         executor = request.app.state.executor
-        result = await executor.run(op, principal, params, request.path_params.get(op.id_param), source=source)
+        result = await executor.run(op, principal, params, request.path_params.get(op.id_param or ""), source=source)
         if op.status_code == 204:
             return Response(status_code=204)
         return JsonBody(result, status_code=op.status_code)
@@ -151,7 +151,7 @@ def _complete_openapi(app: FastAPI, registry: Registry) -> None:
                 components[op.input_model.__name__] = schema
         return spec
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 def mount_operations(app: FastAPI, registry: Registry) -> None:

@@ -5,6 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TextIO, TypeAlias
+
+    from ngm.nodes.auth.keys import Principal
+
+    # what add() leaves for a line: (its end, started, client, method, path, status, principal, rid)
+    _Line: TypeAlias = tuple[float, float, tuple[str, int] | None, str, str | bytes, int, Principal | None, str]
 
 _last_stamp = (-1, "")  # (second, its text)
 _last_ms_stamp = (-1, "")  # (millisecond, its whole stamp): the access log writes dozens of lines a millisecond
@@ -33,15 +42,16 @@ class AccessLog:
 
     FLUSH_AFTER = 0.05
 
-    def __init__(self):
-        self.stream, self.enabled = None, False
-        self._lines: list[str] = []
+    def __init__(self) -> None:
+        self.stream, self.enabled = None, False  # type: TextIO | None, bool
+        self._lines: list[_Line] = []
 
-    def configure(self, stream, enabled: bool) -> None:
+    def configure(self, stream: TextIO, enabled: bool) -> None:
         self.flush()
         self.stream, self.enabled = stream, enabled
 
-    def add(self, client, method: str, path: str | bytes, status: int, started: float, principal, rid: str) -> None:
+    def add(self, client: tuple[str, int] | None, method: str, path: str | bytes, status: int, started: float,
+            principal: Principal | None, rid: str) -> None:
         """A request's line: the key id, never the key; `started` from perf_counter(), `path` without the query."""
         if not self.enabled:
             return
@@ -61,7 +71,8 @@ class AccessLog:
                 if type(path) is bytes:
                     path = path.decode("latin-1")
                 text.append(f'{utc_stamp(wall - (now - at))} INFO ngm.access {client[0] if client else "-"} '
-                            f'"{method} {path}" {status} {(at - started) * 1000:.1f}ms '
+                            # path is a str here (bytes decoded above): mypy narrows no else-branch of `type(x) is`
+                            f'"{method} {path}" {status} {(at - started) * 1000:.1f}ms '  # type: ignore[str-bytes-safe]
                             f'key={principal.key_id if principal else "-"} rid={rid}\n')
             try:
                 self.stream.write("".join(text))

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass
@@ -20,7 +24,8 @@ class Circuit:
 
 
 class CircuitBreakers:
-    def __init__(self, threshold: int = 5, cool_down: float = 10.0, clock=time.monotonic, on_open=None):
+    def __init__(self, threshold: int = 5, cool_down: float = 10.0, clock: Callable[[], float] = time.monotonic,
+                 on_open: Callable[[str], object] | None = None) -> None:
         self.threshold, self.cool_down, self.clock = threshold, cool_down, clock
         self.on_open = on_open  # callback(gateway_id): ask the monitor to probe it now
         self._circuits: dict[str, Circuit] = {}
@@ -66,5 +71,5 @@ class CircuitBreakers:
         if c is not None and ok and c.state == "open":
             c.state = "half_open"
 
-    def view(self) -> dict:
+    def view(self) -> dict[str, str]:
         return {gid: self.state(gid) for gid in self._circuits if self.state(gid) != "closed"}

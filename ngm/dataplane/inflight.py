@@ -16,6 +16,7 @@ then waits, for the view or for its deadline. An instance that stops cleanly lea
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ngm.fallbacks import Fallback
 
@@ -27,7 +28,7 @@ class SharedViewUnavailable(Exception):
 
 
 class InFlight:
-    def __init__(self, redis=None, namespace: str = "ngm", instance: str = "local", ttl_ms: int = 3000):
+    def __init__(self, redis: Any = None, namespace: str = "ngm", instance: str = "local", ttl_ms: int = 3000) -> None:
         self.counts: dict[str, int] = {}  # a plain dict: Counter's arithmetic costs more per request
         self.elsewhere: dict[str, int] = {}  # the other instances' counts as last published (with Redis)
         self.redis, self.instance, self.ttl_ms = redis, instance, ttl_ms
@@ -86,7 +87,8 @@ class InFlight:
             return
         self.fallback.clear()
 
-    async def total_everywhere(self, deployment_id: str, patience: float = 0.0, present: tuple = ()) -> int:
+    async def total_everywhere(self, deployment_id: str, patience: float = 0.0,
+                               present: tuple[str, ...] = ()) -> int:
         """Across instances, read now. Raises SharedViewUnavailable when the others cannot be read; when one of
         them has not published for longer than a publication lives but less than `patience` seconds (the
         longest its requests may last); or when one known to be `present` (through the database) has no

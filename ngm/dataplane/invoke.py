@@ -8,7 +8,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_to_bytes
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network  # a trusted proxy's network
 
 PREFIX = "/api/v1/agents/"
 _PREFIX = PREFIX.encode()
@@ -72,7 +78,8 @@ def invoke_target(raw_path: bytes, query: bytes) -> tuple[str, bytes | None] | N
     return agent, rest + b"?" + query if query else rest
 
 
-def forwarded_lines(peer: str, scheme: str, header_map: dict | None = None, trusted: tuple = ()) -> bytes:
+def forwarded_lines(peer: str, scheme: str, header_map: dict[bytes, bytes] | None = None,
+                    trusted: tuple[IPNetwork, ...] = ()) -> bytes:
     """The header lines that tell the gateway who called, made from what this router saw: the connection's
     address and scheme. The caller's own X-Forwarded-*, Forwarded and X-Real-IP are never passed on, except
     from a trusted proxy (header_map given): then its chain is extended and the client is the rightmost
@@ -92,7 +99,7 @@ def forwarded_lines(peer: str, scheme: str, header_map: dict | None = None, trus
             % (scheme, ", ".join(chain), client, forwarded)).encode("latin-1")
 
 
-def _in(address: str, networks: tuple) -> bool:
+def _in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -100,12 +107,12 @@ def _in(address: str, networks: tuple) -> bool:
     return any(ip in net for net in networks)
 
 
-def trusted_networks(setting: str) -> tuple:
+def trusted_networks(setting: str) -> tuple[IPNetwork, ...]:
     """NGM_TRUSTED_PROXIES: comma-separated CIDRs of proxies whose X-Forwarded-* this router believes."""
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in (setting or "").split(",") if v.strip())
 
 
-def is_trusted(address: str | None, networks: tuple) -> bool:
+def is_trusted(address: str | None, networks: tuple[IPNetwork, ...]) -> bool:
     return bool(networks) and address is not None and _in(address, networks)
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger("ngm.auth")
 REVOKED = object()  # what a loader answers for a key it knows to be revoked
 
 
-def _quietly(task: asyncio.Task) -> None:
+def _quietly(task: asyncio.Task[Principal | None]) -> None:
     """A background re-read that failed: the entry expires and the next request loads it (and sees why)."""
     if not task.cancelled() and task.exception() is not None:
         log.debug("API key re-read failed (%s); retried on the next request", type(task.exception()).__name__)
@@ -47,8 +47,9 @@ class KeyCache:
         self._revoked: dict[str, bool] = {}
         # presented key -> its digest: a SHA-256 per request was 3% of the router's CPU. It holds keys in
         # memory as the request buffers do; it decides nothing (the answers above do, and expire).
-        self._digests: dict[str, str] = {}
-        self._loading: dict[str, asyncio.Task] = {}
+        # (looked up with whatever was presented, None too; only keys that look like API keys are kept)
+        self._digests: dict[str | None, str] = {}
+        self._loading: dict[str, asyncio.Task[Principal | None]] = {}
         self._generation = 0  # forget() bumps it: a load begun before does not store its answer
 
     def cached(self, presented: str | None) -> Principal | None:
@@ -101,7 +102,7 @@ class KeyCache:
                 else:
                     self._known[digest] = (0.0, principal)
 
-    def _start_load(self, digest: str) -> asyncio.Task:
+    def _start_load(self, digest: str) -> asyncio.Task[Principal | None]:
         task = self._loading[digest] = asyncio.ensure_future(self._load_and_keep(digest))
         return task
 

@@ -18,6 +18,7 @@ import http
 import json
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 import httptools
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
@@ -30,6 +31,55 @@ from ngm.dataplane.limits.limiter import header_lines
 from ngm.dataplane.memo import keep
 from ngm.dataplane.turn_writes import TurnWrites, turn_writes
 from ngm.errors import NgmError, Refusal
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Awaitable, Coroutine
+    from typing import Literal, Protocol
+
+    from uvicorn._types import ASGI3Application
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+    from uvicorn.server import ServerState
+
+    from ngm.dataplane.invoke import IPNetwork
+    from ngm.dataplane.keys import KeyCache
+    from ngm.dataplane.router import Router
+    from ngm.nodes.auth.keys import Principal
+
+    class _AgentProtocol(Protocol):
+        """What AgentRequest and AgentTraffic use of their connection: agent_traffic_protocol()'s class, which is
+        uvicorn's HttpToolsProtocol and ours."""
+
+        @property
+        def transport(self) -> asyncio.Transport: ...
+        @property
+        def flow(self) -> FlowControl: ...
+        @property
+        def loop(self) -> asyncio.AbstractEventLoop: ...
+        @property
+        def parser(self) -> httptools.HttpRequestParser: ...
+        @property
+        def server_state(self) -> ServerState: ...
+        @property
+        def scheme(self) -> Literal["http", "https"] | None: ...
+        @property
+        def client(self) -> tuple[str, int] | None: ...
+        @property
+        def headers(self) -> list[tuple[bytes, bytes]]: ...
+        @property
+        def expect_100_continue(self) -> bool: ...
+        @property
+        def connection(self) -> bytes | None: ...
+        @property
+        def credentials(self) -> int: ...
+        @property
+        def forwarded(self) -> bytes | None: ...
+        @property
+        def writes(self) -> TurnWrites: ...
+        unflushed: bool
+        def on_response_complete(self) -> None: ...
+        def run_task(self, coro: Coroutine[Any, Any, None]) -> None: ...
 
 log = logging.getLogger("ngm.routing")
 _PREFIX = PREFIX.encode()
@@ -50,10 +100,11 @@ class CallerGone(Exception):
     pass
 
 
-_defaults: tuple = (None, b"")  # uvicorn's default headers (Date, kept current) and their lines
+# uvicorn's default headers (Date, kept current) and their lines
+_defaults: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
 
 
-def _default_lines(server_state) -> bytes:
+def _default_lines(server_state: ServerState) -> bytes:
     """The lines of uvicorn's default headers, made again only when uvicorn replaces them (once a second)."""
     global _defaults
     headers = server_state.default_headers
@@ -68,8 +119,8 @@ class AgentRequest:
                  "response_complete", "disconnected", "keep_alive", "waiter", "started", "chunked", "terminated",
                  "head_only", "status", "pending", "started_at", "rid", "principal", "connection", "credentials")
 
-    def __init__(self, protocol: HttpToolsProtocol, method: bytes, agent_id: str, raw_path: bytes, target: bytes,
-                 keep_alive: bool):
+    def __init__(self, protocol: _AgentProtocol, method: bytes, agent_id: str, raw_path: bytes,
+                 target: bytes | None, keep_alive: bool) -> None:
         self.protocol, self.transport, self.flow = protocol, protocol.transport, protocol.flow
         self.method, self.method_bytes = method.decode("ascii"), method
         self.agent_id, self.raw_path, self.target = agent_id, raw_path, target  # target: the gateway's
@@ -86,14 +137,14 @@ class AgentRequest:
         self.response_complete = self.disconnected = False
         self.keep_alive = keep_alive
         # ours
-        self.waiter = None
+        self.waiter: asyncio.Future[None] | None = None
         self.started = self.chunked = self.terminated = False
         self.pending: bytes | None = None  # the response head, written with the first body bytes
         self.head_only = self.method == "HEAD"
         self.status = 500
         self.started_at = time.perf_counter()
         self.rid = ""
-        self.principal = None
+        self.principal: Principal | None = None
 
     def set(self) -> None:
         waiter = self.waiter
@@ -211,7 +262,7 @@ class AgentRequest:
             self.transport.close()
         self.protocol.on_response_complete()
 
-    def reply_json(self, status: int, payload: dict, headers: list) -> None:
+    def reply_json(self, status: int, payload: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
         """A whole small answer (an error): written at once, nothing to wait for after it."""
         body = json.dumps(payload).encode()
         self.start(status, [b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
@@ -223,11 +274,11 @@ class AgentRequest:
 class AgentTraffic:
     """Authenticate, forward, log: what RequestMiddleware does for the ASGI app, for agent traffic."""
 
-    def __init__(self, authenticator, router, trusted: tuple = ()):
+    def __init__(self, authenticator: KeyCache, router: Router, trusted: tuple[IPNetwork, ...] = ()) -> None:
         self.authenticator, self.router = authenticator, router
         self.trusted = trusted  # NGM_TRUSTED_PROXIES: whose X-Forwarded-* are believed
 
-    def begin(self, request: AgentRequest):
+    def begin(self, request: AgentRequest) -> Coroutine[Any, Any, None] | None:
         """Start serving a request whose head (and whatever body came with it) is in: without a coroutine
         when nothing has to be waited for (the router's forward_now). Returns the coroutine to run as the
         request's task, or None."""
@@ -243,6 +294,7 @@ class AgentTraffic:
                               [{"field": "path", "message": "could leave the gateway's base path"}])
             if request.forwarded is None:  # from a trusted proxy: its chain, extended
                 client = request.client
+                assert request.protocol.scheme is not None  # set when the connection was made
                 request.forwarded = forwarded_lines(client[0] if client else "", request.protocol.scheme, headers,
                                                     self.trusted)
             principal = self.authenticator.cached(presented_key(headers))
@@ -256,11 +308,11 @@ class AgentTraffic:
         self.finished(request)
         return None
 
-    def resume(self, request: AgentRequest, rest) -> None:
+    def resume(self, request: AgentRequest, rest: Awaitable[None]) -> None:
         """Go on with a request begun without a coroutine in one: `rest`, as the request's task."""
         request.protocol.run_task(self.serve(request, rest))
 
-    async def serve(self, request: AgentRequest, rest=None) -> None:
+    async def serve(self, request: AgentRequest, rest: Awaitable[None] | None = None) -> None:
         """The exchange as the request's task: all of it, or `rest` of it (one coroutine level: each is paid
         again on every resume)."""
         try:
@@ -302,7 +354,7 @@ class AgentTraffic:
 
 # request target -> (agent id, raw path, the gateway's target), or None when it is not an invoke path: callers
 # repeat a few targets, and parsing one cost 4-7% of the router's CPU per request
-_invoke_targets: dict[bytes, tuple | None] = {}
+_invoke_targets: dict[bytes, tuple[str, bytes, bytes | None] | None] = {}
 _UNSEEN = object()
 
 
@@ -315,7 +367,7 @@ def _invoke_target(url: bytes) -> tuple[str, bytes, bytes | None] | None:
     return keep(_invoke_targets, url, target, 4096)
 
 
-def agent_traffic_protocol(traffic: AgentTraffic) -> type:
+def agent_traffic_protocol(traffic: AgentTraffic) -> type[HttpToolsProtocol]:
     """The protocol class for uvicorn.Config(http=...), serving agent traffic with `traffic`."""
 
     class AgentTrafficProtocol(HttpToolsProtocol):
@@ -336,9 +388,10 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
         head_timer = None  # armed only when a read ends inside a head (a head that comes whole never is)
         HEAD_SECONDS = 30.0  # a head must be whole this long after it began to arrive in pieces (slowloris)
 
-        def connection_made(self, transport) -> None:
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
             self.writes = turn_writes(self.loop)
             super().connection_made(transport)
+            assert self.scheme is not None  # set by uvicorn's connection_made
             # what every request forwarded from this connection tells the gateway about it
             peer = self.client[0] if self.client else ""
             self.forwarded = (None if is_trusted(peer, traffic.trusted)
@@ -460,7 +513,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             self.headers.append((name, value))
 
         def on_body(self, body: bytes) -> None:
-            cycle = self.cycle
+            cycle: RequestResponseCycle | AgentRequest = self.cycle
             if type(cycle) is not AgentRequest:
                 return super().on_body(body)
             if cycle.response_complete:
@@ -471,7 +524,7 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             cycle.set()
 
         def on_message_complete(self) -> None:
-            cycle = self.cycle
+            cycle: RequestResponseCycle | AgentRequest = self.cycle
             if type(cycle) is not AgentRequest:
                 return super().on_message_complete()
             if not cycle.response_complete:
@@ -480,8 +533,11 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
 
         def _to_asgi_app(self) -> None:
             """uvicorn's on_headers_complete, with the scope its on_message_begin would have made."""
-            self.scope = {"type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-                          "http_version": "1.1", "server": self.server, "client": self.client, "scheme": self.scheme,
+            # method, path, raw_path and query_string: added by uvicorn's on_headers_complete (ignored as uvicorn's)
+            self.scope = {"type": "http",  # type: ignore[typeddict-item]
+                          "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                          "http_version": "1.1", "server": self.server, "client": self.client,
+                          "scheme": self.scheme,  # type: ignore[typeddict-item]  # set once connected
                           "root_path": self.root_path, "headers": self.headers, "state": self.app_state.copy()}
             super().on_headers_complete()
 
@@ -496,23 +552,26 @@ def agent_traffic_protocol(traffic: AgentTraffic) -> type:
             if invoke is None:
                 return self._to_asgi_app()
             version = self.parser.get_http_version()
-            request = AgentRequest(self, self.parser.get_method(), *invoke,
+            # `invoke`: the memo's tuple, never _UNSEEN (replaced above), which `is` cannot tell mypy (a cast would
+            # be a call per request)
+            request = AgentRequest(self, self.parser.get_method(), *invoke,  # type: ignore[call-arg, misc]
                                    version != "1.0" and self.parser.should_keep_alive())
-            existing, self.cycle = self.cycle, request
+            # an AgentRequest stands in for uvicorn's cycle (the attributes it reads and writes: see the module)
+            existing, self.cycle = self.cycle, request  # type: ignore[assignment]
             if existing is None or existing.response_complete:
                 self.unstarted = request  # with the body that came along, if any: see data_received
             else:  # pipelined: uvicorn starts it when the one before has answered
                 self.flow.pause_reading()
-                self.pipeline.appendleft((request, None))
+                self.pipeline.appendleft((request, None))  # type: ignore[arg-type]  # (as self.cycle above)
 
-        def _start_asgi_task(self, cycle, app) -> None:
-            if type(cycle) is not AgentRequest:
-                return super()._start_asgi_task(cycle, app)
+        def _start_asgi_task(self, cycle: RequestResponseCycle | AgentRequest, app: ASGI3Application | None) -> None:
+            if type(cycle) is not AgentRequest:  # uvicorn's cycle, with its app
+                return super()._start_asgi_task(cycle, app)  # type: ignore[arg-type]
             rest = traffic.begin(cycle)
             if rest is not None:
                 self.run_task(rest)
 
-        def run_task(self, coro) -> None:
+        def run_task(self, coro: Coroutine[Any, Any, None]) -> None:
             task = self.loop.create_task(coro)
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)

@@ -17,9 +17,27 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from functools import reduce
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ngm.dataplane.memo import keep
 from ngm.dataplane.table import Policy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Protocol
+
+    from ngm.dataplane import table
+
+    class _Weighted(Protocol):
+        """What the weighted and round-robin picks read: a Candidate, or the router's Target."""
+
+        @property
+        def deployment_id(self) -> str: ...
+
+        @property
+        def weight(self) -> int: ...
+
+_W = TypeVar("_W", bound="_Weighted")
 
 STRATEGIES = ("round_robin", "least_connections", "weighted", "geographic")
 
@@ -39,7 +57,7 @@ class Candidate:
     circuit: str = "closed"  # closed | open | half_open
     target: object = field(default=None, repr=False, compare=False)  # the router's Target (not in views)
 
-    def view(self) -> dict:
+    def view(self) -> dict[str, Any]:
         return {"deployment_id": self.deployment_id, "gateway_id": self.gateway_id, "gateway_name": self.gateway_name,
                 "agent_version": self.agent_version, "weight": self.weight, "region": self.region,
                 "health_status": self.health_status, "in_flight": self.in_flight, "circuit": self.circuit}
@@ -62,11 +80,12 @@ def ineligible_reason(c: Candidate) -> str | None:
 class SmoothWeighted:
     """Smooth weighted round robin; its state survives candidates coming and going."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.current: dict[str, int] = {}
-        self._reduced: dict[tuple, tuple] = {}  # weights -> (weights / their gcd, their sum): once per weight set
+        # weights -> (weights / their gcd, their sum): once per weight set
+        self._reduced: dict[tuple[int, ...], tuple[tuple[int, ...], int]] = {}
 
-    def pick(self, candidates: list[Candidate], commit: bool = True) -> Candidate:
+    def pick(self, candidates: list[_W], commit: bool = True) -> _W:
         # One candidate (most agents): it is the pick and its value does not move; only departed deployments are
         # forgotten, as the loop below would do
         if len(candidates) == 1:
@@ -87,6 +106,7 @@ class SmoothWeighted:
             value = current[c.deployment_id] = current.get(c.deployment_id, 0) + weight
             if best is None or value > best_value:
                 best, best_value = c, value
+        assert best is not None  # two candidates at least (one returned above; the callers pass none empty)
         current[best.deployment_id] = best_value - total
         if commit and len(current) > len(candidates):  # forget deployments that left
             for gone in set(current) - {c.deployment_id for c in candidates}:
@@ -95,10 +115,10 @@ class SmoothWeighted:
 
 
 class RoundRobin:
-    def __init__(self):
+    def __init__(self) -> None:
         self.turn = 0
 
-    def pick(self, candidates: list[Candidate], commit: bool = True) -> Candidate:
+    def pick(self, candidates: list[_W], commit: bool = True) -> _W:
         chosen = sorted(candidates, key=lambda c: c.deployment_id)[self.turn % len(candidates)]
         if commit:
             self.turn += 1
@@ -108,7 +128,7 @@ class RoundRobin:
 class LeastConnections:
     """Fewest in flight per unit of weight; ties go round robin so idle deployments share the work."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.turn = 0
 
     def pick(self, candidates: list[Candidate], commit: bool = True) -> Candidate:
@@ -121,9 +141,9 @@ class LeastConnections:
         return chosen
 
 
-def rendezvous(candidates: list[Candidate], key: str) -> Candidate:
+def rendezvous(candidates: list[_W], key: str) -> _W:
     """Weighted rendezvous (highest random weight) hashing."""
-    def score(c: Candidate) -> float:
+    def score(c: _W) -> float:
         digest = hashlib.blake2b(f"{key}\x00{c.deployment_id}".encode(), digest_size=8).digest()
         u = (int.from_bytes(digest, "big") + 1) / (2 ** 64 + 1)  # in (0, 1)
         return c.weight / -math.log(u)
@@ -142,7 +162,7 @@ class Decision:
     region_used: str | None = None  # geographic: the region the choice came from (None: any)
     sticky_key_source: str | None = None  # header | api_key | None
 
-    def view(self) -> dict:
+    def view(self) -> dict[str, Any]:
         total = sum(c.weight for c in self.eligible) or 1
         return {
             "deployment": self.chosen.view() if self.chosen else None,
@@ -156,19 +176,19 @@ class Decision:
 class RoutingState:
     """What a strategy remembers between requests for one agent in one environment."""
 
-    def __init__(self):
-        self.weighted: dict[tuple, SmoothWeighted] = {}
+    def __init__(self) -> None:
+        self.weighted: dict[tuple[str | None, ...], SmoothWeighted] = {}
         self.round_robin = RoundRobin()
         self.least = LeastConnections()
 
-    def smooth(self, scope: tuple = ()) -> SmoothWeighted:
+    def smooth(self, scope: tuple[str | None, ...] = ()) -> SmoothWeighted:
         if scope not in self.weighted:
             self.weighted[scope] = SmoothWeighted()
         return self.weighted[scope]
 
 
 def choose(policy: Policy, candidates: list[Candidate], state: RoutingState, *, region: str | None = None,
-           routing_key: str | None = None, key_source: str | None = None, exclude: frozenset = frozenset(),
+           routing_key: str | None = None, key_source: str | None = None, exclude: frozenset[str] = frozenset(),
            commit: bool = True) -> Decision:
     eligible, skipped = [], []
     for c in candidates:
@@ -183,7 +203,7 @@ def choose(policy: Policy, candidates: list[Candidate], state: RoutingState, *, 
     if not eligible:
         decision.reason = "no eligible deployment"
         return decision
-    pool, scope = eligible, ()
+    pool, scope = eligible, ()  # type: list[Candidate], tuple[str | None, ...]
     if policy.strategy == "geographic":
         pool, decision.region_used = _by_region(policy, eligible, region)
         if not pool:
@@ -191,6 +211,7 @@ def choose(policy: Policy, candidates: list[Candidate], state: RoutingState, *, 
             return decision
         scope = (decision.region_used,)
     if sticky:
+        assert routing_key is not None  # sticky only with a key
         decision.chosen = rendezvous(pool, routing_key)
         decision.reason = f"sticky key from {key_source}, weighted rendezvous hashing"
     elif policy.strategy == "round_robin":
@@ -208,7 +229,8 @@ def choose(policy: Policy, candidates: list[Candidate], state: RoutingState, *, 
     return decision
 
 
-def pick_target(policy: Policy, targets: list, state: RoutingState, circuit_state, routing_key: str | None):
+def pick_target(policy: Policy, targets: Iterable[table.Target], state: RoutingState,
+                circuit_state: Callable[[str], str], routing_key: str | None) -> table.Target | None:
     """choose()'s pick for the router's hot path, made on the routing table's Targets without a Candidate per
     deployment or a Decision (a tenth of the router's time went on building them): the same choice, with
     the same effect on `state`, for the weighted and round-robin strategies, sticky or not, with nothing

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ngm.dataplane.limits.limiter import Limits
 
@@ -27,7 +28,7 @@ class Policy:
     def __post_init__(self) -> None:
         self.sticky_key = self.sticky_header.lower().encode()
 
-    def view(self) -> dict:
+    def view(self) -> dict[str, Any]:
         return {"strategy": self.strategy, "sticky": self.sticky, "sticky_header": self.sticky_header,
                 "fallback": self.fallback, "fallback_regions": list(self.fallback_regions)}
 
@@ -68,7 +69,7 @@ class Target:
     upstream_headers: bytes = b""  # to the gateway: its key, the agent, version and deployment
     answer_lines: bytes = b""  # back to the caller: which deployment and gateway answered
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         g = self.gateway
         self.upstream_headers = ((b"x-api-key: " + g.api_key.encode() + b"\r\n" if g.api_key else b"")
                                  + b"x-ngm-agent: %b\r\nx-ngm-agent-version: %b\r\nx-ngm-deployment: %b\r\n"
@@ -95,8 +96,8 @@ class RoutingTable:
     def __init__(self, refresh_every: float = 2.0):
         self.refresh_every = refresh_every
         self.gateways: dict[str, GatewayRoute] = {}
-        self.targets: dict[tuple, list[Target]] = {}
-        self.policies: dict[tuple, Policy] = {}
+        self.targets: dict[tuple[str, str, str], list[Target]] = {}
+        self.policies: dict[tuple[str, str, str], Policy] = {}
         self.refreshed_at = float("-inf")
         self.changed = asyncio.Event()  # set by invalidate(): the control plane publishes again at once
 
@@ -111,11 +112,11 @@ class RoutingTable:
         self.refreshed_at = float("-inf")
         self.changed.set()
 
-    def policy(self, scope: tuple) -> Policy:
+    def policy(self, scope: tuple[str, str, str]) -> Policy:
         return self.policies.get(scope) or _DEFAULT_POLICY
 
-    def apply_transition(self, data: dict) -> None:
+    def apply_transition(self, data: dict[str, Any]) -> None:
         """A health transition from the bus: route around (or back to) the gateway at once."""
-        gateway = self.gateways.get(data.get("gateway_id"))
+        gateway = self.gateways.get(data.get("gateway_id"))  # type: ignore[arg-type]  # no id: get(None) finds none
         if gateway is not None:
             gateway.health_status, gateway.status = data["to_health"], data["to_status"]

@@ -10,12 +10,18 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BUCKET_SECONDS = 10
 KEEP_SECONDS = 15 * 60
 _PER_DECADE = 16
 _BASE_MS = 0.1
 HIST_SIZE = 6 * _PER_DECADE  # 0.1 ms .. 100 s
+
+_K = TypeVar("_K")
 
 
 def histogram_index(ms: float) -> int:
@@ -43,7 +49,7 @@ def percentile_from_histogram(hist: dict[int, int], q: float) -> float | None:
 class Bucket:
     __slots__ = ("requests", "errors", "rejected", "hist")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requests = self.errors = self.rejected = 0
         self.hist: dict[int, int] = defaultdict(int)
 
@@ -56,15 +62,15 @@ class Bucket:
 
 
 class TrafficStats:
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.buckets: dict[str, dict[int, Bucket]] = defaultdict(dict)  # deployment -> bucket start -> Bucket
         self.unflushed: dict[tuple[str, int], Bucket] = {}  # what has not reached Redis yet
         # deployment -> (bucket start, the unflushed dict it belongs to, its two current buckets): the
         # router records every request, and finding both buckets by key each time cost more than counting
-        self._current: dict[str, tuple] = {}
+        self._current: dict[str, tuple[int, dict[tuple[str, int], Bucket], Bucket, Bucket]] = {}
 
-    def _bucket(self, store: dict, key) -> Bucket:
+    def _bucket(self, store: dict[_K, Bucket], key: _K) -> Bucket:
         b = store.get(key)
         if b is None:
             b = store[key] = Bucket()
@@ -111,7 +117,7 @@ class TrafficStats:
         return out
 
 
-def summarize(bucket: Bucket, seconds: int) -> dict:
+def summarize(bucket: Bucket, seconds: int) -> dict[str, Any]:
     return {"requests": bucket.requests, "errors": bucket.errors, "rate_limited": bucket.rejected,
             "error_rate": round(bucket.errors / bucket.requests, 4) if bucket.requests else 0.0,
             "requests_per_second": round(bucket.requests / seconds, 2),
@@ -122,7 +128,7 @@ def summarize(bucket: Bucket, seconds: int) -> dict:
 class RedisTraffic:
     """Buckets of every instance, added up in Redis hashes (one per deployment and 10-second bucket)."""
 
-    def __init__(self, redis, namespace: str):
+    def __init__(self, redis: Any, namespace: str) -> None:
         self.redis, self.prefix = redis, f"{namespace}:traffic:"
 
     async def flush(self, buckets: dict[tuple[str, int], Bucket]) -> None:

@@ -17,6 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Owner(Protocol):
+        """A protocol whose connection's bytes wait here."""
+
+        unflushed: bool
+
+        @property
+        def transport(self) -> asyncio.WriteTransport: ...
 
 _PER_LOOP: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnWrites]" = weakref.WeakKeyDictionary()
 
@@ -27,18 +39,19 @@ class TurnWrites:
 
     __slots__ = ("loop", "items")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = weakref.ref(loop)  # held by the loop's entry in _PER_LOOP: a strong one would keep it alive
-        self.items: list[tuple] = []
+        self.items: list[tuple[_Owner, bytes]] = []
 
-    def write(self, owner, data: bytes) -> None:
+    def write(self, owner: _Owner, data: bytes) -> None:
         items = self.items
         if not items:
-            self.loop().call_soon(self.flush)
+            # the loop is alive: writes come from its own callbacks (a dead one has no entry in _PER_LOOP)
+            self.loop().call_soon(self.flush)  # type: ignore[union-attr]
         items.append((owner, data))
         owner.unflushed = True
 
-    def flush_for(self, owner) -> None:
+    def flush_for(self, owner: _Owner) -> None:
         """Before a direct write or close of `owner`'s connection: what waits here goes first."""
         if owner.unflushed:
             self.flush()

@@ -15,11 +15,18 @@ import collections
 import socket
 import ssl
 import time
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
 from ngm.dataplane.turn_writes import turn_writes
 from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeAlias
+
+    _Origin: TypeAlias = tuple[str, str, int]  # (scheme, host, port)
 
 _QUEUE_HIGH = 32  # buffered body chunks before the upstream socket is paused
 
@@ -48,10 +55,10 @@ class PoolBusy(UpstreamTimeout):
 class _Connection:
     """One keep-alive connection to a gateway (an asyncio protocol); its parser lives as long as it does."""
 
-    def __init__(self, pool: "UpstreamPool", key, loop: asyncio.AbstractEventLoop):
+    def __init__(self, pool: "UpstreamPool", key: _Origin, loop: asyncio.AbstractEventLoop) -> None:
         # the loop kept: asyncio.get_running_loop() makes a getpid() system call on Python 3.11
         self.pool, self.key, self.loop = pool, key, loop
-        self.transport = None
+        self.transport = cast("asyncio.Transport", None)  # set by connection_made(), before create_connection returns
         self.writes, self.unflushed = turn_writes(loop), False  # requests go out at the end of the loop's turn
         self.parser = httptools.HttpResponseParser(self)
         self.response: "UpstreamResponse | None" = None
@@ -96,10 +103,10 @@ class _Connection:
         self.transport.close()
 
     # -- asyncio.Protocol
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         response = self.response
         if response is None:  # bytes nobody asked for: the connection is not usable
             self.transport.close()
@@ -113,7 +120,7 @@ class _Connection:
         if response.callback is not None:  # a head, part of a body: whatever came, once it is all parsed
             response.callback()
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
@@ -130,24 +137,26 @@ class _Connection:
                     response.fail(UpstreamBroken("connection closed during the answer"))
         self.pool._forget(self)
 
-    def pause_writing(self):  # request bodies are written in one go; nothing to pause
+    def pause_writing(self) -> None:  # request bodies are written in one go; nothing to pause
         pass
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         pass
 
-    def eof_received(self):  # the transport closes itself; connection_lost follows
+    def eof_received(self) -> None:  # the transport closes itself; connection_lost follows
         return None
 
     # -- parser callbacks, passed to the exchange under way
-    def on_header(self, name: bytes, value: bytes):
+    def on_header(self, name: bytes, value: bytes) -> None:
         response = self.response
+        assert response is not None  # the parser runs in data_received(), for a response under way
         response.headers.append((name, value))
         if len(name) == 10 and name.lower() == b"connection":  # the router drops what they list, all of them
             response.connection = value if response.connection is None else response.connection + b"," + value
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         response = self.response
+        assert response is not None
         status = self.parser.get_status_code()
         if status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
             response.headers = []
@@ -159,16 +168,18 @@ class _Connection:
             self.on_message_complete()
         response.wake()
 
-    def on_body(self, body: bytes):
+    def on_body(self, body: bytes) -> None:
         response = self.response
+        assert response is not None
         response.chunks.append(body)
         if len(response.chunks) > _QUEUE_HIGH and not response.paused:
             response.paused = True
             self.transport.pause_reading()
         response.wake()
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         response = self.response
+        assert response is not None
         if response.complete or not response.head_done:
             return
         response.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
@@ -190,22 +201,22 @@ class UpstreamResponse:
         self.chunks: list[bytes] = []
         self.head_done = self.complete = self.keep_alive = self.paused = False
         self.error: Exception | None = None
-        self.waiter: asyncio.Future | None = None  # made only when the reader has to wait
-        self.callback = None
+        self.waiter: asyncio.Future[None] | None = None  # made only when the reader has to wait
+        self.callback: Callable[[], object] | None = None
         self.connection: bytes | None = None  # the gateway's Connection header
 
-    def wake(self):
+    def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def finish(self):
+    def finish(self) -> None:
         self.complete = True
         self.wake()
         if self.callback is not None:
             self.callback()
 
-    def fail(self, exc: Exception):
+    def fail(self, exc: Exception) -> None:
         if self.error is None:
             self.error = exc
         self.wake()
@@ -217,7 +228,7 @@ class UpstreamResponse:
         names = {n.lower(): v.lower() for n, v in self.headers}
         return b"content-length" not in names and b"chunked" not in names.get(b"transfer-encoding", b"")
 
-    async def wait(self):
+    async def wait(self) -> None:
         self.waiter = self.conn.loop.create_future()
         try:
             await self.waiter
@@ -239,7 +250,7 @@ class UpstreamResponse:
             raise self.error
         return None
 
-    def release(self):
+    def release(self) -> None:
         """Give the connection back when the exchange finished cleanly, else close it."""
         conn = self.conn
         conn.response = None
@@ -259,13 +270,14 @@ class UpstreamPool:
         self.policy = policy
         self.max_idle, self.idle_seconds, self.dns_ttl = max_idle_per_origin, idle_seconds, dns_ttl
         self.connect_timeout = connect_timeout
-        self._idle: dict[tuple, list[_Connection]] = collections.defaultdict(list)
-        self._dns: dict[tuple, tuple[float, str]] = {}
+        self._idle: dict[_Origin, list[_Connection]] = collections.defaultdict(list)
+        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
         self._open: set[_Connection] = set()
         self._tls = ssl.create_default_context()
         self.max_open = max_open_per_origin
-        self._per_origin: dict[tuple, int] = {}  # open connections (idle or busy) per origin
-        self._queued: dict[tuple, collections.deque] = {}  # origin -> futures of requests waiting for room
+        self._per_origin: dict[_Origin, int] = {}  # open connections (idle or busy) per origin
+        # origin -> futures of requests waiting for room
+        self._queued: dict[_Origin, collections.deque[asyncio.Future[_Connection | None]]] = {}
 
     async def _address(self, host: str, port: int) -> str:
         hit = self._dns.get((host, port))
@@ -277,7 +289,7 @@ class UpstreamPool:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise UpstreamUnreachable(f"cannot resolve {host}") from exc
-        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        addresses = cast("list[str]", list(dict.fromkeys(info[4][0] for info in infos)))  # IP: str addresses
         self.policy.check(host, addresses)
         self._dns[(host, port)] = (now + self.dns_ttl, addresses[0])
         return addresses[0]
@@ -288,7 +300,8 @@ class UpstreamPool:
         try:
             async with asyncio.timeout_at(min(deadline, loop.time() + self.connect_timeout)):
                 address = await self._address(host, port)
-                _, conn = await loop.create_connection(
+                # _Connection is an asyncio protocol without subclassing one (a C type when compiled)
+                _, conn = await loop.create_connection(  # type: ignore[type-var]
                     lambda: _Connection(self, key, loop), address, port,
                     ssl=self._tls if scheme == "https" else None, server_hostname=host if scheme == "https" else None)
         except TimeoutError:
@@ -303,7 +316,7 @@ class UpstreamPool:
         self._open.add(conn)
         return conn
 
-    async def _room(self, key: tuple, deadline: float, timeout: float) -> _Connection | None:
+    async def _room(self, key: _Origin, deadline: float, timeout: float) -> _Connection | None:
         """Wait, within the deadline, until a connection to this origin may be opened (None: counted as
         opening) or one is handed over as it is given back."""
         count = self._per_origin.get(key, 0)
@@ -311,7 +324,7 @@ class UpstreamPool:
             self._per_origin[key] = count + 1
             return None
         loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
+        waiter: asyncio.Future[_Connection | None] = loop.create_future()
         queue = self._queued.setdefault(key, collections.deque())
         queue.append(waiter)
         taken = False
@@ -338,7 +351,7 @@ class UpstreamPool:
             if not queue and self._queued.get(key) is queue:
                 self._queued.pop(key, None)
 
-    def _hand_over(self, key: tuple, conn: _Connection | None) -> bool:
+    def _hand_over(self, key: _Origin, conn: _Connection | None) -> bool:
         """A connection given back (conn) or closed (None): to the first request waiting for one, if any."""
         queue = self._queued.get(key)
         while queue:
@@ -356,7 +369,7 @@ class UpstreamPool:
         """A kept-alive connection to that origin, if one is open (else request() connects)."""
         return self._idle_pop((scheme, host, port))
 
-    def _idle_pop(self, key) -> _Connection | None:
+    def _idle_pop(self, key: _Origin) -> _Connection | None:
         idle, now = self._idle.get(key), time.monotonic()
         while idle:
             conn = idle.pop()
@@ -384,7 +397,7 @@ class UpstreamPool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    def _closed(self, key: tuple) -> None:
+    def _closed(self, key: _Origin) -> None:
         count = self._per_origin.get(key, 1) - 1
         if count > 0:
             self._per_origin[key] = count

@@ -15,7 +15,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 
 class Gateway:
@@ -45,7 +45,7 @@ class Gateway:
     rate_limit_window: float = 60.0  # seconds the three limits above are counted over
     rate_limit_algorithm: str = "sliding_window"  # sliding_window | token_bucket
     rate_limit_burst: int = 0  # token bucket: requests allowed at once (0 = the limit)
-    auth_methods: list = []
+    auth_methods: list = []  # type: ignore[type-arg]  # JSON column, see _KINDS
     jwt_issuer: Optional[str] = None
     status: str = "active"  # administrative lifecycle
     health_status: str = "unknown"  # observed
@@ -63,7 +63,7 @@ class Gateway:
     health_failures: int = 0
     health_slow: int = 0  # consecutive slow successes
     health_fast: int = 0  # consecutive fast successes
-    unhealthy_workflows: list = []  # from the gateway's Nexus health JSON
+    unhealthy_workflows: list = []  # type: ignore[type-arg]  # JSON column; from the gateway's Nexus health JSON
     request_timeout: float = 30.0  # seconds the router waits for this gateway's answer
     __dataflow__ = {
         "indexes": [
@@ -129,7 +129,7 @@ class AuditEvent:
     action: str  # e.g. gateway.create
     resource_type: str
     resource_id: str
-    changes: dict = {}  # field -> {"from", "to"}; secrets appear only as "[changed]"
+    changes: dict = {}  # type: ignore[type-arg]  # JSON; field -> {"from", "to"}; secrets appear only as "[changed]"
     occurred_at: datetime
     __dataflow__ = {"indexes": [{"name": "ix_audit_org_time", "fields": ["organization_id", "occurred_at"]}]}
 
@@ -148,7 +148,7 @@ class HealthCheck:
     response_time_ms: float = 0.0
     health_status: str  # the gateway's status after this probe
     error: Optional[str] = None
-    unhealthy_workflows: list = []
+    unhealthy_workflows: list = []  # type: ignore[type-arg]  # JSON column, see _KINDS
     source: str = "monitor"  # monitor | manual
     __dataflow__ = {"indexes": [{"name": "ix_health_checks_gateway_time", "fields": ["gateway_id", "checked_at"]},
                                 {"name": "ix_health_checks_time", "fields": ["checked_at"]}]}
@@ -178,7 +178,7 @@ class Webhook:
     organization_id: str
     url: str
     description: Optional[str] = None
-    events: list = []  # event types it receives
+    events: list = []  # type: ignore[type-arg]  # JSON column; event types it receives
     active: bool = True
     secret_encrypted: str  # Fernet token of the signing secret
     created_by: Optional[str] = None
@@ -192,7 +192,7 @@ class WebhookDelivery:
     webhook_id: str
     event_id: str
     event_type: str
-    payload: dict = {}
+    payload: dict = {}  # type: ignore[type-arg]  # JSON column, see _KINDS
     status: str = "pending"  # pending | delivered | failed
     attempts: int = 0
     next_attempt_at: datetime
@@ -215,7 +215,7 @@ class RoutingPolicy:
     sticky: bool = False
     sticky_header: str = "X-Routing-Key"  # else the caller's API key id
     fallback: str = "any_region"  # geographic, nothing healthy in the caller's region: any_region | none
-    fallback_regions: list = []  # tried in order before any_region
+    fallback_regions: list = []  # type: ignore[type-arg]  # JSON column; tried in order before any_region
     __dataflow__ = {"indexes": [{"name": "ux_routing_policy_scope",
                                  "fields": ["organization_id", "agent_id", "environment"], "unique": True}]}
 
@@ -234,7 +234,7 @@ MODELS = (Gateway, GatewayDeployment, ApiKey, AuditEvent, HealthCheck, HealthEve
 MODEL_NAMES = tuple(m.__name__ for m in MODELS)
 
 
-def register_models(db) -> None:
+def register_models(db: Any) -> None:
     """Declare every model on a DataFlow instance (a class of its own per instance: DataFlow keeps state on
     the classes it is given)."""
     for model in MODELS:
@@ -244,6 +244,8 @@ def register_models(db) -> None:
 
 # ---------------------------------------------------------------- what ngm's own SQL knows of each table
 
+# JSON columns are annotated with a bare list or dict (type: ignore[type-arg] on each): this maps the class itself
+# (list[str] would be a KeyError here), and DataFlow is given the same annotations
 _KINDS = {str: "text", int: "int", float: "float", bool: "bool", list: "json", dict: "json", datetime: "time"}
 
 
@@ -263,7 +265,7 @@ class Table:
         return self.columns[column]
 
 
-def _describe(model) -> Table:
+def _describe(model: type[Any]) -> Table:
     hints = typing.get_type_hints(model)
     columns = {}
     for name, hint in hints.items():

@@ -30,11 +30,14 @@ import stat
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ngm.errors import Conflict, DatabaseUnavailable, NgmError, ValidationFailed
 from ngm.models import MODEL_NAMES, MODELS, TABLES, register_models
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 log = logging.getLogger("ngm.db")
 
@@ -130,13 +133,13 @@ async def missing_schema(database: "Database") -> list[str]:
                                       " JOIN pragma_table_info(m.name) p WHERE m.type = 'table'")
         indexes = await database.rows("SELECT name AS i FROM sqlite_master WHERE type = 'index'")
     have = {(r["t"], r["c"]) for r in columns} | {r["i"] for r in indexes}
-    wanted: list = [(t.name, c) for t in TABLES.values() for c in t.columns]
+    wanted: list[tuple[str, str] | str] = [(t.name, c) for t in TABLES.values() for c in t.columns]
     wanted += [index["name"] for model in MODELS for index in getattr(model, "__dataflow__", {}).get("indexes", ())]
     return [w if isinstance(w, str) else ".".join(w) for w in wanted if w not in have]
 
 
 @contextlib.asynccontextmanager
-async def _schema_lock(url: str):
+async def _schema_lock(url: str) -> AsyncIterator[None]:
     """A PostgreSQL advisory lock (session-scoped, on the database itself) held while tables are created."""
     import psycopg2
 
@@ -187,7 +190,7 @@ class Availability:
     """Whether the database answers, as the last attempts found: a switch is logged once (not once per
     request) and counted; /readyz shows it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.up = True
         self.down_since: float | None = None
         self.outages = 0
@@ -205,8 +208,8 @@ class Availability:
             log.warning("database reachable again after %.1f s", time.monotonic() - (self.down_since or 0))
             self.up, self.down_since, self.reason = True, None, None
 
-    def status(self) -> dict:
-        out: dict = {"state": "ok" if self.up else "down", "outages": self.outages}
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": "ok" if self.up else "down", "outages": self.outages}
         if not self.up:
             out["down_seconds"] = round(time.monotonic() - (self.down_since or 0), 1)
             out["error"] = self.reason
@@ -230,27 +233,29 @@ class Queries:
     #  ' FOR UPDATE' where row locks exist (PostgreSQL); SQLite's write transactions hold the database's lock
     lock: str = ""
 
-    async def rows(self, sql: str, params: dict | None = None) -> list[dict]:
-        return await self._call("rows", sql, params)
+    async def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return cast("list[dict[str, Any]]", await self._call("rows", sql, params))
 
-    async def row(self, sql: str, params: dict | None = None) -> dict | None:
-        found = await self._call("rows", sql, params)
+    async def row(self, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        found: list[dict[str, Any]] = await self._call("rows", sql, params)
         return found[0] if found else None
 
-    async def value(self, sql: str, params: dict | None = None) -> Any:
-        found = await self._call("rows", sql, params)
+    async def value(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        found: list[dict[str, Any]] = await self._call("rows", sql, params)
         return next(iter(found[0].values())) if found else None
 
-    async def execute(self, sql: str, params: dict | None = None) -> int:
+    async def execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         """Runs a statement; returns the number of rows it changed."""
-        return await self._call("execute", sql, params)
+        return cast(int, await self._call("execute", sql, params))
 
-    async def many(self, sql: str, params: list[dict]) -> None:
+    async def many(self, sql: str, params: list[dict[str, Any]]) -> None:
         """One statement for many parameter sets (in one transaction)."""
         if params:
             await self._call("many", sql, params)
 
-    async def _call(self, kind: str, sql: str, params):
+    # params and the result by kind: "rows" a parameter dict (or None) -> list of row dicts; "execute" the same
+    # -> the rows changed; "many" a list of parameter dicts -> None
+    async def _call(self, kind: str, sql: str, params: Any) -> Any:
         raise NotImplementedError
 
 
@@ -275,11 +280,11 @@ class Database(Queries):
 
 
 class Transaction(Queries):
-    def __init__(self, database: Database, conn):
+    def __init__(self, database: Database, conn: Any):
         self.database, self.conn, self.dialect, self.lock = database, conn, database.dialect, database.lock
-        self._after: list = []
+        self._after: list[Callable[[], Awaitable[object]]] = []
 
-    def after_commit(self, callback) -> None:
+    def after_commit(self, callback: Callable[[], Awaitable[object]]) -> None:
         """An async callable run once the transaction has committed (never if it rolls back)."""
         self._after.append(callback)
 
@@ -315,14 +320,14 @@ class PostgresDatabase(Database):
 
     def __init__(self, url: str, *, max_size: int = 10):
         super().__init__(url)
-        self._pool = None
+        self._pool: Any = None  # an asyncpg Pool once connected (asyncpg has no type information)
         self._max = max_size
         self._statements: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     async def connect(self) -> None:
         import asyncpg
 
-        async def setup(conn):
+        async def setup(conn: Any) -> None:
             await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self._max, init=setup,
@@ -338,7 +343,7 @@ class PostgresDatabase(Database):
         if found is None:
             names: list[str] = []
 
-            def number(match):
+            def number(match: re.Match[str]) -> str:
                 name = match.group(1)
                 if name not in names:
                     names.append(name)
@@ -347,11 +352,11 @@ class PostgresDatabase(Database):
             found = self._statements[sql] = (_NAMED.sub(number, sql), tuple(names))
         return found
 
-    def _args(self, names: tuple[str, ...], params: dict | None) -> list:
+    def _args(self, names: tuple[str, ...], params: dict[str, Any] | None) -> list[Any]:
         params = params or {}
         return [_pg_value(params[n]) for n in names]
 
-    async def run(self, conn, kind: str, sql: str, params):
+    async def run(self, conn: Any, kind: str, sql: str, params: Any) -> Any:
         text, names = self._statement(sql)
         if kind == "rows":
             return [dict(r) for r in await conn.fetch(text, *self._args(names, params))]
@@ -362,7 +367,7 @@ class PostgresDatabase(Database):
         await conn.executemany(text, [self._args(names, p) for p in params])
         return None
 
-    async def _acquire(self):
+    async def _acquire(self) -> Any:
         """A pooled connection; any failure to get one (refused, unreachable, the database not accepting
         connections, too many clients) is the database being unavailable."""
         try:
@@ -370,7 +375,7 @@ class PostgresDatabase(Database):
         except Exception as exc:
             raise self._down(exc) from None
 
-    async def _call(self, kind: str, sql: str, params):
+    async def _call(self, kind: str, sql: str, params: Any) -> Any:
         for attempt in (1, 2):
             conn = await self._acquire()
             try:
@@ -391,7 +396,7 @@ class PostgresDatabase(Database):
         self.availability.failed(exc)
         return DatabaseUnavailable()
 
-    async def _begin(self):
+    async def _begin(self) -> Any:  # asyncpg's (connection, transaction)
         """A connection with a transaction started on it; a pooled connection the server has closed (after a
         restart) is replaced once."""
         for attempt in (1, 2):
@@ -435,7 +440,9 @@ class PostgresDatabase(Database):
 
 
 class PostgresTransaction(Transaction):
-    async def _call(self, kind: str, sql: str, params):
+    database: PostgresDatabase
+
+    async def _call(self, kind: str, sql: str, params: Any) -> Any:
         try:
             return await self.database.run(self.conn, kind, sql, params)
         except Exception as exc:
@@ -444,7 +451,7 @@ class PostgresTransaction(Transaction):
             raise _pg_error(exc) from exc
 
 
-def _pg_value(value):
+def _pg_value(value: Any) -> Any:
     if isinstance(value, Json):
         return value.value
     return value
@@ -483,7 +490,7 @@ def _pg_error(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _quietly(awaitable) -> None:
+async def _quietly(awaitable: Awaitable[object]) -> None:
     try:
         await awaitable
     except Exception:  # the connection is gone: nothing to roll back or release
@@ -504,12 +511,12 @@ class SqliteDatabase(Database):
         self._target = str(path) if path is not None else "file:ngm-memory?mode=memory&cache=shared"
         self._uri = path is None
         self._readers = readers
-        self._idle: asyncio.Queue | None = None
-        self._all: list = []
-        self._writer = None
+        self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
+        self._all: list[aiosqlite.Connection] = []
+        self._writer: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()  # one write transaction at a time in this process
 
-    async def _open_one(self):
+    async def _open_one(self) -> aiosqlite.Connection:
         import aiosqlite
 
         conn = aiosqlite.connect(self._target, uri=self._uri, isolation_level=None, timeout=_SQLITE_BUSY_MS / 1000)
@@ -517,7 +524,7 @@ class SqliteDatabase(Database):
         if thread is not None:  # a process that ends without closing must not wait for it (commits are durable)
             thread.daemon = True
         conn = await conn
-        conn.row_factory = _dict_row
+        conn.row_factory = _dict_row  # type: ignore[assignment]  # aiosqlite types it as a class; any callable works
         await conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
         await conn.execute("PRAGMA journal_mode = WAL")
         await conn.execute("PRAGMA synchronous = NORMAL")  # WAL: committed work survives a process crash
@@ -540,7 +547,7 @@ class SqliteDatabase(Database):
         self._all.clear()
 
     @staticmethod
-    async def run(conn, kind: str, sql: str, params):
+    async def run(conn: aiosqlite.Connection, kind: str, sql: str, params: Any) -> Any:
         if kind == "rows":  # one trip to the connection's thread (execute, fetch and close took three)
             return await conn.execute_fetchall(sql, _sqlite_params(params))
         if kind == "execute":
@@ -549,10 +556,11 @@ class SqliteDatabase(Database):
         await conn.executemany(sql, [_sqlite_params(p) for p in params])
         return None
 
-    async def _call(self, kind: str, sql: str, params):
+    async def _call(self, kind: str, sql: str, params: Any) -> Any:
         if kind != "rows" or _writes(sql):  # a write outside a transaction: a transaction of its own
             async with self.transaction() as tx:
                 return await tx._call(kind, sql, params)
+        assert self._idle is not None  # connect() came first
         conn = await self._idle.get()
         try:
             result = await self.run(conn, kind, sql, params)
@@ -576,6 +584,7 @@ class SqliteDatabase(Database):
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._write_lock:
             conn = self._writer
+            assert conn is not None  # connect() came first
             try:
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -596,20 +605,23 @@ class SqliteDatabase(Database):
 
 
 class SqliteTransaction(Transaction):
-    async def _call(self, kind: str, sql: str, params):
+    database: SqliteDatabase
+    conn: aiosqlite.Connection
+
+    async def _call(self, kind: str, sql: str, params: Any) -> Any:
         try:
             return await SqliteDatabase.run(self.conn, kind, sql, params)
         except sqlite3.Error as exc:
             raise self.database._error(exc) from exc
 
 
-def _dict_row(cursor: sqlite3.Cursor, row: tuple) -> dict:
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     """Rows as dicts, made in the connection's thread: tuples zipped with the column names, 5x faster than
     dict(sqlite3.Row)."""
     return dict(zip([d[0] for d in cursor.description], row))
 
 
-def _sqlite_value(value):
+def _sqlite_value(value: Any) -> Any:
     if isinstance(value, Json):
         return json.dumps(value.value)
     if isinstance(value, datetime):  # the text form DataFlow's CURRENT_TIMESTAMP uses, with microseconds
@@ -617,5 +629,5 @@ def _sqlite_value(value):
     return value
 
 
-def _sqlite_params(params: dict | None) -> dict:
+def _sqlite_params(params: dict[str, Any] | None) -> dict[str, Any]:
     return {k: _sqlite_value(v) for k, v in (params or {}).items()}

@@ -17,7 +17,7 @@ PostgreSQL's REAL-to-numeric cast keeps 6 digits (12345.678 became 12345.7).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import orjson
 
@@ -55,8 +55,8 @@ class JsonView:
         object.__setattr__(self, "floats", tuple(c.name for c in columns if c.kind == "float"))
         object.__setattr__(self, "sql", {dialect: _object_sql(self, columns, dialect) for dialect in _OBJECT})
 
-    def parse(self, text: str) -> list[dict]:
-        rows = orjson.loads(text)
+    def parse(self, text: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = orjson.loads(text)
         floats = self.floats
         for row in rows:
             for name in floats:
@@ -80,30 +80,31 @@ def _expression(column: Column, dialect: str) -> str:
     return template.format(c=column.name) if template else column.name
 
 
-async def select_json(q: Queries, view: JsonView, where: dict, *, order: Iterable[str] = (),
-                      limit: int | None = None, offset: int = 0) -> list[dict]:
+async def select_json(q: Queries, view: JsonView, where: dict[str, Any], *, order: Iterable[str] = (),
+                      limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
     """The rows `where` selects, in the view's form (in `order`: an aggregate over an ordered subquery keeps
     its order on both databases, which the differential test checks)."""
     sql, params = _page_sql(q, view, where, order, limit, offset)
     return view.parse(await q.value(sql, params))
 
 
-async def page_json(q: Queries, view: JsonView, where: dict, *, order: Iterable[str], limit: int, offset: int
-                    ) -> tuple[list[dict], int]:
+async def page_json(q: Queries, view: JsonView, where: dict[str, Any], *, order: Iterable[str], limit: int,
+                    offset: int) -> tuple[list[dict[str, Any]], int]:
     """(one page of the rows `where` selects, in the view's form; how many it selects in all), in one statement."""
     sql, params = _page_sql(q, view, where, order, limit, offset)
     table = TABLES[view.model]
     count_where = where_clause(table, where, params)  # the same names for the same values as the page's
     row = await q.row(f"SELECT (SELECT COUNT(*) FROM {table.name}{count_where}) AS total, ({sql}) AS items", params)
+    assert row is not None  # a SELECT without FROM: always one row
     return view.parse(row["items"]), int(row["total"])
 
 
-def _page_sql(q: Queries, view: JsonView, where: dict, order: Iterable[str], limit: int | None, offset: int
-              ) -> tuple[str, dict]:
+def _page_sql(q: Queries, view: JsonView, where: dict[str, Any], order: Iterable[str], limit: int | None,
+              offset: int) -> tuple[str, dict[str, Any]]:
     """One JSON array of the page's rows. The objects are built over the page alone: built in the query that
     skips `offset` rows, PostgreSQL built them for the skipped rows too (10 ms for 50 rows at offset 950)."""
     table = TABLES[view.model]
-    params: dict = {}
+    params: dict[str, Any] = {}
     rows = f"SELECT * FROM {table.name}{where_clause(table, where, params)}{order_clause(table, order)}"
     if limit is not None:
         rows += " LIMIT :limit OFFSET :offset"

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ngm.errors import ValidationFailed
 from ngm.models import TABLES, Table
 from ngm.models.database import Json, Queries
 from ngm.models.rows import parse_time, utcnow
+
+if TYPE_CHECKING:
+    from typing import Iterator, TypeVar
+
+    _T = TypeVar("_T")
 
 _OPERATORS = frozenset({"=", "<>", "<", "<=", ">", ">="})
 
@@ -38,7 +43,7 @@ _CONVERSIONS: dict[str, tuple[tuple[str, Any], ...]] = {
     for t in TABLES.values()}
 
 
-def decode(table: Table, row: dict) -> dict:
+def decode(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     for name, convert in _CONVERSIONS[table.name]:
         value = row.get(name)
         if value is not None:
@@ -46,8 +51,8 @@ def decode(table: Table, row: dict) -> dict:
     return row
 
 
-def _encode(table: Table, values: dict) -> dict:
-    out = {}
+def _encode(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name, value in values.items():
         column = table.columns[name]  # KeyError: a column the model does not declare
         if value is None:
@@ -61,7 +66,7 @@ def _encode(table: Table, values: dict) -> dict:
     return out
 
 
-def where_clause(table: Table, where: dict | None, params: dict) -> str:
+def where_clause(table: Table, where: dict[str, Any] | None, params: dict[str, Any]) -> str:
     if not where:
         return ""
     clauses = []
@@ -103,10 +108,10 @@ def order_clause(table: Table, order: Iterable[str]) -> str:
     return " ORDER BY " + ", ".join(parts) if parts else ""
 
 
-async def select(q: Queries, model: str, where: dict | None = None, *, order: Iterable[str] = (),
-                 limit: int | None = None, offset: int = 0, lock: bool = False) -> list[dict]:
+async def select(q: Queries, model: str, where: dict[str, Any] | None = None, *, order: Iterable[str] = (),
+                 limit: int | None = None, offset: int = 0, lock: bool = False) -> list[dict[str, Any]]:
     table = TABLES[model]
-    params: dict = {}
+    params: dict[str, Any] = {}
     sql = f"SELECT * FROM {table.name}{where_clause(table, where, params)}{order_clause(table, order)}"
     if limit is not None:
         sql += " LIMIT :limit OFFSET :offset"
@@ -116,18 +121,18 @@ async def select(q: Queries, model: str, where: dict | None = None, *, order: It
     return [decode(table, r) for r in await q.rows(sql, params)]
 
 
-async def select_one(q: Queries, model: str, where: dict, *, lock: bool = False) -> dict | None:
+async def select_one(q: Queries, model: str, where: dict[str, Any], *, lock: bool = False) -> dict[str, Any] | None:
     found = await select(q, model, where, limit=1, lock=lock)
     return found[0] if found else None
 
 
-async def count(q: Queries, model: str, where: dict | None = None) -> int:
+async def count(q: Queries, model: str, where: dict[str, Any] | None = None) -> int:
     table = TABLES[model]
-    params: dict = {}
+    params: dict[str, Any] = {}
     return int(await q.value(f"SELECT COUNT(*) AS n FROM {table.name}{where_clause(table, where, params)}", params))
 
 
-async def insert(q: Queries, model: str, record: dict) -> dict:
+async def insert(q: Queries, model: str, record: dict[str, Any]) -> dict[str, Any]:
     """Insert one row (created_at and updated_at now); returns what was written, decoded."""
     table = TABLES[model]
     now = utcnow()
@@ -139,7 +144,7 @@ async def insert(q: Queries, model: str, record: dict) -> dict:
     return record
 
 
-async def update(q: Queries, model: str, row_id: str, changes: dict) -> int:
+async def update(q: Queries, model: str, row_id: str, changes: dict[str, Any]) -> int:
     """Change the given columns of one row (and updated_at); returns the rows changed (0 or 1)."""
     table = TABLES[model]
     values = _encode(table, {**changes, "updated_at": utcnow()})
@@ -147,13 +152,13 @@ async def update(q: Queries, model: str, row_id: str, changes: dict) -> int:
     return await q.execute(f"UPDATE {table.name} SET {sets} WHERE id = :row_id", {**values, "row_id": row_id})
 
 
-async def delete(q: Queries, model: str, where: dict) -> int:
+async def delete(q: Queries, model: str, where: dict[str, Any]) -> int:
     table = TABLES[model]
-    params: dict = {}
+    params: dict[str, Any] = {}
     return await q.execute(f"DELETE FROM {table.name}{where_clause(table, where, params)}", params)
 
 
-async def insert_many(q: Queries, model: str, records: list[dict]) -> None:
+async def insert_many(q: Queries, model: str, records: list[dict[str, Any]]) -> None:
     """Insert rows of the same columns with one statement (executemany)."""
     if not records:
         return
@@ -165,7 +170,7 @@ async def insert_many(q: Queries, model: str, records: list[dict]) -> None:
                  values)
 
 
-def chunks(values: list, size: int = 500):
+def chunks(values: list[_T], size: int = 500) -> Iterator[list[_T]]:
     """Slices for IN lists (SQLite allows 32,766 parameters a statement; PostgreSQL 65,535)."""
     for i in range(0, len(values), size):
         yield values[i:i + size]

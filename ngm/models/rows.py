@@ -22,7 +22,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def iso(value) -> str | None:
+def iso(value: datetime | str | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -32,7 +32,7 @@ def iso(value) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
-def parse_time(value) -> datetime | None:
+def parse_time(value: datetime | str | None) -> datetime | None:
     """Naive UTC datetime from a datetime (aware or naive) or an ISO string."""
     if value is None:
         return None

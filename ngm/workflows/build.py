@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+from typing import Sequence
 
 
-def chain(node_modules: list[str], steps: list[tuple], links: list[tuple] = ()):
+def chain(node_modules: list[str], steps: list[tuple], links: Sequence[tuple] = ()):
     """steps: (node type, node id, config); links: (from id, output, to id, input).
 
     node_modules are imported first so that their @register_node classes are known by name.
@@ -26,7 +27,8 @@ def audited(node_modules: list[str], step: tuple, action: str, sealed: bool = Fa
     """[SealSecretNode ->] step -> RecordAuditNode: the shape of every change. The step outputs `audit`
     (and takes `record` from the seal when sealed)."""
     modules = [*node_modules, "ngm.nodes.audit.nodes"] + (["ngm.nodes.secrets.nodes"] if sealed else [])
-    steps, links = [], []
+    steps: list[tuple] = []
+    links: list[tuple] = []
     if sealed:
         steps.append(("SealSecretNode", "seal", {}))
         links.append(("seal", "record", step[1], "record"))

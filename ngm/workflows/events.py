@@ -16,7 +16,7 @@ from ngm.workflows.registry import CliSpec, operation
 from ngm.workflows.schema import HttpUrl, Partial, Strict
 
 _NODES = ["ngm.nodes.events.nodes", "ngm.nodes.audit.nodes"]
-EventType = Literal[WEBHOOK_EVENT_TYPES]
+EventType = Literal[WEBHOOK_EVENT_TYPES]  # type: ignore[valid-type]  # made from the names at run time
 _HOOK_CLI = CliSpec(columns=("id", "url", "events", "active", "description", "created_at"),
                     rename={"url": "webhook-url"})  # --url names the server to talk to
 

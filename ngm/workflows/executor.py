@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ValidationError
 
@@ -50,7 +50,7 @@ def _message(err: dict) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def field_errors(errors: list[dict]) -> list[dict]:
+def field_errors(errors: Sequence[Any]) -> list[dict]:
     """Pydantic errors -> [{"field", "message"}]. Never includes the rejected input (it may be a secret)."""
     out = []
     for err in errors:

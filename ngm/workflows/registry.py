@@ -57,7 +57,8 @@ class Operation:
 
     def tool_schema(self) -> dict:
         """JSON schema of every input: the id parameter plus the input model's fields."""
-        schema = self.input_model.model_json_schema() if self.input_model else {"type": "object", "properties": {}}
+        schema: dict[str, Any] = (self.input_model.model_json_schema() if self.input_model
+                                  else {"type": "object", "properties": {}})
         schema = dict(schema)
         schema.setdefault("type", "object")
         props = dict(schema.get("properties", {}))

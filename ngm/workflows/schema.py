@@ -107,6 +107,8 @@ class Partial(Strict):
     the columns they set where the names differ (e.g. api_key -> api_key_encrypted)."""
 
     not_null: ClassVar[frozenset[str]] = frozenset()
+    table: ClassVar[str]
+    column_of: ClassVar[dict[str, str]]
 
     def __init_subclass__(cls, table: str | None = None, columns: dict[str, str] | None = None, **kw):
         super().__init_subclass__(**kw)

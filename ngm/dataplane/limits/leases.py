@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ngm.dataplane.memo import keep
 
@@ -33,7 +34,7 @@ class Held:
     __slots__ = ("units", "next_remaining", "until", "window_end", "limit", "index", "serial", "slot", "count",
                  "last", "asking", "quiet_until")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.units = 0  # left to hand out
         self.next_remaining = 0  # what the next unit's request is told remains of the scope
         self.until = 0.0  # monotonic: the lease is used before this (its life, and the window's end)
@@ -49,14 +50,14 @@ class Held:
 
 
 class Leases:
-    def __init__(self, give_back):
+    def __init__(self, give_back: Callable[[str, int, int], None]) -> None:
         self.give_back = give_back  # give_back(scope key, window index, units): subtract unused units in Redis
         self.share = LEASE_SHARE  # LEASE_SHARE x live instances (RateLimiter keeps it current)
         self.held: dict[str, Held] = {}
         self.granted = 0  # leases
         self.given_back = 0  # units
 
-    def admit(self, keys: tuple, limits: tuple) -> tuple | None:
+    def admit(self, keys: tuple[str, ...], limits: tuple[int, ...]) -> tuple[int, int, int] | None:
         """A request whose scopes (sliding windows) all hold a lease: one unit of each taken, and (index of the
         tightest scope, its remaining, ms until its window ends), as from Redis. None: it goes to Redis. Either
         way it counts in each scope's demand."""
@@ -91,7 +92,7 @@ class Leases:
         reset_ms = int(reset * 1000)
         return tightest, least, reset_ms if reset_ms > 0 else 1
 
-    def wishes(self, keys: tuple) -> tuple | None:
+    def wishes(self, keys: tuple[str, ...]) -> tuple[int, ...] | None:
         """For a request admit() sent to Redis: the units to ask for in each scope (its demand here over the last
         LEASE_SECONDS; 0 for none), or None when no scope asks. A scope asks once at a time."""
         now = time.monotonic()
@@ -109,7 +110,8 @@ class Leases:
             wanted.append(wish)
         return tuple(wanted) if asks else None
 
-    def granted_in(self, keys: tuple, limits: tuple, wishes: tuple, grants: list | None, sent_at: float) -> None:
+    def granted_in(self, keys: tuple[str, ...], limits: tuple[int, ...], wishes: tuple[int, ...],
+                   grants: list[int] | None, sent_at: float) -> None:
         """Redis's answer to wishes(): four numbers per scope (units granted, the request's remaining there, the
         window's index, ms until it ends), or None when the request failed or was refused."""
         now = time.monotonic()
@@ -124,6 +126,7 @@ class Leases:
             if units <= 0:
                 h.quiet_until = now + LEASE_SECONDS
                 continue
+            assert grants is not None  # units > 0 came from it
             if h.units > 0:  # an expired lease whose timer has not run yet
                 self._return(keys[i], h)
             h.units, h.next_remaining, h.index = units, grants[i * 4 + 1] - 1, grants[i * 4 + 2]

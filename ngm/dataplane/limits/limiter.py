@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -28,6 +29,12 @@ from ngm.dataplane.limits.memory import MemoryBackend
 from ngm.dataplane.memo import keep
 from ngm.errors import RateLimited
 from ngm.tasks import stop_tasks
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from ngm.dataplane.limits.redis_backend import RedisBackend, Result
+    from ngm.nodes.auth.keys import Principal
 
 log = logging.getLogger("ngm.ratelimit")
 _REDIS_DOWN = (OSError, asyncio.TimeoutError, ConnectionError, RedisError)
@@ -46,7 +53,7 @@ class Limits:
     burst: int = 0
 
     @classmethod
-    def of_gateway(cls, g: dict) -> "Limits":
+    def of_gateway(cls, g: Mapping[str, Any]) -> "Limits":
         """From a gateway row (the router's table) or view (the usage report)."""
         return cls(int(g["global_rate_limit"] or 0), int(g["per_agent_rate_limit"] or 0),
                    int(g["per_user_rate_limit"] or 0), int(float(g["rate_limit_window"] or 60) * 1000),
@@ -132,14 +139,14 @@ def _scope_headers(s: Scope, remaining: int, reset_ms: int, policy: bytes) -> li
             (b"ratelimit", b'"%s";r=%d;t=%d' % (s.name.encode(), remaining, reset))]
 
 
-def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list) -> RateLimited:
+def _refused(scopes: list[Scope], outcomes: list[Outcome], headers: list[tuple[bytes, bytes]]) -> RateLimited:
     names = [s.name for s, o in zip(scopes, outcomes) if not o.allowed]
     return RateLimited(f"rate limit exceeded ({', '.join(names)} scope)", headers=headers,
                        details=[{"scope": s.name, "limit": s.limit, "window_seconds": s.window_ms / 1000,
                                  "retry_after_ms": o.retry_ms} for s, o in zip(scopes, outcomes) if not o.allowed])
 
 
-def _verdict(scopes: list[Scope], outcomes: list[Outcome], policy: bytes) -> list:
+def _verdict(scopes: list[Scope], outcomes: list[Outcome], policy: bytes) -> list[tuple[bytes, bytes]]:
     """The headers of an admitted request; raises RateLimited for a refused one."""
     headers = headers_for(scopes, outcomes, policy)
     for o in outcomes:  # a loop, not all(<generator>): this runs for every request checked through Redis
@@ -158,8 +165,9 @@ def refusal_of(scopes: list[Scope], outcomes: list[Outcome]) -> RateLimited | No
 
 
 class RateLimiter:
-    def __init__(self, redis_backend=None, api_limit: int = 0, api_window_ms: int = 60_000, instance: str = "local",
-                 redis=None, namespace: str = "ngm", clock=time.time):
+    def __init__(self, redis_backend: RedisBackend | None = None, api_limit: int = 0, api_window_ms: int = 60_000,
+                 instance: str = "local", redis: redis.asyncio.Redis | None = None, namespace: str = "ngm",
+                 clock: Callable[[], float] = time.time) -> None:
         self.local = MemoryBackend(clock)
         self.shared = redis_backend
         self.leases = redis_backend.leases if redis_backend is not None else None
@@ -169,10 +177,11 @@ class RateLimiter:
         self.live_instances = 1
         self.counters = {"redis_failures": 0, "switched_to_local": 0, "recovered": 0, "decided_locally": 0,
                          "refused_unavailable": 0}
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         # a caller's scopes, built once: the router's keyed by (Limits id, gateway, agent, key id, agent and
-        # user overrides), the management API's by ("api", key id, limit)
-        self._scopes: dict[tuple, CallerScopes | tuple] = {}
+        # user overrides), the management API's by ("api", key id, limit): CallerScopes for the router's, (scopes,
+        # policy, None) for the API's (typed where they are read)
+        self._scopes: dict[tuple[Any, ...], Any] = {}
 
     # ------------------------------------------------------------------ deciding
 
@@ -199,8 +208,8 @@ class RateLimiter:
         self.counters["decided_locally"] += 1
         return self.local.check_now([s.divided(self.live_instances) for s in scopes], counter, peek)
 
-    async def check(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
-                    fail_closed: bool) -> bytes:
+    async def check(self, principal: Principal, limits: Limits, gateway_id: str, agent_id: str,
+                    agent_override: int | None, fail_closed: bool) -> bytes:
         """The router's check before a request leaves: -> the answer's header lines (header_lines()), or raises
         RateLimited (429/503)."""
         mine = self._request_scopes(principal, limits, gateway_id, agent_id, agent_override)
@@ -208,8 +217,9 @@ class RateLimiter:
             return b""
         return header_lines(_verdict(mine.scopes, await self.decide(mine.scopes, gateway_id, fail_closed), mine.policy))
 
-    def check_then(self, principal, limits: Limits, gateway_id: str, agent_id: str, agent_override: int | None,
-                   fail_closed: bool, done) -> bytes | None:
+    def check_then(self, principal: Principal, limits: Limits, gateway_id: str, agent_id: str,
+                   agent_override: int | None, fail_closed: bool,
+                   done: Callable[[bytes | None, Exception | None], None]) -> bytes | None:
         """check() without a coroutine: the header lines now (or RateLimited raised) when no round trip is
         needed (a lease admits it, or Redis is down), else None, and done(lines, None) or done(None, exception)
         once Redis has answered."""
@@ -222,12 +232,15 @@ class RateLimiter:
                                          policy))
         wishes = None
         if keys is not None:  # sliding windows: leased quota first
+            # the router calls check_then only with Redis (self.shared, whose leases these are); the limits come
+            # with the keys
+            assert self.leases is not None and scope_limits is not None
             admitted = self.leases.admit(keys, scope_limits)
             if admitted is not None:
                 return _scope_lines(templates[admitted[0]], admitted[1], admitted[2])
             wishes = self.leases.wishes(keys)
 
-        def answered(result, error):
+        def answered(result: Result, error: BaseException | None) -> None:
             try:
                 if error is not None:
                     if not isinstance(error, _REDIS_DOWN):
@@ -236,17 +249,18 @@ class RateLimiter:
                     result = self._decide_without_redis(scopes, gateway_id, fail_closed, False)
                 if type(result) is tuple:  # admitted: the tightest scope's index, remaining, reset ms
                     lines = _scope_lines(templates[result[0]], result[1], result[2])
-                else:
-                    lines = header_lines(_verdict(scopes, result, policy))
+                else:  # Outcomes (`type(...) is tuple` narrows only its own branch; a cast would be a call)
+                    lines = header_lines(_verdict(scopes, result, policy))  # type: ignore[arg-type]
             except Exception as exc:  # RateLimited among them
                 done(None, exc)
                 return
             done(lines, None)
 
+        assert self.shared is not None  # the router calls check_then only with Redis
         self.shared.check_then(scopes, gateway_id, answered, wishes)
         return None
 
-    def check_local(self, principal, limits: Limits, gateway_id: str, agent_id: str,
+    def check_local(self, principal: Principal, limits: Limits, gateway_id: str, agent_id: str,
                     agent_override: int | None) -> bytes:
         """check() on an instance without Redis, as a plain call (no coroutine: it runs for every request).
         Sliding windows that all admit take the backend's short path (in situ the general one cost the router
@@ -256,19 +270,20 @@ class RateLimiter:
         if not scopes:
             return b""
         if keys is not None:
+            assert scope_limits is not None  # made with the keys
             admitted = self.local.admit_sliding(keys, scope_limits, limits.window_ms)
             if admitted is not None:
                 i, remaining, reset_ms = admitted
                 return _scope_lines(templates[i], remaining, reset_ms)
         return header_lines(_verdict(scopes, self.local.check_now(scopes, gateway_id), policy))
 
-    def _request_scopes(self, principal, limits: Limits, gateway_id: str, agent_id: str,
+    def _request_scopes(self, principal: Principal, limits: Limits, gateway_id: str, agent_id: str,
                         agent_override: int | None) -> "CallerScopes":
         """The caller's CallerScopes at this gateway for this agent, built once per caller."""
         # keyed by the Limits object's identity (the routing table makes one per refresh; hashing its
         # fields per request cost more than the check), guarded against a reused id by `is`
         which = (id(limits), gateway_id, agent_id, principal.key_id, agent_override, principal.rate_limit)
-        cached = self._scopes.get(which)
+        cached: CallerScopes | None = self._scopes.get(which)
         if cached is None or cached.limits is not limits:
             scopes = request_scopes(limits, gateway_id, agent_id, principal.key_id, agent_override,
                                     principal.rate_limit)
@@ -287,13 +302,13 @@ class RateLimiter:
         scopes = request_scopes(limits, gateway_id, agent_id, key_id, agent_override, user_override)
         return scopes, (await self.decide(scopes, gateway_id, fail_closed, peek=True) if scopes else [])
 
-    async def check_api(self, principal) -> list:
+    async def check_api(self, principal: Principal) -> list[tuple[bytes, bytes]]:
         """The management API's own per-key limit (the key's api_rate_limit, else NGM_API_RATE_LIMIT)."""
         limit = principal.api_rate_limit if principal.api_rate_limit is not None else self.api_limit
         if not limit:
             return []
         which = ("api", principal.key_id, limit)
-        cached = self._scopes.get(which)
+        cached: tuple[list[Scope], bytes, None] | None = self._scopes.get(which)
         if cached is None:  # the same list every call: the Redis backend packs a caller's request once per list
             scopes = [Scope("api", f"api:{principal.key_id}:w{self.api_window_ms}", limit, self.api_window_ms)]
             cached = keep(self._scopes, which, (scopes, policy_header(scopes), None), _MEMO)
@@ -359,6 +374,7 @@ class RateLimiter:
 
     async def _beat(self) -> None:
         """Announce this instance, count the live ones (fail-open divides by them), notice recovery."""
+        assert self.redis is not None  # start() runs it (and _watch) only with Redis
         try:
             await self.redis.set(f"{self.namespace}:instances:{self.instance}", "1", px=3000)
             live = 0
@@ -374,7 +390,7 @@ class RateLimiter:
         except _REDIS_DOWN as exc:
             self._went_down(exc)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         leases = {} if self.leases is None else {"leases_granted": self.leases.granted,
                                                  "lease_units_given_back": self.leases.given_back}
         return {"ok": True, "backend": "redis" if self.shared is not None else "memory",

@@ -15,15 +15,27 @@ import logging
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
 from redis.exceptions import NoScriptError, ResponseError
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import redis.asyncio
+
+    # what a reply goes to: a future, or on_reply(reply, error) (Pipe.send)
+    OnReply: TypeAlias = Callable[[Any, Exception | None], None]
+    # a command sent (or to be sent): (future or None, on_reply or None, when)
+    _Waiter: TypeAlias = tuple[asyncio.Future[Any] | None, OnReply | None, float]
 
 log = logging.getLogger("ngm.ratelimit")
 SECOND_LOOK = 0.02  # seconds after a timeout is first seen (see Pipe._check_overdue)
 
 
-def resolve(future: asyncio.Future, result, error: BaseException | None) -> None:
+def resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     """A waiter's future gets the result or the error, unless it is done already (its caller gave up)."""
     if future.done():
         return
@@ -33,7 +45,7 @@ def resolve(future: asyncio.Future, result, error: BaseException | None) -> None
         future.set_result(result)
 
 
-def pack_items(args: list) -> bytes:
+def pack_items(args: Sequence[object]) -> bytes:
     """Arguments as RESP bulk strings (the body of a command's array)."""
     parts = []
     for arg in args:
@@ -43,46 +55,46 @@ def pack_items(args: list) -> bytes:
     return b"".join(parts)
 
 
-def pack(args: list) -> bytes:
+def pack(args: Sequence[object]) -> bytes:
     """A command in RESP: an array of bulk strings."""
     return b"*%d\r\n" % len(args) + pack_items(args)
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, pipe: "Pipe"):
+    def __init__(self, pipe: "Pipe") -> None:
         self.pipe = pipe
-        self.transport = None
+        self.transport: asyncio.BaseTransport | None = None
 
-    def connection_made(self, transport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         if self.pipe._transport is self.transport:
             self.pipe._received(data)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.pipe._transport is self.transport:  # not one the pipe already gave up on
             self.pipe._lost(exc or ConnectionError("Redis closed the connection"))
 
 
 class Pipe:
     def __init__(self, host: str, port: int, db: int = 0, username: str | None = None,
-                 password: str | None = None, timeout: float = 0.25, tls: ssl.SSLContext | None = None):
+                 password: str | None = None, timeout: float = 0.25, tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port, self.db = host, port, db
         self.username, self.password, self.timeout = username, password, timeout
         self.tls = tls  # rediss://: the context redis-py made of the URL's ssl_* settings
         self._transport: asyncio.Transport | None = None
-        self._connecting: asyncio.Task | None = None
+        self._connecting: asyncio.Task[None] | None = None
         # sent (or to be sent), in order: (future or None, on_reply or None, when)
-        self._waiting: deque[tuple] = deque()
+        self._waiting: deque[_Waiter] = deque()
         self._out: list[bytes] = []
         self._flush_soon = False
         self._watchdog: asyncio.TimerHandle | None = None
-        self._overdue: tuple | None = None  # the waiting command found overdue once (see _check_overdue)
+        self._overdue: _Waiter | None = None  # the waiting command found overdue once (see _check_overdue)
         self._reader = hiredis.Reader()
 
     @classmethod
-    def for_client(cls, client, timeout: float = 0.25) -> "Pipe | None":
+    def for_client(cls, client: redis.asyncio.Redis, timeout: float = 0.25) -> "Pipe | None":
         """A pipe to the server of a redis-py client, over TLS for rediss:// (with the certificate checks the
         URL asks redis-py for); None for a unix socket, which redis-py then serves alone."""
         from redis.asyncio.connection import Connection, SSLConnection
@@ -97,11 +109,11 @@ class Pipe:
         return cls(kw.get("host", "localhost"), int(kw.get("port", 6379)), int(kw.get("db") or 0),
                    kw.get("username"), kw.get("password"), timeout, tls)
 
-    def call(self, *args) -> asyncio.Future:
+    def call(self, *args: object) -> asyncio.Future[Any]:
         """Send a command; the future gets its reply (or the error, or TimeoutError after `timeout`)."""
-        return self.send(pack(list(args)))
+        return cast("asyncio.Future[Any]", self.send(pack(list(args))))  # no on_reply: send() made one
 
-    def send(self, command: bytes, on_reply=None) -> asyncio.Future | None:
+    def send(self, command: bytes, on_reply: OnReply | None = None) -> asyncio.Future[Any] | None:
         """Send a command already in RESP (see pack). Without `on_reply` a future gets the reply and the
         command is coalesced with the loop turn's others into one write. With `on_reply(reply, error)` the
         reply is handed over as soon as it is read, and the command (already a batch) is written at once:
@@ -175,13 +187,15 @@ class Pipe:
             self._settle(future, on_reply, reply, error)
 
     @staticmethod
-    def _settle(future, on_reply, reply, error) -> None:
+    def _settle(future: asyncio.Future[Any] | None, on_reply: OnReply | None, reply: Any,
+                error: Exception | None) -> None:
         if on_reply is not None:
             try:
                 on_reply(reply, error)
             except Exception:  # the caller's bug must not stop the replies behind it
                 log.exception("rate-limit reply handler failed")
         else:
+            assert future is not None  # send() makes one whenever on_reply is None
             resolve(future, reply, error)
 
     def _check_overdue(self) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import NamedTuple
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from redis.exceptions import NoScriptError
 
@@ -20,6 +21,16 @@ from ngm.dataplane.limits.algorithms import SLIDING_WINDOW, Outcome, Scope
 from ngm.dataplane.limits.leases import LEASE_MIN, LEASE_SECONDS, Leases
 from ngm.dataplane.limits.pipe import Pipe, pack_items, resolve
 from ngm.dataplane.memo import keep
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import redis.asyncio
+
+    # a check's result: an admitted brief request's (index of the tightest scope, its remaining, reset ms), else
+    # its Outcomes; None when Redis failed
+    Result: TypeAlias = list[Outcome] | tuple[int, int, int] | None
+    Answered: TypeAlias = Callable[[Result, BaseException | None], None]  # answered(result, error)
 
 log = logging.getLogger("ngm.ratelimit")
 MAX_BATCH = 128
@@ -250,17 +261,24 @@ end
 class _Request(NamedTuple):
     """What one check sends: its keys and arguments, and the same already in RESP (pipe.pack) for the pipe."""
 
-    keys: list
-    args: list
+    keys: list[str]
+    args: list[str | int]
     packed_keys: bytes
     packed_args: bytes
-    scopes: list  # the list these were built from (the cache's guard)
+    scopes: list[Scope]  # the list these were built from (the cache's guard)
     brief: bool  # admitted: (tightest scope's index, its remaining, reset ms) rather than every Outcome
-    wishes: tuple | None = None  # units of a lease asked for per scope (leases.py)
+    wishes: tuple[int, ...] | None = None  # units of a lease asked for per scope (leases.py)
 
 
-def _joined(batch: list) -> tuple[list, list]:
+if TYPE_CHECKING:
+    # a check waiting for this turn's script call: (request, number of scopes, peek, answered(result, error))
+    _Queued: TypeAlias = tuple[_Request, int, bool, Answered]
+
+
+def _joined(batch: list[_Queued]) -> tuple[list[str], list[str | int]]:
     """One script call's KEYS and ARGV for a batch ('' first: Redis's own clock)."""
+    keys: list[str]
+    args: list[str | int]
     keys, args = [], [""]
     for request, *_ in batch:
         keys += request.keys
@@ -269,13 +287,13 @@ def _joined(batch: list) -> tuple[list, list]:
 
 
 class RedisBackend:
-    def __init__(self, redis, namespace: str):
+    def __init__(self, redis: redis.asyncio.Redis, namespace: str) -> None:
         self.redis, self.prefix = redis, f"{namespace}:rl:"
         self._script = redis.register_script(_SCRIPT)
         self._pipe = Pipe.for_client(redis)
-        self._queue: list[tuple] = []  # (request, number of scopes, peek, answered(outcomes, error)) this turn
+        self._queue: list[_Queued] = []  # (request, number of scopes, peek, answered(outcomes, error)) this turn
         self._flush_soon = False
-        self._requests: dict[tuple, _Request] = {}
+        self._requests: dict[tuple[int, str, bool, bool], _Request] = {}
         self.leases = Leases(self.give_back)
         self._give_back_script = redis.register_script(_GIVE_BACK)
         self._returns: list[tuple[str, int]] = []  # (window's key, units) to give back this turn
@@ -286,7 +304,7 @@ class RedisBackend:
         made = self._requests.get(which)
         if made is None or made.scopes is not scopes:
             keys = [self.prefix + s.key for s in scopes] + [self.prefix + "rejected:" + counter]
-            args: list = ["2" if brief else "1" if peek else "0", len(scopes)]
+            args: list[str | int] = ["2" if brief else "1" if peek else "0", len(scopes)]
             for s in scopes:
                 args += ["w" if s.algorithm == SLIDING_WINDOW else "t", s.limit, s.window_ms, s.burst, s.name]
             made = keep(self._requests, which, _Request(keys, args, pack_items(keys), pack_items(args), scopes, brief),
@@ -299,11 +317,12 @@ class RedisBackend:
         if now_ms is not None:  # a test's own clock: sent alone
             flat = await self._call(request.keys, [repr(float(now_ms)), *request.args])
             return self._outcomes(flat, peek)
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._enqueue(request, len(scopes), peek, lambda outcomes, error: resolve(future, outcomes, error))
         return await future
 
-    def check_then(self, scopes: list[Scope], counter: str, answered, wishes: tuple | None = None) -> None:
+    def check_then(self, scopes: list[Scope], counter: str, answered: Answered,
+                   wishes: tuple[int, ...] | None = None) -> None:
         """check() without a coroutine: answered(result, error) once Redis has replied (or failed). The result of
         an admitted request is (index of the tightest scope, its remaining, ms until its reset), all its headers
         need; of a refused one, its Outcomes. `wishes`: leases asked for with it (Leases.wishes())."""
@@ -313,7 +332,7 @@ class RedisBackend:
             request = request._replace(args=args, packed_args=pack_items(args), wishes=wishes)
         self._enqueue(request, len(scopes), False, answered)
 
-    def _enqueue(self, request: _Request, n: int, peek: bool, answered) -> None:
+    def _enqueue(self, request: _Request, n: int, peek: bool, answered: Answered) -> None:
         self._queue.append((request, n, peek, answered))
         if not self._flush_soon:
             self._flush_soon = True
@@ -339,28 +358,33 @@ class RedisBackend:
                 head = b"*%d\r\n" % (3 + nkeys + nargs) + pack_items(["EVALSHA", self._script.sha, nkeys])
                 self._pipe.send(b"".join([head, *(r.packed_keys for r, *_ in batch), b"$0\r\n\r\n",
                                           *(r.packed_args for r, *_ in batch)]),
-                                lambda reply, error, batch=batch: self._answer(batch, reply, error, sent_at))
+                                # mypy matches a lambda to OnReply only without the default that binds `batch`
+                                lambda reply, error, batch=batch:  # type: ignore[misc]
+                                self._answer(batch, reply, error, sent_at))
             else:
                 self._call_later(batch, self._call(*_joined(batch)))
 
-    def _call_later(self, batch: list, call) -> None:
+    def _call_later(self, batch: list[_Queued], call: Awaitable[list[Any]]) -> None:
         sent_at = time.monotonic()
 
-        def done(f: asyncio.Future) -> None:
+        def done(f: asyncio.Future[list[Any]]) -> None:
             error = ConnectionError("cancelled") if f.cancelled() else f.exception()
             self._answer(batch, None if error else f.result(), error, sent_at)
 
         asyncio.ensure_future(call).add_done_callback(done)
 
-    def _answer(self, batch: list, reply: list | None, error: BaseException | None, sent_at: float) -> None:
+    def _answer(self, batch: list[_Queued], reply: list[Any] | None, error: BaseException | None,
+                sent_at: float) -> None:
         if isinstance(error, NoScriptError):  # Redis restarted (or flushed its scripts): load it, call again
             keys, args = _joined(batch)
             self._call_later(batch, self._script(keys=keys, args=args))
             return
+        result: Result
         at, result = 0, None
         for request, n, peek, answered in batch:  # every waiting request learns its result, or that Redis failed
             grants = None
             if error is None:
+                assert reply is not None  # Redis answered: with a list, or with the error
                 if not request.brief:
                     result = self._outcomes(reply[at:at + n * 5], peek)
                     at += n * 5
@@ -388,7 +412,7 @@ class RedisBackend:
         self._returns.append((f"{self.prefix}{key}:{index}", units))
 
     def _send_returns(self) -> None:
-        def done(f: asyncio.Future) -> None:
+        def done(f: asyncio.Future[None]) -> None:
             if f.cancelled() or f.exception() is not None:  # the count stays high: fewer admitted, never more
                 log.info("rate limits: unused lease units not given back (%s)",
                          "cancelled" if f.cancelled() else type(f.exception()).__name__)
@@ -405,30 +429,30 @@ class RedisBackend:
         if returns:
             await self._give_back_script(keys=[key for key, _ in returns], args=[units for _, units in returns])
 
-    async def _call(self, keys: list, args: list) -> list:
+    async def _call(self, keys: list[str], args: list[str | int]) -> list[Any]:
         try:  # EVALSHA straight away: redis-py's Script wrapper costs a tenth of a check
-            return await self.redis.evalsha(self._script.sha, len(keys), *keys, *args)
+            return cast("list[Any]", await self.redis.evalsha(self._script.sha, len(keys), *keys, *args))
         except NoScriptError:
-            return await self._script(keys=keys, args=args)
+            return cast("list[Any]", await self._script(keys=keys, args=args))
 
     def close(self) -> None:
         if self._pipe is not None:
             self._pipe.close()
 
     @staticmethod
-    def _outcomes(flat: list, peek: bool) -> list[Outcome]:
+    def _outcomes(flat: list[Any], peek: bool) -> list[Outcome]:
         outcomes = [Outcome(bool(flat[i]), int(flat[i + 1]), int(flat[i + 2]), int(flat[i + 3]), int(flat[i + 4]))
                     for i in range(0, len(flat), 5)]
         return [o.before() for o in outcomes] if peek else outcomes
 
     async def keys(self, prefix: str, kind: str) -> list[str]:
         """Scope keys (without our prefix) that start with `prefix` and count in `kind` (w60000, t1000...)."""
-        found = []
+        found: list[str] = []
         async for key in self.redis.scan_iter(match=f"{self.prefix}{prefix}*:{kind}*", count=500):
             found.append(key.decode()[len(self.prefix):])
         return found
 
     async def rejections(self, counter: str) -> dict[str, int]:
-        raw = await self.redis.hgetall(self.prefix + "rejected:" + counter)
+        raw = cast("dict[bytes, bytes]", await self.redis.hgetall(self.prefix + "rejected:" + counter))  # not decoded
         return {k.decode(): int(v) for k, v in raw.items()}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 SECRET_FIELDS = {"api_key_encrypted": "api_key", "api_key_last4": None}
 _IGNORED = {"id", "organization_id", "created_at", "updated_at"}
 
@@ -15,7 +17,7 @@ def _secret_change(before, after) -> str:
 def diff(before: dict | None, after: dict | None) -> dict:
     """{field: {"from": old, "to": new}} for fields that differ; secrets reduced to [set]/[changed]/[cleared]."""
     before, after = before or {}, after or {}
-    out = {}
+    out: dict[str, Any] = {}
     for key in sorted(set(before) | set(after)):
         if key in _IGNORED:
             continue
@@ -27,7 +29,7 @@ def diff(before: dict | None, after: dict | None) -> dict:
             if alias:
                 out[alias] = _secret_change(old, new)
             continue
-        entry = {}
+        entry: dict[str, Any] = {}
         if key in before:
             entry["from"] = old
         if key in after:

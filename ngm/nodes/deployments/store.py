@@ -8,6 +8,7 @@ The lock order is always gateway, then deployment.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from ngm.errors import Conflict, NotFound, ValidationFailed
 from ngm.models.database import Queries
@@ -18,13 +19,13 @@ from ngm.nodes.gateways import store as gateways
 TIMES = ("deployed_at", "drain_started_at", "drain_deadline", "created_at", "updated_at")
 
 
-def view(row: dict) -> dict:
+def view(row: dict[str, Any]) -> dict[str, Any]:
     for key in TIMES:
         row[key] = iso(row.get(key))
     return row
 
 
-async def get_deployment(q: Queries, organization_id: str, deployment_id: str, *, lock: bool = False) -> dict:
+async def get_deployment(q: Queries, organization_id: str, deployment_id: str, *, lock: bool = False) -> dict[str, Any]:
     row = await select_one(q, "GatewayDeployment", {"id": deployment_id, "organization_id": organization_id},
                            lock=lock)
     if row is None:
@@ -34,14 +35,15 @@ async def get_deployment(q: Queries, organization_id: str, deployment_id: str, *
 
 async def _already_active(q: Queries, organization_id: str, gateway_id: str, agent_id: str, version: str,
                           other_than: str | None = None) -> bool:
-    where: dict = {"organization_id": organization_id, "gateway_id": gateway_id, "agent_id": agent_id,
+    where: dict[str, Any] = {"organization_id": organization_id, "gateway_id": gateway_id, "agent_id": agent_id,
                    "agent_version": version, "is_active": True}
     if other_than:
         where["id"] = ("<>", other_than)
     return bool(await count(q, "GatewayDeployment", where))
 
 
-async def create_deployment(q: Queries, organization_id: str, fields: dict, deployed_by: str) -> dict:
+async def create_deployment(q: Queries, organization_id: str, fields: dict[str, Any], deployed_by: str
+                            ) -> dict[str, Any]:
     try:
         gateway = await gateways.get_gateway(q, organization_id, fields["gateway_id"], lock=True)
     except NotFound:
@@ -55,15 +57,16 @@ async def create_deployment(q: Queries, organization_id: str, fields: dict, depl
     return await get_deployment(q, organization_id, row["id"])
 
 
-async def list_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
-                    ) -> tuple[list[dict], int]:
+async def list_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int
+                    ) -> tuple[list[dict[str, Any]], int]:
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
     total = await count(q, "GatewayDeployment", where)
     rows = await select(q, "GatewayDeployment", where, order=["agent_id", "id"], limit=limit, offset=offset)
     return [view(r) for r in rows], total
 
 
-async def _apply(q: Queries, organization_id: str, before: dict, changes: dict) -> tuple[dict, dict]:
+async def _apply(q: Queries, organization_id: str, before: dict[str, Any], changes: dict[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
         return before, before
@@ -71,7 +74,8 @@ async def _apply(q: Queries, organization_id: str, before: dict, changes: dict) 
     return before, await get_deployment(q, organization_id, before["id"])
 
 
-async def update_deployment(q: Queries, organization_id: str, deployment_id: str, changes: dict) -> tuple[dict, dict]:
+async def update_deployment(q: Queries, organization_id: str, deployment_id: str, changes: dict[str, Any]
+                            ) -> tuple[dict[str, Any], dict[str, Any]]:
     version = changes.get("agent_version")
     if version:  # the version must stay unique among the gateway's active ones: the gateway first
         current = await get_deployment(q, organization_id, deployment_id)
@@ -85,7 +89,8 @@ async def update_deployment(q: Queries, organization_id: str, deployment_id: str
     return await _apply(q, organization_id, before, changes)
 
 
-async def set_status(q: Queries, organization_id: str, deployment_id: str, status: str) -> tuple[dict, dict]:
+async def set_status(q: Queries, organization_id: str, deployment_id: str, status: str
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """active or inactive, at once (draining has its own path)."""
     current = await get_deployment(q, organization_id, deployment_id)
     if status == "active":  # the gateway first (the lock order), then the deployment as locked
@@ -101,7 +106,7 @@ async def set_status(q: Queries, organization_id: str, deployment_id: str, statu
 
 
 async def start_drain(q: Queries, organization_id: str, deployment_id: str, timeout_seconds: float
-                      ) -> tuple[dict, dict]:
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
     before = await get_deployment(q, organization_id, deployment_id, lock=True)
     if before["status"] == "inactive":
         raise ValidationFailed("an inactive deployment has nothing to drain", field="deployment_id")
@@ -121,7 +126,7 @@ async def finish_drain(q: Queries, deployment_id: str) -> bool:
     return True
 
 
-async def delete_deployment(q: Queries, organization_id: str, deployment_id: str) -> dict:
+async def delete_deployment(q: Queries, organization_id: str, deployment_id: str) -> dict[str, Any]:
     row = await get_deployment(q, organization_id, deployment_id, lock=True)
     await delete(q, "GatewayDeployment", {"id": deployment_id})
     return row

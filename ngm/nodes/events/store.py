@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from ngm.errors import NotFound
 from ngm.models.database import Queries, Transaction
@@ -11,22 +12,26 @@ from ngm.models.rows import iso, new_id, new_ordered_id, utcnow
 from ngm.nodes.events.bus import HEALTH_TRANSITION
 from ngm.nodes.events.signing import new_secret
 
+if TYPE_CHECKING:
+    from ngm.nodes.events.bus import LocalBus
+    from ngm.nodes.secrets.keyring import Keyring
+
 WEBHOOK_EVENT_TYPES = (HEALTH_TRANSITION,)
 
 
-def make_event(event_type: str, organization_id: str, data: dict, *, event_id: str | None = None,
-               occurred_at: datetime | None = None) -> dict:
+def make_event(event_type: str, organization_id: str, data: dict[str, Any], *, event_id: str | None = None,
+               occurred_at: datetime | None = None) -> dict[str, Any]:
     return {"id": event_id or new_id(), "type": event_type, "organization_id": organization_id,
             "occurred_at": iso(occurred_at or utcnow()), "data": data}
 
 
-def transition_view(row: dict) -> dict:
+def transition_view(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
     out["occurred_at"] = iso(out["occurred_at"])
     return out
 
 
-async def record_transitions(q: Queries, bus, transitions: list[dict]) -> list[dict]:
+async def record_transitions(q: Queries, bus: LocalBus, transitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Store transitions and queue their webhook deliveries (in the caller's transaction), and publish them
     once it commits; a few batched statements however many there are (a restart can move hundreds of
     gateways at once). transition: organization_id, gateway_id, gateway_name, from/to health and status,
@@ -39,7 +44,7 @@ async def record_transitions(q: Queries, bus, transitions: list[dict]) -> list[d
                          event_id=r["id"], occurred_at=r["occurred_at"]) for r in rows]
     await _queue_deliveries(q, events)
 
-    async def publish():
+    async def publish() -> None:
         for event in events:
             await bus.publish(event)
 
@@ -50,7 +55,7 @@ async def record_transitions(q: Queries, bus, transitions: list[dict]) -> list[d
     return events
 
 
-async def _queue_deliveries(q: Queries, events: list[dict]) -> None:
+async def _queue_deliveries(q: Queries, events: list[dict[str, Any]]) -> None:
     orgs = sorted({e["organization_id"] for e in events})
     hooks = []
     for part in chunks(orgs):
@@ -64,7 +69,7 @@ async def _queue_deliveries(q: Queries, events: list[dict]) -> None:
     await insert_many(q, "WebhookDelivery", deliveries)
 
 
-async def enqueue_test(q: Queries, event: dict, webhook_id: str) -> None:
+async def enqueue_test(q: Queries, event: dict[str, Any], webhook_id: str) -> None:
     """A single delivery to one webhook, whatever it subscribes to (POST /webhooks/{id}/test)."""
     await insert(q, "WebhookDelivery", {
         "id": new_ordered_id(), "organization_id": event["organization_id"], "webhook_id": webhook_id,
@@ -73,8 +78,8 @@ async def enqueue_test(q: Queries, event: dict, webhook_id: str) -> None:
 
 
 async def list_transitions(q: Queries, organization_id: str, gateway_id: str | None, since: datetime | None,
-                           limit: int) -> list[dict]:
-    where: dict = {"organization_id": organization_id}
+                           limit: int) -> list[dict[str, Any]]:
+    where: dict[str, Any] = {"organization_id": organization_id}
     if gateway_id:
         where["gateway_id"] = gateway_id
     if since:
@@ -94,14 +99,15 @@ async def list_transitions(q: Queries, organization_id: str, gateway_id: str | N
 
 # ---------------------------------------------------------------- webhooks
 
-def webhook_view(row: dict) -> dict:
+def webhook_view(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k != "secret_encrypted"}
     for key in ("created_at", "updated_at"):
         out[key] = iso(out.get(key))
     return out
 
 
-async def create_webhook(q: Queries, keyring, organization_id: str, fields: dict, actor: str) -> tuple[dict, str]:
+async def create_webhook(q: Queries, keyring: Keyring, organization_id: str, fields: dict[str, Any], actor: str
+                         ) -> tuple[dict[str, Any], str]:
     secret = new_secret()
     row = {"id": "wh_" + new_id()[:16], "organization_id": organization_id, "url": fields["url"],
            "description": fields.get("description"), "events": list(fields.get("events") or WEBHOOK_EVENT_TYPES),
@@ -110,23 +116,24 @@ async def create_webhook(q: Queries, keyring, organization_id: str, fields: dict
     return await get_webhook(q, organization_id, row["id"]), secret
 
 
-async def get_webhook_row(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict:
+async def get_webhook_row(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict[str, Any]:
     row = await select_one(q, "Webhook", {"id": webhook_id, "organization_id": organization_id}, lock=lock)
     if row is None:
         raise NotFound(f"webhook {webhook_id} not found", field="webhook_id")
     return row
 
 
-async def get_webhook(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict:
+async def get_webhook(q: Queries, organization_id: str, webhook_id: str, *, lock: bool = False) -> dict[str, Any]:
     return webhook_view(await get_webhook_row(q, organization_id, webhook_id, lock=lock))
 
 
-async def list_webhooks(q: Queries, organization_id: str) -> list[dict]:
+async def list_webhooks(q: Queries, organization_id: str) -> list[dict[str, Any]]:
     rows = await select(q, "Webhook", {"organization_id": organization_id}, order=["created_at", "id"], limit=1000)
     return [webhook_view(r) for r in rows]
 
 
-async def update_webhook(q: Queries, organization_id: str, webhook_id: str, changes: dict) -> tuple[dict, dict]:
+async def update_webhook(q: Queries, organization_id: str, webhook_id: str, changes: dict[str, Any]
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
     before = await get_webhook(q, organization_id, webhook_id, lock=True)
     changes = {k: v for k, v in changes.items() if before.get(k) != v}
     if not changes:
@@ -135,21 +142,22 @@ async def update_webhook(q: Queries, organization_id: str, webhook_id: str, chan
     return before, await get_webhook(q, organization_id, webhook_id)
 
 
-async def rotate_secret(q: Queries, keyring, organization_id: str, webhook_id: str) -> tuple[dict, str]:
+async def rotate_secret(q: Queries, keyring: Keyring, organization_id: str, webhook_id: str
+                        ) -> tuple[dict[str, Any], str]:
     await get_webhook_row(q, organization_id, webhook_id, lock=True)
     secret = new_secret()
     await update(q, "Webhook", webhook_id, {"secret_encrypted": keyring.encrypt(secret)})
     return await get_webhook(q, organization_id, webhook_id), secret
 
 
-async def delete_webhook(q: Queries, organization_id: str, webhook_id: str) -> dict:
+async def delete_webhook(q: Queries, organization_id: str, webhook_id: str) -> dict[str, Any]:
     hook = await get_webhook(q, organization_id, webhook_id, lock=True)
     await delete(q, "WebhookDelivery", {"webhook_id": webhook_id})
     await delete(q, "Webhook", {"id": webhook_id})
     return hook
 
 
-def delivery_view(row: dict) -> dict:
+def delivery_view(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in ("payload", "updated_at")}
     for key in ("next_attempt_at", "delivered_at", "created_at"):
         out[key] = iso(out.get(key))
@@ -157,16 +165,16 @@ def delivery_view(row: dict) -> dict:
 
 
 async def list_deliveries(q: Queries, organization_id: str, webhook_id: str, status: str | None,
-                          limit: int) -> list[dict]:
+                          limit: int) -> list[dict[str, Any]]:
     await get_webhook_row(q, organization_id, webhook_id)
-    where: dict = {"webhook_id": webhook_id, "organization_id": organization_id}
+    where: dict[str, Any] = {"webhook_id": webhook_id, "organization_id": organization_id}
     if status:
         where["status"] = status
     rows = await select(q, "WebhookDelivery", where, order=["-id"], limit=limit)
     return [delivery_view(r) for r in rows]
 
 
-async def due_deliveries(q: Queries, now: datetime, limit: int) -> list[dict]:
+async def due_deliveries(q: Queries, now: datetime, limit: int) -> list[dict[str, Any]]:
     return await select(q, "WebhookDelivery", {"status": "pending", "next_attempt_at": ("<=", now)},
                         order=["id"], limit=limit)  # creation order: events reach each webhook in order
 

@@ -7,6 +7,8 @@ request changed, and checks such as "no active deployments" hold until the trans
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ngm.errors import Conflict, NotFound, ValidationFailed
 from ngm.models.database import Queries
 from ngm.models.json_rows import JsonView, page_json, select_json
@@ -14,16 +16,19 @@ from ngm.models.query import count, delete, insert, select, select_one, update
 from ngm.models.rows import iso, new_id
 from ngm.nodes.gateways.validation import base_url, consistency_errors, same_origin
 
+if TYPE_CHECKING:
+    from ngm.nodes.secrets.keyring import Keyring
+
 TIME_FIELDS = ("last_health_check", "created_at", "updated_at")
 SECRET_FIELDS = ("api_key_encrypted", "api_key_last4")
 INTERNAL_FIELDS = ("health_successes", "health_failures", "health_slow", "health_fast")  # hysteresis counters
-HEALTH_RANK = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
+HEALTH_RANK: dict[str | None, int] = {"healthy": 0, "degraded": 1, "unknown": 2, "unhealthy": 3}
 _HIDDEN = frozenset(SECRET_FIELDS + INTERNAL_FIELDS)
 FLOAT_FIELDS = ("last_response_time_ms", "health_check_interval", "health_check_timeout", "degraded_latency_ms",
                 "health_grace_period", "request_timeout", "rate_limit_window")
 
 
-def canonical(row: dict) -> dict:
+def canonical(row: dict[str, Any]) -> dict[str, Any]:
     """A row as every caller sees it: times in ISO 8601, floats rounded (PostgreSQL REAL is 4 bytes: 6.89
     comes back as 6.8899998)."""
     for key in TIME_FIELDS:
@@ -42,7 +47,7 @@ PUBLIC = JsonView("Gateway", hidden=_HIDDEN, extra={
     "api_key_last4": {"sqlite": _LAST4, "postgresql": _LAST4}})
 
 
-def public_view(row: dict) -> dict:
+def public_view(row: dict[str, Any]) -> dict[str, Any]:
     """What callers see: never the encrypted key, only whether one is set and its last 4 characters."""
     out = {k: v for k, v in row.items() if k not in _HIDDEN}
     out["api_key_set"] = bool(row.get("api_key_encrypted"))
@@ -50,7 +55,7 @@ def public_view(row: dict) -> dict:
     return out
 
 
-def _check_consistency(record: dict) -> None:
+def _check_consistency(record: dict[str, Any]) -> None:
     errors = consistency_errors(record)
     if errors:
         raise ValidationFailed.from_fields(errors)
@@ -62,14 +67,14 @@ def _name_taken(name: str) -> Conflict:
 
 
 async def _name_free(q: Queries, organization_id: str, name: str, other_than: str | None = None) -> None:
-    where: dict = {"organization_id": organization_id, "name": name}
+    where: dict[str, Any] = {"organization_id": organization_id, "name": name}
     if other_than:
         where["id"] = ("<>", other_than)
     if await count(q, "Gateway", where):
         raise _name_taken(name)
 
 
-async def create_gateway(q: Queries, organization_id: str, record: dict) -> dict:
+async def create_gateway(q: Queries, organization_id: str, record: dict[str, Any]) -> dict[str, Any]:
     record = {**record, "id": new_id(), "organization_id": organization_id}
     if record.get("ssl_enabled") is None:
         record["ssl_enabled"] = record["api_url"].lower().startswith("https://")
@@ -82,14 +87,14 @@ async def create_gateway(q: Queries, organization_id: str, record: dict) -> dict
     return await get_gateway(q, organization_id, record["id"])
 
 
-async def get_gateway(q: Queries, organization_id: str, gateway_id: str, *, lock: bool = False) -> dict:
+async def get_gateway(q: Queries, organization_id: str, gateway_id: str, *, lock: bool = False) -> dict[str, Any]:
     row = await select_one(q, "Gateway", {"id": gateway_id, "organization_id": organization_id}, lock=lock)
     if row is None:
         raise NotFound(f"gateway {gateway_id} not found", field="gateway_id")
     return canonical(row)
 
 
-async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict:
+async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict[str, Any]:
     """A gateway as callers see it (public_view of the row)."""
     found = await select_json(q, PUBLIC, {"id": gateway_id, "organization_id": organization_id}, limit=1)
     if not found:
@@ -97,15 +102,15 @@ async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict:
     return found[0]
 
 
-async def list_public_page(q: Queries, organization_id: str, filters: dict, limit: int, offset: int
-                           ) -> tuple[list[dict], int]:
+async def list_public_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int
+                           ) -> tuple[list[dict[str, Any]], int]:
     """(a page of gateways as callers see them, by name; how many match in all)."""
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
     return await page_json(q, PUBLIC, where, order=["name", "id"], limit=limit, offset=offset)
 
 
-async def update_gateway(q: Queries, organization_id: str, gateway_id: str, changes: dict, keyring=None
-                ) -> tuple[dict, dict]:
+async def update_gateway(q: Queries, organization_id: str, gateway_id: str, changes: dict[str, Any],
+                         keyring: Keyring | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Apply a partial update to the row as locked; returns (before, after). A key sealed before the lock was
     taken is sealed again (keyring) under the newest key: a rotation may have pruned the old one meanwhile."""
     before = await get_gateway(q, organization_id, gateway_id, lock=True)
@@ -136,7 +141,7 @@ async def count_active_deployments(q: Queries, organization_id: str, gateway_id:
                        {"organization_id": organization_id, "gateway_id": gateway_id, "is_active": True})
 
 
-async def delete_gateway(q: Queries, organization_id: str, gateway_id: str, force: bool) -> dict:
+async def delete_gateway(q: Queries, organization_id: str, gateway_id: str, force: bool) -> dict[str, Any]:
     """Delete the locked gateway: refused while it has active deployments (a deployment created meanwhile
     waited for the lock and finds it gone), or with them when forced."""
     gateway = await get_gateway(q, organization_id, gateway_id, lock=True)
@@ -153,7 +158,7 @@ async def delete_gateway(q: Queries, organization_id: str, gateway_id: str, forc
     return {**gateway, "deleted_deployments": deleted}
 
 
-async def resolve(q: Queries, organization_id: str, environment: str) -> dict:
+async def resolve(q: Queries, organization_id: str, environment: str) -> dict[str, Any]:
     """The first active gateway of an environment: healthiest first, then oldest."""
     rows = await select(q, "Gateway", {"organization_id": organization_id, "environment": environment,
                                        "status": "active"}, order=["created_at", "id"])

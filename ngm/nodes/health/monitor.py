@@ -14,7 +14,7 @@ import random
 import time
 from datetime import datetime
 
-from ngm.models.database import DatabaseUnavailable
+from ngm.errors import DatabaseUnavailable
 from ngm.models.rows import utcnow
 from ngm.nodes.gateways.validation import base_url, health_url
 from ngm.nodes.health.probe import ProbeResult, probe

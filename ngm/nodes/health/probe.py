@@ -42,7 +42,7 @@ class ProbeResult:
         return {**asdict(self), "ok": self.ok, "summary": self.summary}
 
 
-def _causes(exc: BaseException):
+def _causes(exc: BaseException | None):
     """The exception and everything it wraps (aiohttp -> OSError -> ConnectionRefusedError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 
 from ngm.errors import NotFound
-from ngm.models.database import Queries
+from ngm.models.database import Queries, Transaction
 from ngm.models.rows import iso, new_id, utcnow
 from ngm.nodes.events.bus import HEALTH_PROBE
 from ngm.nodes.events.store import make_event, record_transitions
@@ -58,7 +58,7 @@ class HealthRecorder:
             [summary] = await self._record(tx, [(row, result)], "manual", utcnow())
             return summary
 
-    async def _record(self, tx: Queries, items: list[tuple[dict, ProbeResult]], source: str, now: datetime
+    async def _record(self, tx: Transaction, items: list[tuple[dict, ProbeResult]], source: str, now: datetime
                       ) -> list[dict]:
         evaluated = [(g, r, *evaluate(g, r, now, source)) for g, r in items]
         await self.store.write_results(tx, [rec for _, _, rec, _ in evaluated])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from ngm.models import TABLES
 from ngm.models.database import Json, Queries
@@ -19,7 +20,7 @@ _MONITOR_COLUMNS = (
 _GATEWAYS, _CHECKS = TABLES["Gateway"], TABLES["HealthCheck"]
 
 
-def _in(values: list, params: dict) -> str:
+def _in(values: list[str], params: dict[str, Any]) -> str:
     names = {f"v{i:05d}": v for i, v in enumerate(values)}
     params.update(names)
     return "(" + ", ".join(":" + n for n in names) + ")"
@@ -29,12 +30,12 @@ class HealthStore:
     def __init__(self, database: Queries):
         self.database = database
 
-    async def monitored_gateways(self) -> list[dict]:
+    async def monitored_gateways(self) -> list[dict[str, Any]]:
         """Every gateway the monitor probes: all but the inactive ones."""
         rows = await self.database.rows(f"SELECT {_MONITOR_COLUMNS} FROM gateways WHERE status <> 'inactive'")
         return [decode(_GATEWAYS, row) for row in rows]
 
-    async def gateway(self, q: Queries, gateway_id: str) -> dict | None:
+    async def gateway(self, q: Queries, gateway_id: str) -> dict[str, Any] | None:
         """One gateway's row as the monitor reads it, locked (a manual check records against it)."""
         row = await q.row(f"SELECT {_MONITOR_COLUMNS} FROM gateways WHERE id = :id{q.lock}", {"id": gateway_id})
         return decode(_GATEWAYS, row) if row else None
@@ -42,7 +43,7 @@ class HealthStore:
     async def statuses(self, q: Queries, gateway_ids: list[str]) -> dict[str, str]:
         out = {}
         for part in chunks(gateway_ids):
-            params: dict = {}
+            params: dict[str, Any] = {}
             rows = await q.rows(f"SELECT id, status FROM gateways WHERE id IN {_in(part, params)}", params)
             out.update({r["id"]: r["status"] for r in rows})
         return out
@@ -50,15 +51,15 @@ class HealthStore:
     async def move_statuses(self, q: Queries, expected: str, new: str, gateway_ids: list[str]) -> set[str]:
         """Compare-and-set of the administrative status for many gateways: only those still `expected`
         move, so an operator's change is never overwritten. Returns the ids that moved."""
-        moved = set()
+        moved: set[str] = set()
         for part in chunks(sorted(gateway_ids)):
-            params: dict = {"new": new, "expected": expected, "now": utcnow()}
+            params: dict[str, Any] = {"new": new, "expected": expected, "now": utcnow()}
             rows = await q.rows(f"UPDATE gateways SET status = :new, updated_at = :now WHERE status = :expected "
                                 f"AND id IN {_in(part, params)} RETURNING id", params)
             moved.update(r["id"] for r in rows)
         return moved
 
-    async def write_results(self, q: Queries, records: list[dict]) -> None:
+    async def write_results(self, q: Queries, records: list[dict[str, Any]]) -> None:
         """records: {gateway_id, organization_id, checked_at, state columns, probe fields, source}, written in
         the order of their gateway ids (concurrent batches then lock rows in the same order)."""
         records = sorted(records, key=lambda r: r["gateway_id"])
@@ -75,7 +76,7 @@ class HealthStore:
                                "response_time_ms", "health_status", "error", "unhealthy_workflows", "source")}
             for r in records])
 
-    async def history(self, gateway_id: str, since: datetime, limit: int) -> list[dict]:
+    async def history(self, gateway_id: str, since: datetime, limit: int) -> list[dict[str, Any]]:
         rows = await self.database.rows(
             "SELECT checked_at, ok, outcome, http_status, response_time_ms, health_status, error, "
             "unhealthy_workflows, source FROM health_checks WHERE gateway_id = :g AND checked_at >= :since "

@@ -162,7 +162,7 @@ class PolicyResolver(AbstractResolver):
         self.policy = policy
         self._resolver = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
         self.policy.check_name(host)
         infos = await self._resolver.resolve(host, port, family)
         self.policy.check(host, [info["host"] for info in infos])

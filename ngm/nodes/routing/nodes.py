@@ -12,7 +12,8 @@ import dataclasses
 
 from kailash.nodes.base import register_node
 
-from ngm.dataplane.strategies import Candidate, Decision, Policy, RoutingState, choose, ineligible_reason, pick_target
+from ngm.dataplane.strategies import Candidate, Decision, RoutingState, choose, ineligible_reason, pick_target
+from ngm.dataplane.table import Policy
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.routing import policies
 

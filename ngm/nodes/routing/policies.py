@@ -44,7 +44,9 @@ async def put(q: Queries, organization_id: str, agent_id: str, environment: str,
         changes = {k: v for k, v in fields.items() if before.get(k) != v}
         if changes:
             await update(q, "RoutingPolicy", before["id"], changes)
-    return before, await find(q, organization_id, agent_id, environment)
+    after = await find(q, organization_id, agent_id, environment)
+    assert after is not None  # written above, in this transaction
+    return before, after
 
 
 async def list_all(q: Queries, organization_id: str, agent_id: str | None) -> list[dict]:

@@ -13,8 +13,8 @@ from ngm.dataplane.router import Router
 from ngm.dataplane.table import RoutingTable
 from ngm.dataplane.traffic import RedisTraffic, TrafficStats
 from ngm.dataplane.upstream import UpstreamPool
+from ngm.errors import DatabaseUnavailable
 from ngm.fallbacks import Fallback
-from ngm.models.database import DatabaseUnavailable
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
 from ngm.nodes.events.bus import CIRCUIT_OPEN, HEALTH_PROBE, HEALTH_TRANSITION, KEYS_CHANGED, ROUTING_CHANGED

@@ -25,7 +25,7 @@ class SnapshotLoader:
 
     def __init__(self, database: Queries, keyring: Keyring):
         self.database, self.keyring = database, keyring
-        self._keys: dict[str, str] = {}  # encrypted token -> key (decrypt once)
+        self._keys: dict[str, str | None] = {}  # encrypted token -> key (decrypt once)
         self._unroutable: set[str] = set()  # gateways already reported as left out
 
     def _key(self, token: str | None) -> str | None:
@@ -53,7 +53,7 @@ class SnapshotLoader:
                 port = url.port or (443 if url.scheme == "https" else 80)
                 gateways[g["id"]] = GatewayRoute(
                     g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
-                    g["health_status"], url.scheme, url.hostname, port, url.path.rstrip("/").encode(),
+                    g["health_status"], url.scheme, url.hostname or "", port, url.path.rstrip("/").encode(),
                     url.netloc.encode(), self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
                     Limits.of_gateway(g))
             except Exception as exc:  # one row that cannot be routed (stored by an older version, say) is skipped,
