@@ -307,6 +307,23 @@ def test_a_stalled_event_loop_is_not_taken_for_a_silent_redis(loop_factory, stal
         assert runner.run(stalled_call()) == b"still here"
 
 
+async def test_after_a_stall_a_silent_redis_is_still_found_out_within_a_timeout():
+    """A blocked loop gives the command a whole timeout from when the loop runs again, not forever."""
+    silent = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)  # accepts, never answers
+    pipe = Pipe("127.0.0.1", silent.sockets[0].getsockname()[1], timeout=0.2)
+    try:
+        reply = pipe.call("PING")
+        time.sleep(0.4)  # blocked past the timeout before the command is even written
+        resumed = time.monotonic()
+        with pytest.raises(asyncio.TimeoutError):
+            await reply
+        assert 0.15 < time.monotonic() - resumed < 2.0  # a timeout after the loop ran again, not the stall's
+    finally:
+        pipe.close()
+        silent.close()
+        await silent.wait_closed()
+
+
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 async def test_the_pipe_signs_in_and_selects_the_database_of_the_url():
     redis = PrivateRedis(password="s3cret-pw", db=3)

@@ -90,6 +90,7 @@ class Pipe:
         self._out: list[bytes] = []
         self._flush_soon = False
         self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_due = 0.0  # when the watchdog should run: run later, the loop was blocked
         self._overdue: _Waiter | None = None  # the waiting command found overdue once (see _check_overdue)
         self._reader = hiredis.Reader()
 
@@ -132,8 +133,12 @@ class Pipe:
             self._flush_soon = True
             loop.call_soon(self._flush)
         if self._watchdog is None:
-            self._watchdog = loop.call_later(self.timeout, self._check_overdue)
+            self._arm(self.timeout)
         return future
+
+    def _arm(self, delay: float) -> None:
+        self._watchdog_due = time.monotonic() + delay
+        self._watchdog = asyncio.get_running_loop().call_later(delay, self._check_overdue)
 
     def _flush(self) -> None:
         self._flush_soon = False
@@ -203,15 +208,18 @@ class Pipe:
         if not self._waiting:
             return
         first = self._waiting[0]
-        due = first[2] + self.timeout - time.monotonic()
+        now = time.monotonic()
+        due = first[2] + self.timeout - now
         if due > 0:
-            self._watchdog = asyncio.get_running_loop().call_later(due, self._check_overdue)
+            self._arm(due)
         elif self._overdue is not first:
             # One more look after the loop has read its sockets: a loop that was blocked (a long callback, a
             # GC pause, a descheduled process) may not have written the command or read a reply Redis sent
-            # in time, and the timer can come first when it runs again.
+            # in time, and the timer can come first when it runs again. This timer itself late means the loop
+            # was blocked: the command may have been written only now, so Redis gets a whole timeout from now
+            # (20 ms was too little for a busy Redis on a loaded machine).
             self._overdue = first
-            self._watchdog = asyncio.get_running_loop().call_later(SECOND_LOOK, self._check_overdue)
+            self._arm(self.timeout if now - self._watchdog_due > SECOND_LOOK else SECOND_LOOK)
         else:  # replies come in order: nothing behind it can arrive
             self._fail(asyncio.TimeoutError(f"Redis did not answer within {self.timeout} s"))
 
