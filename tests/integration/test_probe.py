@@ -127,6 +127,13 @@ async def test_a_confined_client_refuses_names_without_looking_them_up(servers, 
     assert refused.outcome == "address_blocked" and "NGM_OUTBOUND_ONLY" in refused.error
     assert outside.outcome == "address_blocked" and "outside NGM_OUTBOUND_ONLY" in outside.error
     assert served.outcome == "ok" and looked_up == ["localhost"]
+    confined = OutboundClient(OutboundPolicy.from_setting("", "10.0.0.0/8"))
+    try:  # localhost looked up, then refused by what it resolves to
+        outside_names = await probe(confined, f"http://localhost:{s.port}/health", None)
+    finally:
+        await confined.close()
+    assert outside_names.outcome == "address_blocked"
+    assert "localhost resolves to 127.0.0.1, outside NGM_OUTBOUND_ONLY's networks" in outside_names.error
 
 
 def test_policy_checks_ipv4_mapped_ipv6():

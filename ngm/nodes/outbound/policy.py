@@ -131,17 +131,17 @@ class OutboundPolicy:
             return None
         if self.permits(address.compressed):
             return None
-        return self._why(address.compressed)
+        return f"{address.compressed} is {self._why(address.compressed)}"
 
     def _why(self, address: str) -> str:
         if OutboundPolicy(self.blocked, self.allowed).permits(address):  # only the confinement refuses it
-            return f"{address} is outside NGM_OUTBOUND_ONLY's networks"
-        return f"{address} is a link-local or metadata address (allow it with NGM_OUTBOUND_ALLOW)"
+            return "outside NGM_OUTBOUND_ONLY's networks"
+        return "a link-local or metadata address (allow it with NGM_OUTBOUND_ALLOW)"
 
     def check(self, host: str, addresses: list[str]) -> None:
         refused = [a for a in addresses if not self.permits(a)]
         if refused:
-            raise OutboundRefused("address_blocked", f"{host} resolves to {self._why(refused[0])}")
+            raise OutboundRefused("address_blocked", f"{host} resolves to {refused[0]}, {self._why(refused[0])}")
 
 
     def check_urls(self, record: dict, fields: tuple[str, ...]) -> None:
