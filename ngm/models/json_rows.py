@@ -11,7 +11,8 @@ What a view yields equals `decode` + the resource's own Python view of the same 
 test_json_rows.py compares the two over random rows on both databases. Times are ISO 8601 in UTC with
 milliseconds and Z (ngm.models.rows.iso); booleans and JSON columns as JSON; floats rounded to 3 places
 (PostgreSQL REAL is 4 bytes) here, by Python's rule: the databases round halves away from zero, and
-PostgreSQL's REAL-to-numeric cast keeps 6 digits (12345.678 became 12345.7).
+PostgreSQL's REAL-to-numeric cast keeps 6 digits (12345.678 became 12345.7). Floats are also stored rounded
+(ngm.models.query), because SQLite's JSON prints 15 significant digits of a REAL.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class JsonView:
         for row in rows:
             for name in floats:
                 value = row[name]
-                if value is not None:
-                    row[name] = round(value, 3)
+                if value is not None:  # float(): PostgreSQL writes a float8 of 60.0 as 60
+                    row[name] = round(float(value), 3)
         return rows
 
 

@@ -39,6 +39,14 @@ async def test_success_with_nexus_health_json(client, servers):
     assert s.gets()[0]["headers"]["X-API-Key"] == "k-1"
 
 
+async def test_workflow_names_no_database_can_store_are_left_out(client, servers):
+    """A gateway's answer is anybody's text: an unpaired surrogate or NUL stored would break every read after."""
+    names = {"\ud800x": "failed", "a\x00b": "failed", "x" * 201: "failed", "billing": "failed", "ok": "healthy"}
+    s = servers(body={"status": "degraded\udfff", "workflows": names})
+    r = await probe(client, s.url + "/health", None)
+    assert r.unhealthy_workflows == ["billing"]
+
+
 async def test_reported_unhealthy_with_200_is_a_failure(client, servers):
     s = servers(body={"status": "unhealthy", "workflows": {}})
     assert (await probe(client, s.url + "/health", None)).outcome == "reported_unhealthy"
@@ -134,6 +142,23 @@ async def test_a_confined_client_refuses_names_without_looking_them_up(servers, 
         await confined.close()
     assert outside_names.outcome == "address_blocked"
     assert "localhost resolves to 127.0.0.1, outside NGM_OUTBOUND_ONLY's networks" in outside_names.error
+
+
+@pytest.mark.parametrize("url", ["http://0.0.0.\U0001FBF0:9/health", "http://169.254.169.25\U0001FBF4/latest"])
+async def test_a_host_aiohttp_reads_as_a_blocked_address_is_refused_before_connecting(url, monkeypatch):
+    """A URL stored before writes were held to one reading: checked as aiohttp reads it, not as Python does."""
+    import aiohttp
+
+    def no_request(*args, **kwargs):
+        raise AssertionError("a request was started")
+
+    monkeypatch.setattr(aiohttp.ClientSession, "request", no_request)
+    client = OutboundClient(OutboundPolicy())
+    try:
+        r = await probe(client, url, "secret")
+    finally:
+        await client.close()
+    assert r.outcome == "address_blocked" and "link-local or metadata" in r.error
 
 
 def test_policy_checks_ipv4_mapped_ipv6():

@@ -17,9 +17,18 @@ def errors_of(model, data) -> dict:
 
 
 @pytest.mark.parametrize("url", ["http://a", "https://gw.example.com:8443/base", "http://127.0.0.1:9000",
-                                 "http://[::1]:80/x?y=1"])
+                                 "http://[::1]:80/x?y=1", "https://bücher.example/x", "http://GW.Example.COM"])
 def test_http_urls_accepted_exactly_as_sent(url):
     assert v.check_http_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["http://0.0.0.\U0001FBF0:9/", "http://169.254.169.25\U0001FBF4/latest",
+                                 "http://127.0.0.1\uff3b:8080/", "http://10.0.0.\U0001FBF5/"])
+def test_hosts_that_python_and_aiohttp_read_differently_are_refused(url):
+    """Python's IDNA (2003) makes a name of what yarl (UTS 46) reads as digits: the write-time address checks
+    would judge a host other than the one a probe or webhook connects to."""
+    with pytest.raises(ValueError, match="must name its host in a form every HTTP client reads alike"):
+        v.check_http_url(url)
 
 
 @pytest.mark.parametrize("url, message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -47,6 +48,9 @@ def check_http_url(value: str) -> str:
     host = ascii_host(parts.hostname)
     if host is None:
         raise ValueError("must name a valid host")
+    if not _same_host(client_host(value), host):  # e.g. U+1FBF0-9: a name to Python's IDNA, digits to yarl's
+        raise ValueError("must name its host in a form every HTTP client reads alike (plain ASCII letters and "
+                         "digits, or an internationalised domain name)")
     if _numeric_host(host) and not _CANONICAL_IPV4.fullmatch(host):
         raise ValueError("must spell an IPv4 address as four decimal numbers (e.g. 10.0.0.5), not in decimal, "
                          "octal, hexadecimal or shortened form")
@@ -68,6 +72,27 @@ def ascii_host(host: str) -> str | None:
         return host.encode("idna").decode("ascii").lower()
     except UnicodeError:
         return None
+
+
+def client_host(url: str) -> str | None:
+    """The host aiohttp will connect to for this URL (yarl's parse, IDNA by UTS 46), lowercase; None when it
+    finds none."""
+    from yarl import URL
+
+    try:
+        host = URL(url).raw_host
+    except ValueError:
+        return None
+    return host.lower() if host else None
+
+
+def _same_host(a: str | None, b: str) -> bool:
+    if a == b:
+        return True
+    try:  # one IPv6 address, spelled two ways (yarl compresses ::ffff:169.254.169.254 to ::ffff:a9fe:a9fe)
+        return a is not None and ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
+    except ValueError:
+        return False
 
 
 def _numeric_host(host: str) -> bool:

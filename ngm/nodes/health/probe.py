@@ -81,10 +81,25 @@ def read_nexus_health(body: bytes) -> tuple[str | None, list[str]]:
         return None, []
     workflows = data.get("workflows")
     bad = []
-    if isinstance(workflows, dict):
-        bad = sorted(str(name) for name, state in workflows.items() if str(state).lower() not in _FINE)
+    if isinstance(workflows, dict):  # names a database can store (a gateway's answer is anybody's text)
+        bad = sorted(name for name, state in workflows.items()
+                     if str(state).lower() not in _FINE and _storable(name))[:_MAX_NAMES]
     status = data.get("status")
-    return (str(status).lower() if isinstance(status, str) else None), bad
+    return (status.lower() if isinstance(status, str) and _storable(status) else None), bad
+
+
+_MAX_NAMES = 100  # unhealthy workflow names kept of one answer
+
+
+def _storable(text: str) -> bool:
+    """Short text without NUL or unpaired surrogates (which neither database stores, nor JSON parsers read)."""
+    if len(text) > 200 or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def probe(client: OutboundClient, url: str, api_key: str | None, *, timeout: float = 5.0,

@@ -26,6 +26,11 @@ def _in(values: list[str], params: dict[str, Any]) -> str:
     return "(" + ", ".join(":" + n for n in names) + ")"
 
 
+def _rounded(value: float | None) -> float | None:
+    """As insert and update keep floats (ngm/models/query.py)."""
+    return None if value is None else round(float(value), 3)
+
+
 class HealthStore:
     def __init__(self, database: Queries):
         self.database = database
@@ -69,8 +74,9 @@ class HealthStore:
             "last_health_check = :checked_at, last_health_status = :summary, "
             "last_response_time_ms = :response_time_ms, unhealthy_workflows = :wf WHERE id = :gateway_id",
             [{k: r[k] for k in ("health_status", "health_successes", "health_failures", "health_slow",
-                                "health_fast", "checked_at", "summary", "response_time_ms", "gateway_id")}
-             | {"wf": Json(r["unhealthy_workflows"])} for r in records])
+                                "health_fast", "checked_at", "summary", "gateway_id")}
+             | {"wf": Json(r["unhealthy_workflows"]), "response_time_ms": _rounded(r["response_time_ms"])}
+             for r in records])
         await insert_many(q, "HealthCheck", [
             {k: r[k] for k in ("id", "organization_id", "gateway_id", "checked_at", "ok", "outcome", "http_status",
                                "response_time_ms", "health_status", "error", "unhealthy_workflows", "source")}

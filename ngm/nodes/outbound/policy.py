@@ -28,6 +28,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import DefaultResolver
 
+from ngm.nodes.gateways.validation import client_host
+
 BLOCKED_NETWORKS = (
     "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches local services on some systems
     "::/128",  # the IPv6 unspecified address, likewise
@@ -98,8 +100,9 @@ class OutboundPolicy:
         return cls(allowed=_networks((allow or "").split(",")), only=_networks((only or "").split(",")))
 
     def check_name(self, host: str) -> None:
-        """Before a name is looked up: a confined policy resolves only localhost."""
-        if self.only and host.lower().rstrip(".") != "localhost":
+        """Before a name is looked up: a confined policy resolves only localhost (spelled so: glibc finds
+        'localhost.' in no hosts file and asks DNS)."""
+        if self.only and host.lower() != "localhost":
             try:
                 ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
             except ValueError:
@@ -200,11 +203,12 @@ class OutboundClient:
         start_origin = origin(url)
         async with asyncio.timeout(timeout):
             for _ in range(max_redirects + 1):
-                host = origin(url)[1].strip("[]")
+                host = (client_host(url) or "").strip("[]")  # as aiohttp reads it (a URL stored before
+                # writes were held to one reading may read differently to Python)
                 try:
-                    self.policy.check(host, [ipaddress.ip_address(host).compressed])  # literal addresses
+                    self.policy.check(host, [ipaddress.ip_address(host.split("%", 1)[0]).compressed])  # literals
                 except ValueError:
-                    pass  # a name: the resolver checks it
+                    self.policy.check_name(host)  # a name: the resolver checks it (and resolves it)
                 async with self.session.request(method, url, headers=headers, data=data,
                                                 allow_redirects=False) as resp:
                     body = bytearray()
