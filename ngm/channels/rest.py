@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ngm.channels.http_middleware import MAX_BODY_BYTES
 from ngm.errors import BodyTooLarge, NgmError, ValidationFailed
+from ngm.models.json_rows import JsonText
 from ngm.workflows.executor import authorize, field_errors
 from ngm.workflows.registry import Operation, Registry
 from ngm.workflows.schema import ID_PATTERN, parse_json
@@ -37,7 +38,14 @@ class JsonBody(JSONResponse):
     (bench/registry_latency.py). Integer keys become strings, as json.dumps makes them."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(content, default=_as_is, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _as_is(value: Any) -> orjson.Fragment:
+    """JSON text the database made (JsonText) goes into the body as it is."""
+    if isinstance(value, JsonText):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def error_response(description: str) -> dict:
@@ -121,7 +129,8 @@ def _endpoint(op: Operation):
         else:
             params, source = await read_json(request), "json"
         executor = request.app.state.executor
-        result = await executor.run(op, principal, params, request.path_params.get(op.id_param or ""), source=source)
+        result = await executor.run(op, principal, params, request.path_params.get(op.id_param or ""), source=source,
+                                    json_text=True)
         if op.status_code == 204:
             return Response(status_code=204)
         return JsonBody(result, status_code=op.status_code)

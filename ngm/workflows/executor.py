@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from ngm.context import AppContext, bind, unbind
 from ngm.errors import Forbidden, NgmError, Unavailable, ValidationFailed, find_cause
 from ngm.models.database import TransactionConflict
+from ngm.models.json_rows import plain
 from ngm.nodes.auth.keys import Principal
 from ngm.workflows.registry import Operation, Registry
 from ngm.workflows.schema import ID_PATTERN, bad_text
@@ -115,7 +116,9 @@ class Executor:
         return op
 
     async def run(self, op: Operation | str, principal: Principal, params: Any = None,
-                  resource_id: str | None = None, *, source: Source = "python") -> Any:
+                  resource_id: str | None = None, *, source: Source = "python", json_text: bool = False) -> Any:
+        """The operation's result; json_text: pages the database rendered may stay JSON text (JsonText, which
+        the REST encoder writes as it is), else they are parsed."""
         if isinstance(op, str):
             op = self.operation(op)
         authorize(op, principal)
@@ -138,7 +141,7 @@ class Executor:
                         raise Unavailable("the change met concurrent changes too often; try again",
                                           code="busy") from None
         node, key = op.result
-        return results[node][key]
+        return results[node][key] if json_text else plain(results[node][key])
 
     async def _execute(self, op: Operation, workflow, inputs: dict, tx) -> dict:
         tokens = bind(self.ctx, tx)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ngm.errors import Conflict, NotFound, ValidationFailed
 from ngm.models.database import Queries
-from ngm.models.json_rows import JsonView, page_json, select_json
+from ngm.models.json_rows import JsonText, JsonView, page_json, select_json
 from ngm.models.query import count, delete, insert, select, select_one, update
 from ngm.models.rows import iso, new_id
 from ngm.nodes.gateways.validation import base_url, consistency_errors, same_origin
@@ -103,7 +103,7 @@ async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict[
 
 
 async def list_public_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int
-                           ) -> tuple[list[dict[str, Any]], int]:
+                           ) -> tuple[list[dict[str, Any]] | JsonText, int]:
     """(a page of gateways as callers see them, by name; how many match in all)."""
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
     return await page_json(q, PUBLIC, where, order=["name", "id"], limit=limit, offset=offset)
