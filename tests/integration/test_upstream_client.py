@@ -168,6 +168,30 @@ async def test_blocked_addresses_are_never_connected(pool):
         await pool.request("http", "169.254.169.254", 80, HEAD, b"", timeout=1)
 
 
+async def test_a_confined_pool_refuses_names_before_looking_them_up_and_addresses_outside(monkeypatch, servers):
+    looked_up = []
+    real = asyncio.get_running_loop().getaddrinfo
+
+    async def recording(host, *args, **kwargs):
+        looked_up.append(host)
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", recording)
+    confined = UpstreamPool(OutboundPolicy.from_setting("", "127.0.0.0/8"))
+    s = servers(lambda head, n: [ok(b"here")])
+    try:
+        with pytest.raises(UpstreamUnreachable, match="NGM_OUTBOUND_ONLY"):
+            await confined.request("http", "gw.example.com", 80, HEAD, b"", timeout=1)
+        with pytest.raises(UpstreamUnreachable, match="outside NGM_OUTBOUND_ONLY"):
+            await confined.request("http", "10.255.255.1", 9, HEAD, b"", timeout=1)
+        answer = await confined.request("http", "localhost", s.port, HEAD, b"", timeout=3)
+        assert answer.status == 200
+        answer.release()
+    finally:
+        await confined.close()
+    assert looked_up == ["10.255.255.1", "localhost"]  # a literal is looked up in no DNS; the name never was
+
+
 async def test_tls_to_an_untrusted_certificate_fails_to_connect(pool):
     server = StandIn(tls=True)
     try:
