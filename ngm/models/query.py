@@ -62,10 +62,16 @@ def _encode(table: Table, values: dict[str, Any]) -> dict[str, Any]:
             value = Json(value)
         elif column.kind == "time" and not isinstance(value, datetime):
             value = parse_time(value)
-        elif column.kind == "float":  # kept as every view shows it; SQLite's JSON prints 15 digits of what
-            value = round(float(value), 3)  # is stored, which rounded 1.0005000000000002 the other way
+        elif column.kind == "float":
+            value = stored_float(value)
         out[name] = value
     return out
+
+
+def stored_float(value: float) -> float:
+    """A float as it is stored: as every view shows it, to 3 places (SQLite's JSON prints 15 digits of what is
+    stored, which rounded 1.0005000000000002 the other way)."""
+    return round(float(value), 3)
 
 
 def where_clause(table: Table, where: dict[str, Any] | None, params: dict[str, Any]) -> str:

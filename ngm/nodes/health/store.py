@@ -8,7 +8,7 @@ from typing import Any
 
 from ngm.models import TABLES
 from ngm.models.database import Json, Queries
-from ngm.models.query import chunks, decode, delete, insert_many
+from ngm.models.query import chunks, decode, delete, insert_many, stored_float
 from ngm.models.rows import iso, utcnow
 
 _MONITOR_COLUMNS = (
@@ -24,11 +24,6 @@ def _in(values: list[str], params: dict[str, Any]) -> str:
     names = {f"v{i:05d}": v for i, v in enumerate(values)}
     params.update(names)
     return "(" + ", ".join(":" + n for n in names) + ")"
-
-
-def _rounded(value: float | None) -> float | None:
-    """As insert and update keep floats (ngm/models/query.py)."""
-    return None if value is None else round(float(value), 3)
 
 
 class HealthStore:
@@ -75,7 +70,8 @@ class HealthStore:
             "last_response_time_ms = :response_time_ms, unhealthy_workflows = :wf WHERE id = :gateway_id",
             [{k: r[k] for k in ("health_status", "health_successes", "health_failures", "health_slow",
                                 "health_fast", "checked_at", "summary", "gateway_id")}
-             | {"wf": Json(r["unhealthy_workflows"]), "response_time_ms": _rounded(r["response_time_ms"])}
+             | {"wf": Json(r["unhealthy_workflows"]), "response_time_ms": None if r["response_time_ms"] is None
+                else stored_float(r["response_time_ms"])}
              for r in records])
         await insert_many(q, "HealthCheck", [
             {k: r[k] for k in ("id", "organization_id", "gateway_id", "checked_at", "ok", "outcome", "http_status",
