@@ -61,6 +61,17 @@ def mint_key(database_url: str) -> str:
     return asyncio.run(go())
 
 
+def analyze(database_url: str) -> None:
+    """Planner statistics as autovacuum leaves them within a minute of a bulk load: without them PostgreSQL
+    sorts all 1,000 gateways of the organization for each page (1.45 ms instead of 0.9 per page)."""
+    import psycopg2
+
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    conn.cursor().execute("ANALYZE")
+    conn.close()
+
+
 def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[list]:
     port = free_port()
     env = clean_env(NGM_DATA_DIR=str(workdir / label), NGM_DATABASE_URL=database_url, NGM_LOG_LEVEL="WARNING",
@@ -76,6 +87,8 @@ def bench_backend(label: str, database_url: str, n: int, workdir: Path) -> list[
             creates = timed(c, "POST", "/api/v1/gateways", n, lambda i: {"json": {
                 "name": f"gw-{i:05d}", "environment": ("production", "staging")[i % 2],
                 "api_url": f"http://127.0.0.{1 + i % 200}:9/gw{i}", "api_key": f"key-{uuid.uuid4().hex}"}})
+            if database_url.startswith("postgresql"):
+                analyze(database_url)
             ids = [g["id"] for g in c.get("/api/v1/gateways", params={"limit": 500}).json()["items"]]
             gets = timed(c, "GET", lambda i: f"/api/v1/gateways/{random.choice(ids)}", n)
             lists = timed(c, "GET", "/api/v1/gateways", 200,

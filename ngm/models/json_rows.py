@@ -1,19 +1,21 @@
 """Rows as callers see them, rendered as JSON by the database (SQLite's json_object, PostgreSQL's
-json_build_object): the read paths of the management API's busiest lists. SQLite's page goes into the REST
-response as that text (JsonText); PostgreSQL's, and every page another channel reads, is parsed by orjson.
+json_build_object): the read paths of the management API's busiest lists. A page goes into the REST response as
+that text (JsonText); every other channel's page is parsed by orjson.
 
 Why: a page of 50 gateways spent 1.1 ms of the event loop's time per request converting rows in Python
 (tuples to dicts, JSON and time columns decoded, times formatted again, floats rounded, secrets dropped),
 which held 64 concurrent clients to 390 lists/s. The database does the same in C, off the event loop (SQLite
-runs in its connection's thread without the GIL; PostgreSQL in its own process), and orjson parses the page
-in 0.1 ms (bench/registry_latency.py, docs/performance.md).
+runs in its connection's thread without the GIL; PostgreSQL in its own process), and the page is not parsed
+at all on its way to a REST caller (bench/registry_latency.py, docs/performance.md).
 
-What a view yields equals `decode` + the resource's own Python view of the same row: tests/integration/
-test_json_rows.py compares the two over random rows on both databases. Times are ISO 8601 in UTC with
-milliseconds and Z (ngm.models.rows.iso); booleans and JSON columns as JSON; floats rounded to 3 places
-(PostgreSQL REAL is 4 bytes) here, by Python's rule: the databases round halves away from zero, and
-PostgreSQL's REAL-to-numeric cast keeps 6 digits (12345.678 became 12345.7). Floats are also stored rounded
-(ngm.models.query), because SQLite's JSON prints 15 significant digits of a REAL.
+What a view yields equals `decode` + the resource's own Python view of the same row, as JSON text:
+tests/integration/test_json_rows.py compares the two over random rows on both databases. Times are ISO 8601
+in UTC with milliseconds and Z (ngm.models.rows.iso); booleans and JSON columns as JSON; floats rounded to 3
+places by Python's rule. SQLite's floats are stored rounded (ngm.models.query: its JSON prints 15 significant
+digits of a REAL); PostgreSQL's REAL is 4 bytes (6.89 comes back as 6.8899998), so it rounds them here, as
+Python's round() does: x * 1000 is exact in a float8, rint() breaks ties to even (numeric's round() and the
+REAL-to-numeric cast would not: 12345.678 became 12345.7), and an integral value is written with '.0', as
+Python writes a float.
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ from ngm.models.query import order_clause, where_clause
 # as Python's isoformat cuts them; any other stored form goes through strftime
 _SQLITE_TIME = ("CASE WHEN length({c}) = 26 THEN substr({c}, 1, 10) || 'T' || substr({c}, 12, 12) || 'Z' "
                 "ELSE strftime('%Y-%m-%dT%H:%M:%fZ', {c}) END")
+# a rounded float8 as Python writes it: 60 -> 60.0 (NULL stays NULL: json null); gateways' floats are bounded
+# far below 1e15, where either would switch to an exponent
+_PG_FLOAT = "({r}::text || CASE WHEN {r} = trunc({r}) THEN '.0' ELSE '' END)::json".replace(
+    "{r}", "(round({c}::float8 * 1000) / 1000)")
 _EXPRESSIONS = {
     "sqlite": {"bool": "json(CASE WHEN {c} IS NULL THEN 'null' WHEN {c} THEN 'true' ELSE 'false' END)",
                "json": "json({c})", "time": _SQLITE_TIME},
-    "postgresql": {"float": "{c}::float8", "time": "to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"},
+    "postgresql": {"float": _PG_FLOAT, "time": "to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"},
 }
 _OBJECT = {"sqlite": "json_object", "postgresql": "json_build_object"}
 _ARRAY = {"sqlite": "coalesce(json_group_array({o}), '[]')", "postgresql": "coalesce(json_agg({o}), '[]')"}
@@ -73,23 +79,11 @@ class JsonView:
     model: str
     hidden: frozenset[str] = frozenset()
     extra: dict[str, dict[str, str]] = field(default_factory=dict)
-    floats: tuple[str, ...] = field(init=False)
     sql: dict[str, str] = field(init=False)  # the JSON object of a row, per dialect
 
-    def __post_init__(self) -> None:  # made once: the statement and the float fields of every read
+    def __post_init__(self) -> None:  # made once: the statement of every read
         columns = [c for c in TABLES[self.model].columns.values() if c.name not in self.hidden]
-        object.__setattr__(self, "floats", tuple(c.name for c in columns if c.kind == "float"))
         object.__setattr__(self, "sql", {dialect: _object_sql(self, columns, dialect) for dialect in _OBJECT})
-
-    def parse(self, text: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = orjson.loads(text)
-        floats = self.floats
-        for row in rows:
-            for name in floats:
-                value = row[name]
-                if value is not None:  # float(): PostgreSQL writes a float8 of 60.0 as 60
-                    row[name] = round(float(value), 3)
-        return rows
 
 
 def _object_sql(view: JsonView, columns: list[Column], dialect: str) -> str:
@@ -111,21 +105,19 @@ async def select_json(q: Queries, view: JsonView, where: dict[str, Any], *, orde
     """The rows `where` selects, in the view's form (in `order`: an aggregate over an ordered subquery keeps
     its order on both databases, which the differential test checks)."""
     sql, params = _page_sql(q, view, where, order, limit, offset)
-    return view.parse(await q.value(sql, params))
+    return JsonText(await q.value(sql, params)).rows()
 
 
 async def page_json(q: Queries, view: JsonView, where: dict[str, Any], *, order: Iterable[str], limit: int,
-                    offset: int) -> tuple[list[dict[str, Any]] | JsonText, int]:
-    """(one page of the rows `where` selects, in the view's form; how many it selects in all), in one statement.
-    On SQLite the page stays JSON text (its floats are stored rounded: nothing to change); PostgreSQL's REAL
-    floats are rounded here (rounded in SQL, halves would go the other way: a float4 of 523456.0625 is one)."""
+                    offset: int) -> tuple[JsonText, int]:
+    """(one page of the rows `where` selects, in the view's form; how many it selects in all), in one statement,
+    the page as JSON text."""
     sql, params = _page_sql(q, view, where, order, limit, offset)
     table = TABLES[view.model]
     count_where = where_clause(table, where, params)  # the same names for the same values as the page's
     row = await q.row(f"SELECT (SELECT COUNT(*) FROM {table.name}{count_where}) AS total, ({sql}) AS items", params)
     assert row is not None  # a SELECT without FROM: always one row
-    items = JsonText(row["items"]) if q.dialect == "sqlite" else view.parse(row["items"])
-    return items, int(row["total"])
+    return JsonText(row["items"]), int(row["total"])
 
 
 def _page_sql(q: Queries, view: JsonView, where: dict[str, Any], order: Iterable[str], limit: int | None,

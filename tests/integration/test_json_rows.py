@@ -84,6 +84,23 @@ async def test_the_database_renders_every_gateway_as_the_python_view_does(ctx, o
         assert typed(await store.get_public(ctx.database, org, gateway["id"])) == typed(gateway)
 
 
+async def test_floats_at_float4_ties_round_as_python_rounds(ctx, org):
+    """Between 2**18 and 2**20 a float4 holds x.0625 exactly, a tie at 3 places that Python's round() breaks to
+    even (262144.062) and a database's decimal rounding would break upwards; integral values stay floats."""
+    values = [2 ** 18 + k / 16 for k in (1, 3, 5, 11)] + [2 ** 19 + k / 16 for k in (1, 7)] + [0.0, 60.0, 600000.0]
+    rng = random.Random(3)
+    for i, value in enumerate(values):
+        row = random_gateway(rng, org, i)
+        row.update(degraded_latency_ms=value, health_grace_period=-value / 2 ** 20, last_response_time_ms=value)
+        await insert(ctx.database, "Gateway", row)
+    where = {"organization_id": org}
+    expected = [python_view(r) for r in await select(ctx.database, "Gateway", where, order=["name", "id"])]
+    assert {g["degraded_latency_ms"] for g in expected} >= {262144.062, 262144.188, 0.0, 60.0}
+    items, total = await store.list_public_page(ctx.database, org, {}, 50, 0)
+    assert total == len(values)
+    assert typed(plain(items)) == typed(expected)
+
+
 async def test_pages_and_totals_match_the_python_view_for_every_filter(ctx, org):
     rng = random.Random(7)
     for i in range(60):

@@ -103,7 +103,7 @@ async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict[
 
 
 async def list_public_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int
-                           ) -> tuple[list[dict[str, Any]] | JsonText, int]:
+                           ) -> tuple[JsonText, int]:
     """(a page of gateways as callers see them, by name; how many match in all)."""
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
     return await page_json(q, PUBLIC, where, order=["name", "id"], limit=limit, offset=offset)
