@@ -97,6 +97,8 @@ class Settings:
     webhook_max_attempts: int = 8
     api_rate_limit: int = 3000  # management API requests per key per minute; 0 = unlimited
     trusted_proxies: str = ""  # CIDRs of proxies in front of the router whose X-Forwarded-For is believed
+    # the routing table is re-read in full this often; in between, only organizations whose version moved
+    routing_resync_seconds: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -125,6 +127,7 @@ class Settings:
             webhook_max_attempts=_number(env, "NGM_WEBHOOK_MAX_ATTEMPTS", 8, int, minimum=1, maximum=100),
             api_rate_limit=_number(env, "NGM_API_RATE_LIMIT", 3000, int),
             trusted_proxies=_cidrs(env, "NGM_TRUSTED_PROXIES"),
+            routing_resync_seconds=_number(env, "NGM_ROUTING_RESYNC_SECONDS", 300.0, minimum=1, maximum=86_400),
         )
 
     @property

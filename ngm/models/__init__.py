@@ -229,8 +229,19 @@ class Instance:
     last_seen: datetime
 
 
+class RoutingChange:
+    """An organization's routing version, raised by triggers when anything the routing snapshot reads changes
+    (ngm.models.changes): instances re-read only what moved."""
+
+    __tablename__ = "routing_changes"
+    id: str  # the organization
+    version: int
+    changed_at: datetime  # the database's clock at the change
+    __dataflow__ = {"indexes": [{"name": "ix_routing_changes_time", "fields": ["changed_at"]}]}
+
+
 MODELS = (Gateway, GatewayDeployment, ApiKey, AuditEvent, HealthCheck, HealthEvent, Webhook, WebhookDelivery,
-          RoutingPolicy, Instance)
+          RoutingPolicy, Instance, RoutingChange)
 MODEL_NAMES = tuple(m.__name__ for m in MODELS)
 
 

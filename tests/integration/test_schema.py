@@ -48,6 +48,23 @@ async def test_what_was_dropped_is_reported_and_created_again_on_the_next_open(f
         await again.close()
 
 
+async def test_a_dropped_routing_trigger_is_put_back_on_the_next_open(fresh_url):
+    from ngm.models.changes import TRIGGERS
+
+    db = await open_database(fresh_url)
+    try:
+        table = TRIGGERS[1].removeprefix("ngm_routing_").rsplit("_", 1)[0]
+        await db.execute(f"DROP TRIGGER {TRIGGERS[1]}" + (f" ON {table}" if db.dialect == "postgresql" else ""))
+        assert await missing_schema(db) == [TRIGGERS[1]]
+    finally:
+        await db.close()
+    again = await open_database(fresh_url)
+    try:
+        assert await missing_schema(again) == []
+    finally:
+        await again.close()
+
+
 def test_opening_a_database_in_place_does_not_import_dataflow(fresh_url):
     import subprocess
     import sys

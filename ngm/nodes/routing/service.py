@@ -7,14 +7,16 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from ngm.dataplane.circuit import CircuitBreakers
 from ngm.dataplane.router import Router
-from ngm.dataplane.table import RoutingTable
+from ngm.dataplane.table import RoutingSnapshot, RoutingTable
 from ngm.dataplane.traffic import RedisTraffic, TrafficStats
 from ngm.dataplane.upstream import UpstreamPool
 from ngm.errors import DatabaseUnavailable
 from ngm.fallbacks import Fallback
+from ngm.models.changes import changed_since
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
 from ngm.nodes.events.bus import CIRCUIT_OPEN, HEALTH_PROBE, HEALTH_TRANSITION, KEYS_CHANGED, ROUTING_CHANGED
@@ -33,6 +35,11 @@ class RoutingService:
         self.refresh_every, self.sync_every = refresh_every, sync_every
         self.table = RoutingTable(refresh_every)
         self.loader = SnapshotLoader(ctx.database, ctx.keyring)
+        self.resync_every = ctx.settings.routing_resync_seconds
+        self._refreshing = asyncio.Lock()  # one refresh at a time: an older one must not publish after a newer
+        self._since: Any = None  # the change feed's position (ngm.models.changes); None: read everything next
+        self._versions: dict[str, int] = {}  # each organization's routing version in the published snapshot
+        self._resync_at = 0.0
         self.pool = UpstreamPool(ctx.outbound.policy)
         self.breakers = CircuitBreakers(on_open=self._circuit_opened)
         self.stats = TrafficStats()
@@ -66,7 +73,7 @@ class RoutingService:
         await self.pool.close()
 
     async def _refresh_loop(self) -> None:
-        """The only place the table is re-read: every refresh_every seconds, or at once when invalidated."""
+        """The change feed is polled every refresh_every seconds, or at once when invalidated."""
         while True:
             try:
                 await asyncio.wait_for(self.table.changed.wait(), timeout=self.refresh_every)
@@ -76,14 +83,34 @@ class RoutingService:
             await self.refresh_table()
 
     async def refresh_table(self) -> None:
-        """Re-read the routing table; what fails is logged (or, for an outage, said once elsewhere), not raised:
-        routing goes on from the last snapshot."""
-        try:
-            self.table.publish(await self.loader.load())
-        except DatabaseUnavailable:  # logged once per outage where it was found
-            pass
-        except Exception:
-            log.exception("routing table refresh failed; routing on the last snapshot")
+        """Bring the table up to date: the organizations whose routing version moved are re-read, and everything
+        every resync_every seconds. What fails is logged (or, for an outage, said once elsewhere), not raised:
+        routing goes on from the last snapshot, and what was not read is read on the next try."""
+        async with self._refreshing:
+            try:
+                if self._since is None or time.monotonic() >= self._resync_at:
+                    since, versions = await changed_since(self.ctx.database, None)  # first: a change during the
+                    snapshot = await self.loader.load()  # read is seen again by the next poll
+                    self._resync_at = time.monotonic() + self.resync_every
+                    self._versions = versions
+                else:
+                    since, versions = await changed_since(self.ctx.database, self._since)
+                    moved = {org for org, version in versions.items() if self._versions.get(org) != version}
+                    if not moved:
+                        self._since = since
+                        self.table.refreshed_at = time.monotonic()
+                        return
+                    snapshot = await self.loader.reload(self._table_snapshot(), moved)
+                    self._versions.update(versions)
+                self._since = since
+                self.table.publish(snapshot)
+            except DatabaseUnavailable:  # logged once per outage where it was found
+                pass
+            except Exception:
+                log.exception("routing table refresh failed; routing on the last snapshot")
+
+    def _table_snapshot(self) -> RoutingSnapshot:
+        return RoutingSnapshot(self.table.gateways, self.table.targets, self.table.policies)
 
     async def _sync_once(self) -> None:
         await self.ctx.inflight.publish()

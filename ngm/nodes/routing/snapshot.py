@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
+from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from ngm.dataplane.limits.limiter import Limits
 from ngm.dataplane.table import GatewayRoute, Policy, RoutingSnapshot, Target
+from ngm.models.changes import ROUTING_COLUMNS
 from ngm.models.database import Queries
 from ngm.nodes.gateways.validation import base_url
 from ngm.nodes.secrets.keyring import Keyring
@@ -20,13 +23,26 @@ def _json_list(value) -> list:
     return json.loads(value) if isinstance(value, str) else list(value or [])
 
 
+class _Owned(defaultdict[str, tuple[set[str], set[tuple[str, str, str]], set[tuple[str, str, str]]]]):
+    """Per organization: its gateway ids, and the keys of its targets and policies, in a snapshot."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: (set(), set(), set()))
+
+
+PAGE = 500  # rows per statement of a full read: the event loop serves requests between pages (~10 ms each)
+_GATEWAYS, _DEPLOYMENTS, _POLICIES = (", ".join(ROUTING_COLUMNS[t]) for t in ROUTING_COLUMNS)
+
+
 class SnapshotLoader:
-    """Reads every gateway, deployment and policy into a RoutingSnapshot, decrypting each gateway key once."""
+    """Reads gateways, deployments and policies into a RoutingSnapshot, decrypting each gateway key once: all of
+    them (`load`), or only some organizations' rows, put into the current snapshot (`reload`)."""
 
     def __init__(self, database: Queries, keyring: Keyring):
         self.database, self.keyring = database, keyring
         self._keys: dict[str, str | None] = {}  # encrypted token -> key (decrypt once)
         self._unroutable: set[str] = set()  # gateways already reported as left out
+        self._owned = _Owned()  # what each organization has in the last snapshot made
 
     def _key(self, token: str | None) -> str | None:
         if not token:
@@ -40,44 +56,100 @@ class SnapshotLoader:
         return self._keys[token]
 
     async def load(self) -> RoutingSnapshot:
-        gateways = {}
-        rows = await self.database.rows(
-            "SELECT id, organization_id, name, environment, region, status, health_status, api_url, api_port, "
-            "api_key_encrypted, request_timeout, global_rate_limit, per_agent_rate_limit, per_user_rate_limit, "
-            "rate_limit_window, rate_limit_algorithm, rate_limit_burst FROM gateways")
-        live_tokens = {g["api_key_encrypted"] for g in rows}
-        self._keys = {t: k for t, k in self._keys.items() if t in live_tokens}  # forget rotated keys
+        """Every organization's rows, read and built PAGE rows at a time: at 100,000 gateways the event loop
+        serves requests between pages instead of stalling for seconds."""
+        snapshot, owned = RoutingSnapshot(), _Owned()
+        live: set[str | None] = set()
+        async for page in self._pages(_GATEWAYS, "gateways"):
+            live.update(g["api_key_encrypted"] for g in page)
+            self._add_gateways(page, snapshot, owned)
+        async for page in self._pages(_DEPLOYMENTS, "gateway_deployments"):
+            self._add_deployments(page, snapshot, owned)
+        async for page in self._pages(_POLICIES, "routing_policies", key="organization_id, agent_id, environment"):
+            self._add_policies(page, snapshot, owned)
+        self._keys = {t: k for t, k in self._keys.items() if t in live}  # forget rotated keys
+        self._owned = owned
+        return snapshot
+
+    async def reload(self, current: RoutingSnapshot, organizations: set[str]) -> RoutingSnapshot:
+        """`current` with the rows of `organizations` read again (and what they no longer have removed)."""
+        gateways: list[dict[str, Any]] = []
+        deployments: list[dict[str, Any]] = []
+        policies: list[dict[str, Any]] = []
+        ordered = sorted(organizations)
+        for i in range(0, len(ordered), 200):
+            params = {f"o{j}": org for j, org in enumerate(ordered[i:i + 200])}
+            where = f" WHERE organization_id IN ({', '.join(':' + n for n in params)})"
+            gateways += await self.database.rows(f"SELECT {_GATEWAYS} FROM gateways{where}", params)
+            deployments += await self.database.rows(
+                f"SELECT {_DEPLOYMENTS} FROM gateway_deployments{where} ORDER BY id", params)
+            policies += await self.database.rows(f"SELECT {_POLICIES} FROM routing_policies{where}", params)
+        snapshot = RoutingSnapshot(dict(current.gateways), dict(current.targets), dict(current.policies))
+        for org in organizations:
+            gateway_ids, target_keys, policy_keys = self._owned.pop(org, (set(), set(), set()))
+            for gateway_id in gateway_ids:
+                snapshot.gateways.pop(gateway_id, None)
+            for key in target_keys:
+                snapshot.targets.pop(key, None)
+            for key in policy_keys:
+                snapshot.policies.pop(key, None)
+        self._add_gateways(gateways, snapshot, self._owned)
+        self._add_deployments(deployments, snapshot, self._owned)
+        self._add_policies(policies, snapshot, self._owned)
+        return snapshot
+
+    async def _pages(self, columns: str, table: str, key: str = "id") -> AsyncIterator[list[dict[str, Any]]]:
+        names = [k.strip() for k in key.split(",")]
+        after: dict[str, Any] = {}
+        while True:
+            where = f" WHERE ({key}) > ({', '.join(':a_' + n for n in names)})" if after else ""
+            page = await self.database.rows(f"SELECT {columns} FROM {table}{where} ORDER BY {key} LIMIT {PAGE}",
+                                            after)
+            yield page
+            if len(page) < PAGE:
+                return
+            after = {f"a_{n}": page[-1][n] for n in names}
+
+    def _add_gateways(self, rows: list[dict[str, Any]], snapshot: RoutingSnapshot, owned: _Owned) -> None:
+        """These rows into `snapshot`, which is new: nobody reads it yet (so are all _add_ methods')."""
         for g in rows:
             try:
                 url = urlsplit(base_url(g))
                 port = url.port or (443 if url.scheme == "https" else 80)
-                gateways[g["id"]] = GatewayRoute(
+                snapshot.gateways[g["id"]] = GatewayRoute(
                     g["id"], g["organization_id"], g["name"], g["environment"], g["region"], g["status"],
                     g["health_status"], url.scheme, url.hostname or "", port, url.path.rstrip("/").encode(),
                     url.netloc.encode(), self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
                     Limits.of_gateway(g))
+                owned[g["organization_id"]][0].add(g["id"])
             except Exception as exc:  # one row that cannot be routed (stored by an older version, say) is skipped,
                 # never the table: its agents answer 404 here, every other gateway routes
                 if g["id"] not in self._unroutable:
                     self._unroutable.add(g["id"])
                     log.error("gateway %s cannot be routed to (%s): left out of the routing table", g["id"],
                               type(exc).__name__)
-        targets: dict[tuple, list[Target]] = {}
+
+    @staticmethod
+    def _add_deployments(rows: list[dict[str, Any]], snapshot: RoutingSnapshot, owned: _Owned) -> None:
         # inactive ones too: they are skipped with a reason, and an agent whose deployments are all
         # inactive answers 503 (temporarily nothing to serve it), not 404 (never deployed)
-        for d in await self.database.rows(
-                "SELECT id, organization_id, agent_id, agent_version, weight, status, gateway_id, rate_limit, "
-                "rate_limit_failure_mode FROM gateway_deployments ORDER BY id"):
-            gateway = gateways.get(d["gateway_id"])
+        for d in rows:
+            gateway = snapshot.gateways.get(d["gateway_id"])
             if gateway is not None:
-                targets.setdefault((d["organization_id"], d["agent_id"], gateway.environment), []).append(
+                scope = (d["organization_id"], d["agent_id"], gateway.environment)
+                scopes = owned[d["organization_id"]][1]
+                if scope not in scopes:  # a list of its own: the current snapshot's is not changed
+                    snapshot.targets[scope] = []
+                    scopes.add(scope)
+                snapshot.targets[scope].append(
                     Target(d["id"], d["agent_version"], int(d["weight"]), d["status"], gateway,
                            None if d["rate_limit"] is None else int(d["rate_limit"]),
                            d["rate_limit_failure_mode"] == "closed", d["agent_id"]))
-        policies = {}
-        for p in await self.database.rows(
-                "SELECT organization_id, agent_id, environment, strategy, sticky, sticky_header, fallback, "
-                "fallback_regions FROM routing_policies"):
-            policies[(p["organization_id"], p["agent_id"], p["environment"])] = Policy(
-                p["strategy"], bool(p["sticky"]), p["sticky_header"], p["fallback"], _json_list(p["fallback_regions"]))
-        return RoutingSnapshot(gateways, targets, policies)
+
+    @staticmethod
+    def _add_policies(rows: list[dict[str, Any]], snapshot: RoutingSnapshot, owned: _Owned) -> None:
+        for p in rows:
+            scope = (p["organization_id"], p["agent_id"], p["environment"])
+            snapshot.policies[scope] = Policy(p["strategy"], bool(p["sticky"]), p["sticky_header"], p["fallback"],
+                                              _json_list(p["fallback_regions"]))
+            owned[p["organization_id"]][2].add(scope)

@@ -1,0 +1,188 @@
+"""The routing change feed (ngm/models/changes.py) and the table kept by it (RoutingService.refresh_table), on
+both databases: the triggers raise an organization's version for every write the routing snapshot can see and
+for no other; an idle refresh reads nothing; a change re-reads only its organization; and after any sequence of
+changes the table equals a full read of the database."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import pytest
+
+from ngm.models.changes import changed_since
+from ngm.models.database import open_database
+from ngm.models.query import delete, insert, update
+from ngm.models.rows import new_id, utcnow
+from ngm.nodes.routing.service import RoutingService
+from ngm.nodes.routing.snapshot import SnapshotLoader
+
+pytestmark = pytest.mark.anyio
+
+
+async def versions(ctx) -> dict[str, int]:
+    return (await changed_since(ctx.database, None))[1]
+
+
+async def add_gateway(ctx, org: str, **extra) -> str:
+    gateway_id = new_id()
+    await insert(ctx.database, "Gateway", {
+        "id": gateway_id, "organization_id": org, "name": f"gw-{uuid.uuid4().hex[:8]}", "environment": "production",
+        "api_url": f"http://127.0.0.1:{random.randrange(2000, 60000)}", **extra})
+    return gateway_id
+
+
+async def add_deployment(ctx, org: str, gateway_id: str, agent: str = "bot", **extra) -> str:
+    deployment_id = new_id()
+    await insert(ctx.database, "GatewayDeployment", {
+        "id": deployment_id, "organization_id": org, "gateway_id": gateway_id, "agent_id": agent,
+        "agent_version": f"v{uuid.uuid4().hex[:4]}", "weight": 50, "deployed_at": utcnow(), "deployed_by": "test",
+        **extra})
+    return deployment_id
+
+
+async def test_every_routed_write_raises_its_organization_version_and_no_other_write_does(ctx, org):
+    other = f"{org}-other"
+    await add_gateway(ctx, other)
+    before = await versions(ctx)
+    gateway_id = await add_gateway(ctx, org)
+    steps = [
+        ("gateway inserted", None, True),
+        ("probe counters", ("Gateway", gateway_id, {"health_successes": 3, "last_response_time_ms": 12.5}), False),
+        ("health status", ("Gateway", gateway_id, {"health_status": "healthy"}), True),
+        ("the same health status again", ("Gateway", gateway_id, {"health_status": "healthy"}), False),
+        ("description", ("Gateway", gateway_id, {"description": "not routed"}), False),
+        ("region", ("Gateway", gateway_id, {"region": "eu-west"}), True),
+        ("key", ("Gateway", gateway_id, {"api_key_encrypted": "token"}), True),
+        ("limit", ("Gateway", gateway_id, {"per_user_rate_limit": 7}), True),
+    ]
+    version = before.get(org, 0)
+    for label, change, raises in steps:
+        if change is not None:
+            await update(ctx.database, *change)
+        now = (await versions(ctx))[org]
+        assert (now > version) == raises, label
+        version = now
+    deployment_id = await add_deployment(ctx, org, gateway_id)
+    assert (await versions(ctx))[org] == version + 1
+    await update(ctx.database, "GatewayDeployment", deployment_id, {"weight": 10})
+    await update(ctx.database, "GatewayDeployment", deployment_id, {"workspace_id": "ws-1"})  # not routed
+    assert (await versions(ctx))[org] == version + 2
+    await insert(ctx.database, "RoutingPolicy", {"id": new_id(), "organization_id": org, "agent_id": "bot",
+                                                  "environment": "production", "strategy": "round_robin"})
+    await delete(ctx.database, "GatewayDeployment", {"id": deployment_id})
+    await delete(ctx.database, "Gateway", {"id": gateway_id})
+    assert (await versions(ctx))[org] == version + 5
+    assert (await versions(ctx))[other] == before[other]  # the other organization's writes were before
+
+
+@pytest.fixture
+async def service(ctx):
+    routing = RoutingService(ctx)
+    calls: list[object] = []
+    load, reload = routing.loader.load, routing.loader.reload
+
+    async def counted_load():
+        calls.append("all")
+        return await load()
+
+    async def counted_reload(current, organizations):
+        calls.append(set(organizations))
+        return await reload(current, organizations)
+
+    routing.loader.load, routing.loader.reload = counted_load, counted_reload  # type: ignore[method-assign]
+    routing.calls = calls  # type: ignore[attr-defined]
+    yield routing
+    await routing.pool.close()
+
+
+def view(table) -> dict:
+    """The table's content as plain values, to compare two tables."""
+    gateways = {k: (g.organization_id, g.name, g.environment, g.region, g.status, g.health_status, g.host, g.port,
+                    g.api_key, g.timeout) for k, g in table.gateways.items()}
+    targets = {k: [(t.deployment_id, t.agent_version, t.weight, t.status, t.gateway.id, t.rate_limit)
+                   for t in ts] for k, ts in table.targets.items()}
+    policies = {k: (p.strategy, p.sticky, p.fallback) for k, p in table.policies.items()}
+    return {"gateways": gateways, "targets": targets, "policies": policies}
+
+
+async def test_an_idle_refresh_reads_nothing_and_a_change_rereads_only_its_organization(ctx, org, service):
+    orgs = [f"{org}-{i}" for i in range(3)]
+    gateways = {o: await add_gateway(ctx, o) for o in orgs}
+    for o in orgs:
+        await add_deployment(ctx, o, gateways[o])
+    await service.refresh_table()
+    assert service.calls == ["all"]
+    published = service.table.gateways
+    for _ in range(3):
+        await service.refresh_table()
+    assert service.calls == ["all"] and service.table.gateways is published  # nothing read, nothing published
+    untouched = service.table.gateways[gateways[orgs[1]]]
+    await update(ctx.database, "Gateway", gateways[orgs[0]], {"region": "ap-south"})
+    await service.refresh_table()
+    assert service.calls == ["all", {orgs[0]}]
+    assert service.table.gateways[gateways[orgs[0]]].region == "ap-south"
+    assert service.table.gateways[gateways[orgs[1]]] is untouched  # the other organizations were not read
+    await delete(ctx.database, "GatewayDeployment", {"organization_id": orgs[2]})
+    await delete(ctx.database, "Gateway", {"organization_id": orgs[2]})
+    await service.refresh_table()
+    assert service.calls[-1] == {orgs[2]}
+    assert gateways[orgs[2]] not in service.table.gateways
+    assert not [k for k in service.table.targets if k[0] == orgs[2]]
+
+
+async def test_a_write_by_another_connection_in_a_transaction_that_commits_late_is_seen(ctx, org, service, backend):
+    if backend == "sqlite":
+        pytest.skip("SQLite has one writer: a poll waits for the open transaction rather than reading past it")
+    gateway_id = await add_gateway(ctx, org)
+    await service.refresh_table()
+    other = await open_database(ctx.settings.database_url, create=False)
+    try:
+        async with other.transaction() as tx:
+            await update(tx, "Gateway", gateway_id, {"environment": "staging"})
+            await service.refresh_table()  # stamped, not committed: not seen yet
+            assert service.table.gateways[gateway_id].environment == "production"
+        await service.refresh_table()
+        assert service.table.gateways[gateway_id].environment == "staging"
+    finally:
+        await other.close()
+
+
+async def test_after_any_sequence_of_changes_the_table_equals_a_full_read(ctx, org, service):
+    rng = random.Random(25)
+    orgs = [f"{org}-{i}" for i in range(4)]
+    gateways: dict[str, list[str]] = {o: [] for o in orgs}
+    deployments: list[tuple[str, str]] = []  # (gateway id, deployment id)
+    await service.refresh_table()
+    for round_ in range(12):
+        for _ in range(rng.randrange(1, 6)):
+            o = rng.choice(orgs)
+            action = rng.choice(["gateway", "deployment", "update", "policy", "delete", "undeploy", "health"])
+            if action == "gateway" or not gateways[o]:
+                gateways[o].append(await add_gateway(ctx, o, region=rng.choice([None, "eu", "us"])))
+            elif action == "deployment":
+                gateway_id = rng.choice(gateways[o])
+                deployments.append((gateway_id, await add_deployment(ctx, o, gateway_id, agent=rng.choice(["a", "b"]))))
+            elif action == "update":
+                await update(ctx.database, "Gateway", rng.choice(gateways[o]),
+                             {"environment": rng.choice(["production", "staging"]), "status": "active"})
+            elif action == "health":
+                await update(ctx.database, "Gateway", rng.choice(gateways[o]),
+                             {"health_status": rng.choice(["healthy", "unhealthy", "degraded"])})
+            elif action == "policy":
+                await delete(ctx.database, "RoutingPolicy", {"organization_id": o})
+                await insert(ctx.database, "RoutingPolicy", {
+                    "id": new_id(), "organization_id": o, "agent_id": rng.choice(["a", "b"]),
+                    "environment": "production", "strategy": rng.choice(["round_robin", "weighted"])})
+            elif action == "undeploy" and deployments:
+                _, deployment_id = deployments.pop(rng.randrange(len(deployments)))
+                await delete(ctx.database, "GatewayDeployment", {"id": deployment_id})
+            elif action == "delete":
+                gateway_id = gateways[o].pop(rng.randrange(len(gateways[o])))
+                await delete(ctx.database, "GatewayDeployment", {"gateway_id": gateway_id})
+                deployments = [d for d in deployments if d[0] != gateway_id]
+                await delete(ctx.database, "Gateway", {"id": gateway_id})
+        await service.refresh_table()
+        full = await SnapshotLoader(ctx.database, ctx.keyring).load()
+        assert view(service.table) == view(full), f"round {round_}"
+    assert service.calls.count("all") == 1  # every later round was incremental
