@@ -230,12 +230,12 @@ class Instance:
 
 
 class RoutingChange:
-    """An organization's routing version, raised by triggers when anything the routing snapshot reads changes
-    (ngm.models.changes): instances re-read only what moved."""
+    """A change to what the routing snapshot reads, appended by triggers (ngm.models.changes): instances re-read
+    only the organizations that changed."""
 
     __tablename__ = "routing_changes"
-    id: str  # the organization
-    version: int
+    id: str
+    organization_id: str
     changed_at: datetime  # the database's clock at the change
     __dataflow__ = {"indexes": [{"name": "ix_routing_changes_time", "fields": ["changed_at"]}]}
 

@@ -1,13 +1,16 @@
-"""The routing change feed: a version per organization, raised by the database itself whenever a row the routing
+"""The routing change feed: a row per change, appended by the database itself whenever a row the routing
 snapshot reads is inserted, deleted, or has one of those columns changed (triggers on gateways, deployments and
-policies). Every write path is covered, whatever code or instance makes it, and a probe that changes only a
-gateway's counters raises nothing.
+policies), naming the organization (both, when a row moves between organizations). Every write path is covered,
+whatever code or instance makes it, and a probe that changes only a gateway's counters adds nothing. Appended,
+never updated: writers of one organization take no lock on a shared row (a version row upserted by the trigger
+deadlocked the monitor's health batch against an operator's update on PostgreSQL).
 
 Readers poll `changed_since` (one indexed statement, usually returning no row) and re-read only the
-organizations whose version moved: an idle installation of any size costs one statement per poll (#25). The
-stamp is the database's clock when the row was written (PostgreSQL: clock_timestamp(), before the commit), so
-a poll asks for what was stamped since its previous poll less LOOKBACK seconds: a transaction that commits up
-to LOOKBACK seconds after it wrote is still seen; a longer one is caught by the periodic full re-read.
+organizations with a change they have not seen: an idle installation of any size costs one statement per poll
+(#25). The stamp is the database's clock when the row was written (PostgreSQL: clock_timestamp(), before the
+commit), so a poll asks for everything stamped in the last LOOKBACK seconds and skips the changes it saw: a
+transaction that commits up to LOOKBACK seconds after it wrote is still seen; a longer one is caught by the
+periodic full re-read. Changes older than an hour are pruned.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # database.py puts the triggers in place
     from ngm.models.database import Database, Queries
 
-LOOKBACK = 5.0  # seconds a poll looks back past the previous one (transactions that commit late)
+LOOKBACK = 60.0  # seconds a poll looks back (transactions that commit late)
+KEEP = 3600.0  # seconds a change is kept
 
 # the columns of each table the routing snapshot reads (ngm.nodes.routing.snapshot selects exactly these)
 ROUTING_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -33,18 +37,20 @@ TRIGGERS = tuple(f"ngm_routing_{table}_{op}" for table in ROUTING_COLUMNS for op
 
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
 _PG_NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
-_SQLITE_BUMP = ("INSERT INTO routing_changes (id, version, changed_at) VALUES ({row}.organization_id, 1, "
-                f"{_SQLITE_NOW}) ON CONFLICT (id) DO UPDATE SET version = version + 1, "
-                "changed_at = excluded.changed_at;")
+_SQLITE_ADD = ("INSERT INTO routing_changes (id, organization_id, changed_at) "
+               f"SELECT lower(hex(randomblob(16))), {{row}}.organization_id, {_SQLITE_NOW}{{when}};")
 # the time LOOKBACK seconds ago, in the form the triggers write (SQLite's: text, compared as text)
-_EARLIER = {"sqlite": f"SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-{LOOKBACK:g} seconds')",
-            "postgresql": f"SELECT {_PG_NOW} - interval '{LOOKBACK:g} seconds'"}
+_EARLIER = {"sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-{s:g} seconds')",
+            "postgresql": f"SELECT {_PG_NOW} - interval '{{s:g}} seconds'"}
 _PG_FUNCTION = f"""CREATE OR REPLACE FUNCTION ngm_routing_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE org text;
 BEGIN
   IF TG_OP = 'DELETE' THEN org := OLD.organization_id; ELSE org := NEW.organization_id; END IF;
-  INSERT INTO routing_changes (id, version, changed_at) VALUES (org, 1, {_PG_NOW})
-  ON CONFLICT (id) DO UPDATE SET version = routing_changes.version + 1, changed_at = EXCLUDED.changed_at;
+  INSERT INTO routing_changes (id, organization_id, changed_at) VALUES (gen_random_uuid()::text, org, {_PG_NOW});
+  IF TG_OP = 'UPDATE' AND OLD.organization_id IS DISTINCT FROM NEW.organization_id THEN
+    INSERT INTO routing_changes (id, organization_id, changed_at)
+    VALUES (gen_random_uuid()::text, OLD.organization_id, {_PG_NOW});
+  END IF;
   RETURN NULL;
 END $$"""
 
@@ -63,10 +69,12 @@ def trigger_ddl(dialect: str) -> list[str]:
             when = f" WHEN ({_changed(table, 'IS NOT' if dialect == 'sqlite' else 'IS DISTINCT FROM')})" \
                 if op == "update" else ""
             if dialect == "sqlite":
-                row = "OLD" if op == "delete" else "NEW"
+                body = _SQLITE_ADD.format(row="OLD" if op == "delete" else "NEW", when="")
+                if op == "update":  # moved to another organization: the one it left changed too
+                    body += " " + _SQLITE_ADD.format(
+                        row="OLD", when=" WHERE OLD.organization_id IS NOT NEW.organization_id")
                 out += [f"DROP TRIGGER IF EXISTS {name}",
-                        f"CREATE TRIGGER {name} AFTER {op.upper()} ON {table} FOR EACH ROW{when} "
-                        f"BEGIN {_SQLITE_BUMP.format(row=row)} END"]
+                        f"CREATE TRIGGER {name} AFTER {op.upper()} ON {table} FOR EACH ROW{when} BEGIN {body} END"]
             else:
                 out.append(f"CREATE OR REPLACE TRIGGER {name} AFTER {op.upper()} ON {table} FOR EACH ROW{when} "
                            "EXECUTE FUNCTION ngm_routing_changed()")
@@ -83,12 +91,15 @@ async def create_triggers(database: Database) -> None:
             await tx.execute(statement)
 
 
-async def changed_since(q: Queries, since: Any) -> tuple[Any, dict[str, int]]:
-    """(the database's time now, less LOOKBACK: the `since` of the next poll; {organization: version} of every
-    organization stamped at or after `since`, all of them when `since` is None)."""
-    next_since = await q.value(_EARLIER[q.dialect])
-    if since is None:
-        rows = await q.rows("SELECT id, version FROM routing_changes")
-    else:
-        rows = await q.rows("SELECT id, version FROM routing_changes WHERE changed_at >= :since", {"since": since})
-    return next_since, {r["id"]: int(r["version"]) for r in rows}
+async def changed_since(q: Queries) -> tuple[Any, dict[str, str]]:
+    """(the database's time LOOKBACK seconds ago; {change id: organization} of every change stamped since)."""
+    since = await q.value(_EARLIER[q.dialect].format(s=LOOKBACK))
+    rows = await q.rows("SELECT id, organization_id FROM routing_changes WHERE changed_at >= :since",
+                        {"since": since})
+    return since, {r["id"]: r["organization_id"] for r in rows}
+
+
+async def prune_changes(q: Queries) -> None:
+    """Forget changes older than KEEP seconds (any instance may: deleting twice is harmless)."""
+    await q.execute("DELETE FROM routing_changes WHERE changed_at < :before",
+                    {"before": await q.value(_EARLIER[q.dialect].format(s=KEEP))})

@@ -33,9 +33,9 @@ from ngm.models.query import order_clause, where_clause
 # as Python's isoformat cuts them; any other stored form goes through strftime
 _SQLITE_TIME = ("CASE WHEN length({c}) = 26 THEN substr({c}, 1, 10) || 'T' || substr({c}, 12, 12) || 'Z' "
                 "ELSE strftime('%Y-%m-%dT%H:%M:%fZ', {c}) END")
-# a rounded float8 as Python writes it: 60 -> 60.0 (NULL stays NULL: json null); gateways' floats are bounded
-# far below 1e15, where either would switch to an exponent
-_PG_FLOAT = "({r}::text || CASE WHEN {r} = trunc({r}) THEN '.0' ELSE '' END)::json".replace(
+# a rounded float8 as orjson writes Python's: 60 -> 60.0, 1e+16 as it is, NaN and infinities null (as is NULL)
+_PG_FLOAT = ("(CASE WHEN {c} IN ('NaN', 'Infinity', '-Infinity') THEN NULL "
+             "ELSE {r}::text || CASE WHEN {r}::text ~ '^-?[0-9]+$' THEN '.0' ELSE '' END END)::json").replace(
     "{r}", "(round({c}::float8 * 1000) / 1000)")
 _EXPRESSIONS = {
     "sqlite": {"bool": "json(CASE WHEN {c} IS NULL THEN 'null' WHEN {c} THEN 'true' ELSE 'false' END)",

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from datetime import timedelta
-from typing import Any
 
 from ngm.dataplane.circuit import CircuitBreakers
 from ngm.dataplane.router import Router
@@ -16,7 +15,7 @@ from ngm.dataplane.traffic import RedisTraffic, TrafficStats
 from ngm.dataplane.upstream import UpstreamPool
 from ngm.errors import DatabaseUnavailable
 from ngm.fallbacks import Fallback
-from ngm.models.changes import changed_since
+from ngm.models.changes import changed_since, prune_changes
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
 from ngm.nodes.events.bus import CIRCUIT_OPEN, HEALTH_PROBE, HEALTH_TRANSITION, KEYS_CHANGED, ROUTING_CHANGED
@@ -37,9 +36,8 @@ class RoutingService:
         self.loader = SnapshotLoader(ctx.database, ctx.keyring)
         self.resync_every = ctx.settings.routing_resync_seconds
         self._refreshing = asyncio.Lock()  # one refresh at a time: an older one must not publish after a newer
-        self._since: Any = None  # the change feed's position (ngm.models.changes); None: read everything next
-        self._versions: dict[str, int] = {}  # each organization's routing version in the published snapshot
-        self._resync_at = 0.0
+        self._seen: set[str] | None = None  # the changes of the feed's window (ngm.models.changes) the published
+        self._resync_at = 0.0  # snapshot holds; None: read everything next
         self.pool = UpstreamPool(ctx.outbound.policy)
         self.breakers = CircuitBreakers(on_open=self._circuit_opened)
         self.stats = TrafficStats()
@@ -88,21 +86,21 @@ class RoutingService:
         routing goes on from the last snapshot, and what was not read is read on the next try."""
         async with self._refreshing:
             try:
-                if self._since is None or time.monotonic() >= self._resync_at:
-                    since, versions = await changed_since(self.ctx.database, None)  # first: a change during the
-                    snapshot = await self.loader.load()  # read is seen again by the next poll
+                if self._seen is None or time.monotonic() >= self._resync_at:
+                    _, changes = await changed_since(self.ctx.database)  # first: a change during the read is
+                    snapshot = await self.loader.load()  # read again by the next poll, never missed
                     self._resync_at = time.monotonic() + self.resync_every
-                    self._versions = versions
+                    await prune_changes(self.ctx.database)
                 else:
-                    since, versions = await changed_since(self.ctx.database, self._since)
-                    moved = {org for org, version in versions.items() if self._versions.get(org) != version}
+                    _, changes = await changed_since(self.ctx.database)
+                    seen = self._seen
+                    moved = {org for change, org in changes.items() if change not in seen}
                     if not moved:
-                        self._since = since
+                        self._seen = set(changes)
                         self.table.refreshed_at = time.monotonic()
                         return
                     snapshot = await self.loader.reload(self._table_snapshot(), moved)
-                    self._versions.update(versions)
-                self._since = since
+                self._seen = set(changes)
                 self.table.publish(snapshot)
             except DatabaseUnavailable:  # logged once per outage where it was found
                 pass
