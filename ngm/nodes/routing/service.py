@@ -36,8 +36,9 @@ class RoutingService:
         self.loader = SnapshotLoader(ctx.database, ctx.keyring)
         self.resync_every = ctx.settings.routing_resync_seconds
         self._refreshing = asyncio.Lock()  # one refresh at a time: an older one must not publish after a newer
-        self._seen: set[str] | None = None  # the changes of the feed's window (ngm.models.changes) the published
-        self._resync_at = 0.0  # snapshot holds; None: read everything next
+        # the changes in the feed's window (ngm.models.changes) the published snapshot holds; None: read all next
+        self._seen: set[str] | None = None
+        self._resync_at = 0.0
         self.pool = UpstreamPool(ctx.outbound.policy)
         self.breakers = CircuitBreakers(on_open=self._circuit_opened)
         self.stats = TrafficStats()
@@ -81,7 +82,7 @@ class RoutingService:
             await self.refresh_table()
 
     async def refresh_table(self) -> None:
-        """Bring the table up to date: the organizations whose routing version moved are re-read, and everything
+        """Bring the table up to date: the organizations with a change not seen yet are re-read, and everything
         every resync_every seconds. What fails is logged (or, for an outage, said once elsewhere), not raised:
         routing goes on from the last snapshot, and what was not read is read on the next try."""
         async with self._refreshing:
