@@ -596,6 +596,9 @@ class SqliteDatabase(Database):
                 await conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except BaseException:  # cancelled while BEGIN ran in the connection's thread: it may have begun, and
+                await _quietly(conn.execute("ROLLBACK"))  # the next BEGIN would fail ("within a transaction")
+                raise
             tx = SqliteTransaction(self, conn)
             try:
                 yield tx
@@ -607,6 +610,9 @@ class SqliteDatabase(Database):
             except sqlite3.Error as exc:
                 await _quietly(conn.execute("ROLLBACK"))
                 raise self._error(exc) from exc
+            except BaseException:  # cancelled: the COMMIT may not have run; the connection must not stay in it
+                await _quietly(conn.execute("ROLLBACK"))
+                raise
             self.availability.worked()
         await tx.run_after_commit()
 
