@@ -15,7 +15,8 @@ periodic full re-read. Changes older than an hour are pruned.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import hashlib
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # database.py puts the triggers in place
     from ngm.models.database import Database, Queries
@@ -33,15 +34,12 @@ ROUTING_COLUMNS: dict[str, tuple[str, ...]] = {
     "routing_policies": ("organization_id", "agent_id", "environment", "strategy", "sticky", "sticky_header",
                          "fallback", "fallback_regions"),
 }
-TRIGGERS = tuple(f"ngm_routing_{table}_{op}" for table in ROUTING_COLUMNS for op in ("insert", "update", "delete"))
-
-_SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
-_PG_NOW = "(clock_timestamp() AT TIME ZONE 'UTC')"
+# the database's time, `s` seconds ago, in the form the triggers write (SQLite's: text, compared as text)
+_EARLIER = {"sqlite": "strftime('%Y-%m-%d %H:%M:%f', 'now', '-{s:g} seconds')",
+            "postgresql": "((clock_timestamp() AT TIME ZONE 'UTC') - interval '{s:g} seconds')"}
+_SQLITE_NOW, _PG_NOW = (_EARLIER[d].format(s=0) for d in ("sqlite", "postgresql"))
 _SQLITE_ADD = ("INSERT INTO routing_changes (id, organization_id, changed_at) "
                f"SELECT lower(hex(randomblob(16))), {{row}}.organization_id, {_SQLITE_NOW}{{when}};")
-# the time LOOKBACK seconds ago, in the form the triggers write (SQLite's: text, compared as text)
-_EARLIER = {"sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now', '-{s:g} seconds')",
-            "postgresql": f"SELECT {_PG_NOW} - interval '{{s:g}} seconds'"}
 _PG_FUNCTION = f"""CREATE OR REPLACE FUNCTION ngm_routing_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE org text;
 BEGIN
@@ -53,6 +51,12 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$"""
+# the triggers' names carry a digest of what they watch and do: a version of ngm that routes on other columns
+# finds its triggers missing by name and puts them in place, dropping the older ones (create_triggers)
+_DIGEST = hashlib.sha256(f"{sorted(ROUTING_COLUMNS.items())}{_SQLITE_ADD}{_PG_FUNCTION}".encode()).hexdigest()[:8]
+_PREFIX = "ngm_routing_"
+_OPS = ("insert", "update", "delete")
+TRIGGERS = tuple(f"{_PREFIX}{table}_{op}_{_DIGEST}" for table in ROUTING_COLUMNS for op in _OPS)
 
 
 def _changed(table: str, distinct: str) -> str:
@@ -64,8 +68,8 @@ def trigger_ddl(dialect: str) -> list[str]:
     """The statements that put the triggers in place, replacing older ones of the same name."""
     out = [] if dialect == "sqlite" else [_PG_FUNCTION]
     for table in ROUTING_COLUMNS:
-        for op in ("insert", "update", "delete"):
-            name = f"ngm_routing_{table}_{op}"
+        for op in _OPS:
+            name = f"{_PREFIX}{table}_{op}_{_DIGEST}"
             when = f" WHEN ({_changed(table, 'IS NOT' if dialect == 'sqlite' else 'IS DISTINCT FROM')})" \
                 if op == "update" else ""
             if dialect == "sqlite":
@@ -82,24 +86,34 @@ def trigger_ddl(dialect: str) -> list[str]:
 
 
 async def create_triggers(database: Database) -> None:
-    """The triggers in place, in one transaction (SQLite: instances opening together do not drop each other's
-    new triggers; PostgreSQL: under the schema's advisory lock)."""
+    """The triggers in place and those of other versions dropped, in one transaction (SQLite: instances opening
+    together do not drop each other's new triggers; PostgreSQL: under the schema's advisory lock)."""
     async with database.transaction() as tx:
         if database.dialect == "postgresql":
             await tx.value("SELECT pg_advisory_xact_lock(7412093)")
+        for name, table in await trigger_names(tx):
+            if name.startswith(_PREFIX) and name not in TRIGGERS:
+                await tx.execute(f"DROP TRIGGER {name}" + (f" ON {table}" if database.dialect == "postgresql" else ""))
         for statement in trigger_ddl(database.dialect):
             await tx.execute(statement)
 
 
-async def changed_since(q: Queries) -> tuple[Any, dict[str, str]]:
-    """(the database's time LOOKBACK seconds ago; {change id: organization} of every change stamped since)."""
-    since = await q.value(_EARLIER[q.dialect].format(s=LOOKBACK))
-    rows = await q.rows("SELECT id, organization_id FROM routing_changes WHERE changed_at >= :since",
-                        {"since": since})
-    return since, {r["id"]: r["organization_id"] for r in rows}
+async def trigger_names(q: Queries) -> list[tuple[str, str]]:
+    """(name, table) of every trigger in the database's schema."""
+    rows = await q.rows(
+        "SELECT t.tgname AS name, c.relname AS tbl FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND n.nspname = current_schema()"
+        if q.dialect == "postgresql" else "SELECT name, tbl_name AS tbl FROM sqlite_master WHERE type = 'trigger'")
+    return [(r["name"], r["tbl"]) for r in rows]
+
+
+async def changed_since(q: Queries) -> dict[str, str]:
+    """{change id: organization} of every change stamped in the last LOOKBACK seconds."""
+    rows = await q.rows("SELECT id, organization_id FROM routing_changes WHERE changed_at >= "
+                        + _EARLIER[q.dialect].format(s=LOOKBACK))
+    return {r["id"]: r["organization_id"] for r in rows}
 
 
 async def prune_changes(q: Queries) -> None:
     """Forget changes older than KEEP seconds (any instance may: deleting twice is harmless)."""
-    await q.execute("DELETE FROM routing_changes WHERE changed_at < :before",
-                    {"before": await q.value(_EARLIER[q.dialect].format(s=KEEP))})
+    await q.execute("DELETE FROM routing_changes WHERE changed_at < " + _EARLIER[q.dialect].format(s=KEEP))

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ngm.errors import Conflict, DatabaseUnavailable, NgmError, ValidationFailed
 from ngm.models import MODEL_NAMES, MODELS, TABLES, register_models
-from ngm.models.changes import TRIGGERS, create_triggers
+from ngm.models.changes import TRIGGERS, create_triggers, trigger_names
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -133,10 +133,8 @@ async def missing_schema(database: "Database") -> list[str]:
         columns = await database.rows("SELECT m.name AS t, p.name AS c FROM sqlite_master m"
                                       " JOIN pragma_table_info(m.name) p WHERE m.type = 'table'")
         indexes = await database.rows("SELECT name AS i FROM sqlite_master WHERE type = 'index'")
-    triggers = await database.rows("SELECT tgname AS i FROM pg_trigger WHERE NOT tgisinternal"
-                                   if database.dialect == "postgresql" else
-                                   "SELECT name AS i FROM sqlite_master WHERE type = 'trigger'")
-    have = {(r["t"], r["c"]) for r in columns} | {r["i"] for r in indexes} | {r["i"] for r in triggers}
+    triggers = {name for name, _ in await trigger_names(database)}
+    have = {(r["t"], r["c"]) for r in columns} | {r["i"] for r in indexes} | triggers
     wanted: list[tuple[str, str] | str] = [(t.name, c) for t in TABLES.values() for c in t.columns]
     wanted += [index["name"] for model in MODELS for index in getattr(model, "__dataflow__", {}).get("indexes", ())]
     wanted += list(TRIGGERS)

@@ -30,6 +30,14 @@ async def test_a_new_database_gets_every_declared_table_column_and_index(fresh_u
         await db.close()
 
 
+async def missing_after_reopen(url: str) -> list[str]:
+    again = await open_database(url)
+    try:
+        return await missing_schema(again)
+    finally:
+        await again.close()
+
+
 async def test_what_was_dropped_is_reported_and_created_again_on_the_next_open(fresh_url):
     index = MODELS[0].__dataflow__["indexes"][0]["name"]
     db = await open_database(fresh_url)
@@ -41,28 +49,36 @@ async def test_what_was_dropped_is_reported_and_created_again_on_the_next_open(f
         assert "gateways.name" not in missing
     finally:
         await db.close()
-    again = await open_database(fresh_url)
-    try:
-        assert await missing_schema(again) == []
-    finally:
-        await again.close()
+    assert await missing_after_reopen(fresh_url) == []
 
 
-async def test_a_dropped_routing_trigger_is_put_back_on_the_next_open(fresh_url):
-    from ngm.models.changes import TRIGGERS
+async def test_routing_triggers_of_another_version_are_replaced_on_the_next_open(fresh_url):
+    """A dropped trigger is put back, and one an older ngm left (another name, other columns) is dropped."""
+    from ngm.models.changes import TRIGGERS, trigger_names
 
     db = await open_database(fresh_url)
     try:
-        table = TRIGGERS[1].removeprefix("ngm_routing_").rsplit("_", 1)[0]
-        await db.execute(f"DROP TRIGGER {TRIGGERS[1]}" + (f" ON {table}" if db.dialect == "postgresql" else ""))
+        table = next(t for name, t in await trigger_names(db) if name == TRIGGERS[1])
+        on = f" ON {table}" if db.dialect == "postgresql" else ""
+        await db.execute(f"DROP TRIGGER {TRIGGERS[1]}{on}")
+        older = "ngm_routing_gateways_update_0ld"  # what a version that watched only `name` left behind
+        body = ("INSERT INTO routing_changes (id, organization_id, changed_at) VALUES "
+                "(NEW.id || 'x', NEW.organization_id, '2000-01-01');")
+        await db.execute(
+            f"CREATE TRIGGER {older} AFTER UPDATE OF name ON gateways FOR EACH ROW BEGIN {body} END"
+            if db.dialect == "sqlite" else
+            f"CREATE TRIGGER {older} AFTER UPDATE OF name ON gateways FOR EACH ROW EXECUTE FUNCTION "
+            "ngm_routing_changed()")
         assert await missing_schema(db) == [TRIGGERS[1]]
     finally:
         await db.close()
-    again = await open_database(fresh_url)
+    assert await missing_after_reopen(fresh_url) == []
+    db = await open_database(fresh_url, create=False)
     try:
-        assert await missing_schema(again) == []
+        names = {name for name, _ in await trigger_names(db)}
+        assert older not in names and set(TRIGGERS) <= names
     finally:
-        await again.close()
+        await db.close()
 
 
 def test_opening_a_database_in_place_does_not_import_dataflow(fresh_url):

@@ -88,12 +88,12 @@ class RoutingService:
         async with self._refreshing:
             try:
                 if self._seen is None or time.monotonic() >= self._resync_at:
-                    _, changes = await changed_since(self.ctx.database)  # first: a change during the read is
+                    changes = await changed_since(self.ctx.database)  # first: a change during the read is
                     snapshot = await self.loader.load()  # read again by the next poll, never missed
                     self._resync_at = time.monotonic() + self.resync_every
                     await prune_changes(self.ctx.database)
                 else:
-                    _, changes = await changed_since(self.ctx.database)
+                    changes = await changed_since(self.ctx.database)
                     seen = self._seen
                     moved = {org for change, org in changes.items() if change not in seen}
                     if not moved:

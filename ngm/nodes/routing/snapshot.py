@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
@@ -23,11 +24,19 @@ def _json_list(value) -> list:
     return json.loads(value) if isinstance(value, str) else list(value or [])
 
 
-class _Owned(defaultdict[str, tuple[set[str], set[tuple[str, str, str]], set[tuple[str, str, str]]]]):
-    """Per organization: its gateway ids, and the keys of its targets and policies, in a snapshot."""
+@dataclass
+class _Holdings:
+    """What one organization has in a snapshot: what to remove when it is read again."""
 
+    gateways: set[str] = field(default_factory=set)  # ids
+    targets: set[tuple[str, str, str]] = field(default_factory=set)  # keys
+    policies: set[tuple[str, str, str]] = field(default_factory=set)  # keys
+    tokens: set[str] = field(default_factory=set)  # its gateways' encrypted keys (decrypted ones are cached)
+
+
+class _Owned(defaultdict[str, _Holdings]):
     def __init__(self) -> None:
-        super().__init__(lambda: (set(), set(), set()))
+        super().__init__(_Holdings)
 
 
 PAGE = 500  # rows per statement of a full read: the event loop serves requests between pages (~10 ms each)
@@ -59,14 +68,13 @@ class SnapshotLoader:
         """Every organization's rows, read and built PAGE rows at a time: at 100,000 gateways the event loop
         serves requests between pages instead of stalling for seconds."""
         snapshot, owned = RoutingSnapshot(), _Owned()
-        live: set[str | None] = set()
         async for page in self._pages(_GATEWAYS, "gateways"):
-            live.update(g["api_key_encrypted"] for g in page)
             self._add_gateways(page, snapshot, owned)
         async for page in self._pages(_DEPLOYMENTS, "gateway_deployments"):
             self._add_deployments(page, snapshot, owned)
         async for page in self._pages(_POLICIES, "routing_policies", key="organization_id, agent_id, environment"):
             self._add_policies(page, snapshot, owned)
+        live = set().union(*(h.tokens for h in owned.values()))
         self._keys = {t: k for t, k in self._keys.items() if t in live}  # forget rotated keys
         self._owned = owned
         return snapshot
@@ -85,17 +93,21 @@ class SnapshotLoader:
                 f"SELECT {_DEPLOYMENTS} FROM gateway_deployments{where} ORDER BY id", params)
             policies += await self.database.rows(f"SELECT {_POLICIES} FROM routing_policies{where}", params)
         snapshot = RoutingSnapshot(dict(current.gateways), dict(current.targets), dict(current.policies))
+        gone: set[str] = set()  # the encrypted keys the organizations had
         for org in organizations:
-            gateway_ids, target_keys, policy_keys = self._owned.pop(org, (set(), set(), set()))
-            for gateway_id in gateway_ids:
+            held = self._owned.pop(org, _Holdings())
+            for gateway_id in held.gateways:
                 snapshot.gateways.pop(gateway_id, None)
-            for key in target_keys:
+            for key in held.targets:
                 snapshot.targets.pop(key, None)
-            for key in policy_keys:
+            for key in held.policies:
                 snapshot.policies.pop(key, None)
+            gone |= held.tokens
         self._add_gateways(gateways, snapshot, self._owned)
         self._add_deployments(deployments, snapshot, self._owned)
         self._add_policies(policies, snapshot, self._owned)
+        for token in gone.difference(*(self._owned[org].tokens for org in organizations if org in self._owned)):
+            self._keys.pop(token, None)  # a deleted gateway's or a replaced key: not kept in memory
         return snapshot
 
     async def _pages(self, columns: str, table: str, key: str = "id") -> AsyncIterator[list[dict[str, Any]]]:
@@ -121,7 +133,10 @@ class SnapshotLoader:
                     g["health_status"], url.scheme, url.hostname or "", port, url.path.rstrip("/").encode(),
                     url.netloc.encode(), self._key(g["api_key_encrypted"]), float(g["request_timeout"] or 30.0),
                     Limits.of_gateway(g))
-                owned[g["organization_id"]][0].add(g["id"])
+                held = owned[g["organization_id"]]
+                held.gateways.add(g["id"])
+                if g["api_key_encrypted"]:
+                    held.tokens.add(g["api_key_encrypted"])
             except Exception as exc:  # one row that cannot be routed (stored by an older version, say) is skipped,
                 # never the table: its agents answer 404 here, every other gateway routes
                 if g["id"] not in self._unroutable:
@@ -137,7 +152,7 @@ class SnapshotLoader:
             gateway = snapshot.gateways.get(d["gateway_id"])
             if gateway is not None:
                 scope = (d["organization_id"], d["agent_id"], gateway.environment)
-                scopes = owned[d["organization_id"]][1]
+                scopes = owned[d["organization_id"]].targets
                 if scope not in scopes:  # a list of its own: the current snapshot's is not changed
                     snapshot.targets[scope] = []
                     scopes.add(scope)
@@ -152,4 +167,4 @@ class SnapshotLoader:
             scope = (p["organization_id"], p["agent_id"], p["environment"])
             snapshot.policies[scope] = Policy(p["strategy"], bool(p["sticky"]), p["sticky_header"], p["fallback"],
                                               _json_list(p["fallback_regions"]))
-            owned[p["organization_id"]][2].add(scope)
+            owned[p["organization_id"]].policies.add(scope)
