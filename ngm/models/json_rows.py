@@ -39,6 +39,8 @@ _PG_FLOAT = ("(CASE WHEN {c} IN ('NaN', 'Infinity', '-Infinity') THEN NULL "
     "{r}", "(round({c}::float8 * 1000) / 1000)")
 _EXPRESSIONS = {
     "sqlite": {"bool": "json(CASE WHEN {c} IS NULL THEN 'null' WHEN {c} THEN 'true' ELSE 'false' END)",
+               # SQLite writes an infinity as Inf, which no JSON parser reads (it keeps no NaN: that is NULL)
+               "float": "CASE WHEN abs({c}) = 9e999 THEN NULL ELSE {c} END",
                "json": "json({c})", "time": _SQLITE_TIME},
     "postgresql": {"float": _PG_FLOAT, "time": "to_char({c}, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"},
 }
