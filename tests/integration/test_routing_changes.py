@@ -1,5 +1,5 @@
 """The routing change feed (ngm/models/changes.py) and the table kept by it (RoutingService.refresh_table), on
-both databases: the triggers raise an organization's version for every write the routing snapshot can see and
+both databases: the triggers add a change of an organization for every write the routing snapshot can see and
 for no other; an idle refresh reads nothing; a change re-reads only its organization; and after any sequence of
 changes the table equals a full read of the database."""
 
@@ -23,7 +23,7 @@ from ngm.nodes.routing.snapshot import SnapshotLoader
 pytestmark = pytest.mark.anyio
 
 
-async def versions(ctx) -> dict[str, int]:
+async def change_counts(ctx) -> dict[str, int]:
     """How many changes each organization has in the feed."""
     rows = await ctx.database.rows(
         "SELECT organization_id, COUNT(*) AS n FROM routing_changes GROUP BY organization_id")
@@ -78,14 +78,14 @@ async def test_each_column_the_router_reads_adds_a_change_when_it_changes_and_no
             if column.name in ("id", "organization_id"):
                 continue  # the key; the organization: moving a row is tested below
             current = (await select(ctx.database, model, {"id": row_id}))[0][column.name]
-            before = (await versions(ctx)).get(org, 0)
+            before = (await change_counts(ctx)).get(org, 0)
             await update(ctx.database, model, row_id, {column.name: different(column, current)})
             routed = column.name in ROUTING_COLUMNS[table.name]
-            assert (await versions(ctx))[org] == before + routed, f"{table.name}.{column.name}"
+            assert (await change_counts(ctx))[org] == before + routed, f"{table.name}.{column.name}"
             if routed:
                 value = (await select(ctx.database, model, {"id": row_id}))[0][column.name]
                 await update(ctx.database, model, row_id, {column.name: value})
-                assert (await versions(ctx))[org] == before + 1, f"{table.name}.{column.name} unchanged"
+                assert (await change_counts(ctx))[org] == before + 1, f"{table.name}.{column.name} unchanged"
             checked += 1
     assert checked > sum(len(c) for c in ROUTING_COLUMNS.values())  # the unrouted columns were tried too
 
@@ -93,25 +93,25 @@ async def test_each_column_the_router_reads_adds_a_change_when_it_changes_and_no
 async def test_inserts_deletes_and_moves_add_changes_for_their_organizations(ctx, org):
     other = f"{org}-other"
     await add_gateway(ctx, other)
-    before = await versions(ctx)
+    before = await change_counts(ctx)
     gateway_id = await add_gateway(ctx, org)
-    version = before.get(org, 0) + 1
+    count = before.get(org, 0) + 1
     deployment_id = await add_deployment(ctx, org, gateway_id)
-    assert (await versions(ctx))[org] == version + 1
+    assert (await change_counts(ctx))[org] == count + 1
     await update(ctx.database, "GatewayDeployment", deployment_id, {"weight": 10})
-    assert (await versions(ctx))[org] == version + 2
+    assert (await change_counts(ctx))[org] == count + 2
     await insert(ctx.database, "RoutingPolicy", {"id": new_id(), "organization_id": org, "agent_id": "bot",
                                                   "environment": "production", "strategy": "round_robin"})
     await delete(ctx.database, "GatewayDeployment", {"id": deployment_id})
     await delete(ctx.database, "Gateway", {"id": gateway_id})
-    assert (await versions(ctx))[org] == version + 5
-    assert (await versions(ctx))[other] == before[other]  # the other organization's writes were before
+    assert (await change_counts(ctx))[org] == count + 5
+    assert (await change_counts(ctx))[other] == before[other]  # the other organization's writes were before
     moved = await add_gateway(ctx, org)
     await update(ctx.database, "Gateway", moved, {"organization_id": other})  # by hand: both have changed
-    now = await versions(ctx)
-    assert (now[org], now[other]) == (version + 7, before[other] + 1)
+    now = await change_counts(ctx)
+    assert (now[org], now[other]) == (count + 7, before[other] + 1)
     changes = await changed_since(ctx.database)  # what a poll now finds
-    assert list(changes.values()).count(org) == version + 7 and other in changes.values()
+    assert list(changes.values()).count(org) == count + 7 and other in changes.values()
 
 
 async def test_writers_of_one_organization_wait_only_for_the_rows_they_share(ctx, org, backend):
