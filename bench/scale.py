@@ -1,8 +1,8 @@
 """What an idle `ngm serve` costs as the installation grows: N gateways and N deployments across N/40
 organizations, the health monitor off, no traffic. For each size, the routing table kept by the change feed
 (only what changed is re-read; a full re-read every NGM_ROUTING_RESYNC_SECONDS, 300 by default) next to the
-same server re-reading everything every second (NGM_ROUTING_RESYNC_SECONDS=1, what ngm did before #25), in
-the same run: idle CPU, RSS, the event loop's worst stall seen by /healthz, and a list's latency.
+same server re-reading everything every second (NGM_ROUTING_RESYNC_SECONDS=1: what ngm did before #25, but in
+pages), in the same run: idle CPU, RSS, the event loop's worst stall seen by /healthz, and a list's latency.
 
     .venv/bin/python bench/scale.py [--sizes 1000,10000,100000] [--seconds 10] [--pg ADMIN_URL]
 
