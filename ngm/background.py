@@ -1,6 +1,7 @@
 """Background services of `ngm serve`, started and stopped by the app's lifespan hooks (Nexus's
-@app.scheduled never runs): the health monitor, webhook deliveries and history pruning. They work only
-while this instance holds the lease, so instances sharing Redis do each job once between them."""
+@app.scheduled never runs): the health monitor, webhook deliveries and history pruning. Instances sharing Redis
+split the probing between them (ngm.nodes.health.share); the other jobs run only while this instance holds the
+lease, so they are done once between them."""
 
 from __future__ import annotations
 
@@ -19,17 +20,22 @@ log = logging.getLogger("ngm.background")
 class BackgroundServices:
     def __init__(self, ctx, *, prune_every: float = 600.0, dispatch_every: float = 0.5):
         from ngm.nodes.events.dispatcher import WebhookDispatcher
+        from ngm.nodes.health.lease import instance_id
         from ngm.nodes.health.monitor import HealthMonitor
+        from ngm.nodes.health.share import ProbeShare, RedisShare, WholeShare
 
         s = ctx.settings
         self.ctx = ctx
         self.lease = ctx.lease
-        self.monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound,
-                                     concurrency=s.monitor_concurrency)
+        self.share: ProbeShare = (RedisShare(ctx.redis, f"{s.redis_namespace}:monitor-members", instance_id(),
+                                             s.monitor_lease_seconds) if ctx.redis is not None else WholeShare())
+        self.monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.probes, share=self.share,
+                                     concurrency=s.monitor_concurrency, resync_every=s.routing_resync_seconds)
         self.dispatcher = WebhookDispatcher(ctx.database, ctx.keyring, ctx.outbound, s.webhook_max_attempts)
         self.prune_every, self.dispatch_every = prune_every, dispatch_every
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
+        self._share_changed = asyncio.Event()
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._guard(name, job), name=f"ngm-{name}") for name, job in (
@@ -40,6 +46,7 @@ class BackgroundServices:
         self._stopping.set()
         await stop_tasks(self._tasks)
         await self.monitor.stop()
+        await self.share.leave()
         await self.lease.release()
 
     async def _guard(self, name: str, job) -> None:
@@ -62,19 +69,24 @@ class BackgroundServices:
             pass
 
     async def _keep_lease(self) -> None:
-        """The only caller of hold(): the jobs below just ask whether they may work."""
+        """The only caller of hold() and renew(): the jobs below just ask whether they may work, the monitor
+        which gateways are its share."""
         while not self._stopping.is_set():
-            was = self.lease.may_work
-            if not await self.lease.hold() and was:
-                self.monitor.reset()
+            await self.lease.hold()
+            generation = self.share.generation
+            await self.share.renew()
+            if self.share.generation != generation:
+                self._share_changed.set()  # the monitor takes up its new share now, not at its next wake
             await self._sleep(self.lease.ttl / 3)
 
     async def _run_monitor(self) -> None:
         while not self._stopping.is_set():
-            if not self.lease.may_work:
-                await self._sleep(0.5)
-                continue
-            await self._sleep(min(1.0, await self.monitor.step()))
+            pause = min(1.0, await self.monitor.step())
+            try:
+                await asyncio.wait_for(self._share_changed.wait(), timeout=pause)
+            except asyncio.TimeoutError:
+                pass
+            self._share_changed.clear()
 
     async def _run_dispatcher(self) -> None:
         while not self._stopping.is_set():
@@ -109,11 +121,12 @@ class BackgroundServices:
         try:
             while not self._stopping.is_set():
                 event = await subscription.get(timeout=1.0)
-                if event and event["type"] == CIRCUIT_OPEN and self.lease.may_work:
+                if event and event["type"] == CIRCUIT_OPEN:  # by the instance whose share it is
                     self.monitor.expedite(event["data"]["gateway_id"])
         finally:
             subscription.close()
 
     def status(self) -> dict:
-        return {"leader": self.lease.may_work, "mode": self.lease.mode, "gateways": len(self.monitor.gateways),
-                "probes": self.monitor.probes, "unrecorded": self.monitor.unrecorded}
+        return {"leader": self.lease.may_work, "mode": self.lease.mode, "probing": self.share.mode,
+                "instances": len(self.share.members), "gateways": len(self.monitor.gateways),
+                "share": len(self.monitor.due), "probes": self.monitor.probes, "unrecorded": self.monitor.unrecorded}

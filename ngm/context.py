@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # imported by AppContext.open: the CLI's remote path, which o
     from ngm.nodes.auth.store import KeyAuthenticator
     from ngm.nodes.events.bus import LocalBus
     from ngm.nodes.health.lease import LocalLease, RedisLease
+    from ngm.nodes.health.probe import ProbeClient
     from ngm.nodes.health.recorder import HealthRecorder
     from ngm.nodes.health.store import HealthStore
     from ngm.nodes.outbound.policy import OutboundClient
@@ -67,7 +68,8 @@ class AppContext:
     settings: Settings
     database: Database
     keyring: Keyring
-    outbound: OutboundClient  # every call to an operator-configured address (probes, webhooks)
+    outbound: OutboundClient  # calls to operator-configured addresses (webhooks); its policy holds for every call
+    probes: ProbeClient  # health probes
     runtime: AsyncLocalRuntime  # runs the workflows of several nodes
     auth: KeyAuthenticator
     health_store: HealthStore
@@ -88,6 +90,7 @@ class AppContext:
         from ngm.nodes.auth.store import KeyAuthenticator
         from ngm.nodes.events.bus import LocalBus, RedisBus
         from ngm.nodes.health.lease import LocalLease, RedisLease, instance_id
+        from ngm.nodes.health.probe import ProbeClient
         from ngm.nodes.health.recorder import HealthRecorder
         from ngm.nodes.health.store import HealthStore
         from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
@@ -111,6 +114,7 @@ class AppContext:
                                                      settings.monitor_lease_seconds) if client else LocalLease())
         health_store = HealthStore(database)
         return cls(settings=settings, database=database, keyring=keyring, outbound=outbound,
+                   probes=ProbeClient(outbound.policy),
                    runtime=AsyncLocalRuntime(), auth=KeyAuthenticator(database, ttl=settings.auth_cache_seconds),
                    health_store=health_store, recorder=HealthRecorder(health_store, bus),
                    inflight=InFlight(client, settings.redis_namespace, instance_id()),
@@ -172,6 +176,7 @@ class AppContext:
 
     async def close(self) -> None:
         await self.outbound.close()
+        await self.probes.close()
         await self.bus.close()
         if self.redis is not None:
             await self.redis.aclose()

@@ -161,8 +161,9 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, str]:
             checks["redis"] = {"state": "ok"}
         except Exception as exc:  # reported, not fatal: limits, counts and the monitor have fallbacks
             checks["redis"] = {"state": "down", "error": type(exc).__name__,
-                               "degraded": "shared rate limits, in-flight counts, traffic figures, events and the "
-                                           "monitor lease fall back to this instance (see their checks)"}
+                               "degraded": "shared rate limits, in-flight counts, traffic figures, events, the "
+                                           "monitor's lease and its probing share fall back to this instance (see "
+                                           "their checks)"}
     from ngm.nodes.events.bus import RedisBus
 
     limits = ctx.limiter.status()
@@ -182,10 +183,10 @@ async def readiness(ctx: AppContext, services=None) -> tuple[dict, str]:
         lease = services.lease
         fallback = getattr(lease, "fallback", False)
         unreachable = getattr(lease, "unreachable", False)
-        state = "degraded" if fallback or unreachable else "ok"
+        state = "degraded" if fallback or unreachable or services.share.degraded else "ok"
         checks["monitor"] = {"state": state, **monitor}
         if state == "degraded":
-            checks["monitor"]["degraded"] = lease.mode
+            checks["monitor"]["degraded"] = f"{lease.mode}; {services.share.mode}"
     else:
         checks["monitor"] = {"state": "ok", "enabled": False}
     checks["hot_path"] = {"state": "ok", **compiled.status()}  # informational: as source it is slower, not wrong

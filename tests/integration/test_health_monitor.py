@@ -18,7 +18,7 @@ def setup(monitor_ctx, org, standin):
     ctx = monitor_ctx
     executor = Executor(ctx)
     owner = Principal(org, "org_owner", "k", "tester")
-    monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound)
+    monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.probes)
 
     async def gateway(server, **extra):
         return await executor.run("gateways_create", owner, {

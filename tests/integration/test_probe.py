@@ -2,10 +2,11 @@
 
 import time
 
+import anyio
 import pytest
 
-from ngm.nodes.health.probe import probe
-from ngm.nodes.outbound.policy import OutboundClient, OutboundPolicy
+from ngm.nodes.health.probe import ProbeClient, probe
+from ngm.nodes.outbound.policy import OutboundPolicy
 from tests.support.standin import StandIn, closed_port
 
 pytestmark = pytest.mark.anyio
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def client():
-    c = OutboundClient(OutboundPolicy())
+    c = ProbeClient(OutboundPolicy())
     yield c
     await c.close()
 
@@ -63,6 +64,19 @@ async def test_timeout_is_enforced_over_the_whole_probe(client, servers):
     start = time.monotonic()
     r = await probe(client, servers("slow", delay=30.0).url, None, timeout=0.3)
     assert r.outcome == "timeout" and time.monotonic() - start < 5.0  # not the 30 s the server takes
+    await anyio.sleep(0.1)
+    assert not client.pool._open  # the connection left waiting is closed, not kept until the gateway answers
+
+
+async def test_no_connection_outlives_its_probe(client, servers):
+    """100,000 gateways probed every 30 s must not hold 100,000 idle connections."""
+    s = servers()
+    for _ in range(3):
+        assert (await probe(client, s.url + "/health", None)).outcome == "ok"
+    huge = await probe(client, servers("huge").url + "/health", None)
+    await anyio.sleep(0.05)
+    assert huge.outcome == "ok" and not client.pool._open
+    assert all(g["headers"]["Connection"] == "close" for g in s.gets())
 
 
 async def test_connection_refused(client):
@@ -92,8 +106,8 @@ async def test_an_operator_may_allow_a_blocked_range(servers):
     # and through a probe, on loopback: blocked as a range, allowed back for one address
     loopback = OutboundPolicy.from_setting("127.0.0.0/8").allowed
     s = servers()
-    blocked = OutboundClient(OutboundPolicy(blocked=OutboundPolicy().blocked + loopback))
-    allowed = OutboundClient(OutboundPolicy(blocked=OutboundPolicy().blocked + loopback,
+    blocked = ProbeClient(OutboundPolicy(blocked=OutboundPolicy().blocked + loopback))
+    allowed = ProbeClient(OutboundPolicy(blocked=OutboundPolicy().blocked + loopback,
                                             allowed=OutboundPolicy.from_setting("127.0.0.1/32").allowed))
     try:
         assert (await probe(blocked, s.url + "/health", None)).outcome == "address_blocked"
@@ -104,7 +118,7 @@ async def test_an_operator_may_allow_a_blocked_range(servers):
 
 
 async def test_names_that_resolve_to_blocked_addresses_are_refused():
-    client = OutboundClient(OutboundPolicy(blocked=OutboundPolicy().blocked + OutboundPolicy.from_setting(
+    client = ProbeClient(OutboundPolicy(blocked=OutboundPolicy().blocked + OutboundPolicy.from_setting(
         "127.0.0.0/8").allowed))  # treat loopback as blocked so that "localhost" exercises the resolver
     try:
         r = await probe(client, "http://localhost:9/health", "secret")
@@ -114,17 +128,18 @@ async def test_names_that_resolve_to_blocked_addresses_are_refused():
 
 
 async def test_a_confined_client_refuses_names_without_looking_them_up(servers, monkeypatch):
-    from aiohttp.resolver import DefaultResolver
+    import asyncio
 
     looked_up = []
-    real = DefaultResolver.resolve
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
 
-    async def recording(self, host, *args, **kwargs):
+    async def recording(host, *args, **kwargs):
         looked_up.append(host)
-        return await real(self, host, *args, **kwargs)
+        return await real(host, *args, **kwargs)
 
-    monkeypatch.setattr(DefaultResolver, "resolve", recording)
-    client = OutboundClient(OutboundPolicy.from_setting("", "127.0.0.0/8"))
+    monkeypatch.setattr(loop, "getaddrinfo", recording)
+    client = ProbeClient(OutboundPolicy.from_setting("", "127.0.0.0/8"))
     s = servers()
     try:
         refused = await probe(client, "https://gw.example.com/health", "secret")
@@ -135,7 +150,7 @@ async def test_a_confined_client_refuses_names_without_looking_them_up(servers, 
     assert refused.outcome == "address_blocked" and "NGM_OUTBOUND_ONLY" in refused.error
     assert outside.outcome == "address_blocked" and "outside NGM_OUTBOUND_ONLY" in outside.error
     assert served.outcome == "ok" and looked_up == ["localhost"]
-    confined = OutboundClient(OutboundPolicy.from_setting("", "10.0.0.0/8"))
+    confined = ProbeClient(OutboundPolicy.from_setting("", "10.0.0.0/8"))
     try:  # localhost looked up, then refused by what it resolves to
         outside_names = await probe(confined, f"http://localhost:{s.port}/health", None)
     finally:
@@ -145,19 +160,19 @@ async def test_a_confined_client_refuses_names_without_looking_them_up(servers, 
 
 
 @pytest.mark.parametrize("url", ["http://0.0.0.\U0001FBF0:9/health", "http://169.254.169.25\U0001FBF4/latest"])
-async def test_a_host_aiohttp_reads_as_a_blocked_address_is_refused_before_connecting(url, monkeypatch):
-    """A URL stored before writes were held to one reading: checked as aiohttp reads it, not as Python does."""
-    import aiohttp
+async def test_a_host_aiohttp_reads_as_a_blocked_address_is_refused_before_connecting(url):
+    """A URL stored before writes were held to one reading: checked as aiohttp (yarl) reads it, as every earlier
+    check was, not as Python does."""
+    class NoRequests:
+        async def request(self, *args, **kwargs):
+            raise AssertionError("a request was started")
 
-    def no_request(*args, **kwargs):
-        raise AssertionError("a request was started")
-
-    monkeypatch.setattr(aiohttp.ClientSession, "request", no_request)
-    client = OutboundClient(OutboundPolicy())
+    client = ProbeClient(OutboundPolicy())
+    real_pool, client.pool = client.pool, NoRequests()
     try:
         r = await probe(client, url, "secret")
     finally:
-        await client.close()
+        await real_pool.close()
     assert r.outcome == "address_blocked" and "link-local or metadata" in r.error
 
 

@@ -25,7 +25,7 @@ def env(monitor_ctx, org, standin):
     ctx = monitor_ctx
     executor = Executor(ctx)
     owner = Principal(org, "org_owner", "k", "tester")
-    monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.outbound)
+    monitor = HealthMonitor(ctx.health_store, ctx.recorder, ctx.keyring, ctx.probes)
     dispatcher = WebhookDispatcher(ctx.database, ctx.keyring, ctx.outbound, max_attempts=3)
     return ctx, executor, owner, monitor, dispatcher, standin
 

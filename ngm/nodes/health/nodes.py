@@ -25,7 +25,7 @@ class ProbeGatewayNode(ContextNode):
         ctx = self.ctx
         row = await store.get_gateway(self.db, kw["organization_id"], kw["resource_id"])
         key = ctx.keyring.decrypt(row["api_key_encrypted"]) if row.get("api_key_encrypted") else None
-        result = await probe(ctx.outbound, health_url(row), key, timeout=float(row["health_check_timeout"]),
+        result = await probe(ctx.probes, health_url(row), key, timeout=float(row["health_check_timeout"]),
                              key_origin=base_url(row))
         return {"probe": result.to_dict()}
 

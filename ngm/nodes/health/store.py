@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ _MONITOR_COLUMNS = (
     "created_at"
 )
 _GATEWAYS, _CHECKS = TABLES["Gateway"], TABLES["HealthCheck"]
+PAGE = 1000  # gateways read per statement by a full re-read
 
 
 def _in(values: list[str], params: dict[str, Any]) -> str:
@@ -30,10 +32,28 @@ class HealthStore:
     def __init__(self, database: Queries):
         self.database = database
 
-    async def monitored_gateways(self) -> list[dict[str, Any]]:
-        """Every gateway the monitor probes: all but the inactive ones."""
-        rows = await self.database.rows(f"SELECT {_MONITOR_COLUMNS} FROM gateways WHERE status <> 'inactive'")
-        return [decode(_GATEWAYS, row) for row in rows]
+    async def monitored_gateway_pages(self, size: int = PAGE) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every gateway the monitor probes (all but the inactive ones), in pages by id (keyset: a page is one
+        short statement however many gateways there are)."""
+        after = ""
+        while True:
+            rows = await self.database.rows(
+                f"SELECT {_MONITOR_COLUMNS} FROM gateways WHERE status <> 'inactive' AND id > :after "
+                "ORDER BY id LIMIT :size", {"after": after, "size": size})
+            if rows:
+                yield [decode(_GATEWAYS, row) for row in rows]
+            if len(rows) < size:
+                return
+            after = rows[-1]["id"]
+
+    async def monitored_gateways_of(self, organizations: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for part in chunks(organizations):
+            params: dict[str, Any] = {}
+            rows = await self.database.rows(f"SELECT {_MONITOR_COLUMNS} FROM gateways WHERE status <> 'inactive' "
+                                            f"AND organization_id IN {_in(part, params)}", params)
+            out += [decode(_GATEWAYS, row) for row in rows]
+        return out
 
     async def gateway(self, q: Queries, gateway_id: str) -> dict[str, Any] | None:
         """One gateway's row as the monitor reads it, locked (a manual check records against it)."""

@@ -19,6 +19,7 @@ connection for every request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ class PolicyResolver(AbstractResolver):
         await self._resolver.close()
 
 
+@functools.lru_cache(maxsize=65536)  # called several times per probe, with a few URLs per gateway
 def origin(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()

@@ -15,7 +15,8 @@ from ngm.dataplane.traffic import RedisTraffic, TrafficStats
 from ngm.dataplane.upstream import UpstreamPool
 from ngm.errors import DatabaseUnavailable
 from ngm.fallbacks import Fallback
-from ngm.models.changes import changed_since, prune_changes
+from ngm.heap import freeze_long_lived
+from ngm.models.changes import ChangeCursor, prune_changes
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
 from ngm.nodes.events.bus import CIRCUIT_OPEN, HEALTH_PROBE, HEALTH_TRANSITION, KEYS_CHANGED, ROUTING_CHANGED
@@ -34,11 +35,8 @@ class RoutingService:
         self.refresh_every, self.sync_every = refresh_every, sync_every
         self.table = RoutingTable(refresh_every)
         self.loader = SnapshotLoader(ctx.database, ctx.keyring)
-        self.resync_every = ctx.settings.routing_resync_seconds
         self._refreshing = asyncio.Lock()  # one refresh at a time: an older one must not publish after a newer
-        # the changes in the feed's window (ngm.models.changes) the published snapshot holds; None: read all next
-        self._seen: set[str] | None = None
-        self._resync_at = 0.0
+        self.changes = ChangeCursor(ctx.settings.routing_resync_seconds)  # what the published snapshot holds
         self.pool = UpstreamPool(ctx.outbound.policy)
         self.breakers = CircuitBreakers(on_open=self._circuit_opened)
         self.stats = TrafficStats()
@@ -87,22 +85,20 @@ class RoutingService:
         routing goes on from the last snapshot, and what was not read is read on the next try."""
         async with self._refreshing:
             try:
-                if self._seen is None or time.monotonic() >= self._resync_at:
-                    changes = await changed_since(self.ctx.database)  # first: a change during the read is
-                    snapshot = await self.loader.load()  # read again by the next poll, never missed
-                    self._resync_at = time.monotonic() + self.resync_every
+                poll = await self.changes.poll(self.ctx.database)
+                if poll.full:
+                    snapshot = await self.loader.load()
                     await prune_changes(self.ctx.database)
+                elif poll.organizations:
+                    snapshot = await self.loader.reload(self._table_snapshot(), poll.organizations)
                 else:
-                    changes = await changed_since(self.ctx.database)
-                    seen = self._seen
-                    moved = {org for change, org in changes.items() if change not in seen}
-                    if not moved:
-                        self._seen = set(changes)
-                        self.table.refreshed_at = time.monotonic()
-                        return
-                    snapshot = await self.loader.reload(self._table_snapshot(), moved)
-                self._seen = set(changes)
+                    self.changes.done(poll)
+                    self.table.refreshed_at = time.monotonic()
+                    return
+                self.changes.done(poll)
                 self.table.publish(snapshot)
+                if poll.full:
+                    freeze_long_lived()  # it lives until the next full re-read: out of the collector's full passes
             except DatabaseUnavailable:  # logged once per outage where it was found
                 pass
             except Exception:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from ngm.dataplane.limits.limiter import Limits
@@ -79,7 +81,7 @@ class SnapshotLoader:
         self._owned = owned
         return snapshot
 
-    async def reload(self, current: RoutingSnapshot, organizations: set[str]) -> RoutingSnapshot:
+    async def reload(self, current: RoutingSnapshot, organizations: AbstractSet[str]) -> RoutingSnapshot:
         """`current` with the rows of `organizations` read again (and what they no longer have removed)."""
         gateways: list[dict[str, Any]] = []
         deployments: list[dict[str, Any]] = []
