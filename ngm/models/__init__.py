@@ -70,6 +70,7 @@ class Gateway:
             {"name": "ux_gateways_org_name", "fields": ["organization_id", "name"], "unique": True},
             {"name": "ix_gateways_org_env", "fields": ["organization_id", "environment"]},
             {"name": "ix_gateways_org_status", "fields": ["organization_id", "status"]},
+            {"name": "ix_gateways_org_health", "fields": ["organization_id", "health_status"]},
         ]
     }
 
@@ -95,6 +96,7 @@ class GatewayDeployment:
         "indexes": [
             {"name": "ix_deployments_gateway", "fields": ["gateway_id", "is_active"]},
             {"name": "ix_deployments_org_agent", "fields": ["organization_id", "agent_id"]},
+            {"name": "ix_deployments_org_status", "fields": ["organization_id", "status"]},
         ]
     }
 

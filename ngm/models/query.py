@@ -6,10 +6,15 @@ Optional (422 naming the field), so no operation of any resource can store null 
 
 `where` maps a column to a value (None: IS NULL) or to (operator, value) with operator one of
 = <> < <= > >= in. Table and column names come from the declarations, never from callers.
+
+Lists page by offset or by keyset: `after` holds the order columns' values of the last row a caller has, and the
+page starts after it (`(name, id) > (:k0, :k1)`), so rows inserted or deleted meanwhile never shift a row into
+two pages or out of all of them, and a deep page costs what the first does. Callers hold it as an opaque cursor.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable
@@ -74,11 +79,13 @@ def stored_float(value: float) -> float:
     return round(float(value), 3)
 
 
-def where_clause(table: Table, where: dict[str, Any] | None, params: dict[str, Any]) -> str:
-    if not where:
+def where_clause(table: Table, where: dict[str, Any] | None, params: dict[str, Any], *,
+                 after: tuple[Iterable[str], list[Any]] | None = None) -> str:
+    """after: (ascending order columns, the last row's values of them): only the rows past it."""
+    if not where and after is None:
         return ""
     clauses = []
-    for i, (name, cond) in enumerate(where.items()):
+    for i, (name, cond) in enumerate((where or {}).items()):
         if name not in table.columns:
             raise KeyError(f"{table.name} has no column {name}")
         op, value = cond if isinstance(cond, tuple) else ("=", cond)
@@ -97,7 +104,39 @@ def where_clause(table: Table, where: dict[str, Any] | None, params: dict[str, A
                 raise ValueError(f"unknown operator {op}")
             params[f"w{i}"] = _param(table, name, value)
             clauses.append(f"{name} {op} :w{i}")
+    if after is not None:
+        columns, values = list(after[0]), after[1]
+        if any(c not in table.columns for c in columns) or len(columns) != len(values):
+            raise KeyError(f"{table.name}: a keyset of {columns}")
+        params.update({f"k{i}": _param(table, c, v) for i, (c, v) in enumerate(zip(columns, values))})
+        clauses.append(f"({', '.join(columns)}) > ({', '.join(f':k{i}' for i in range(len(columns)))})")
     return " WHERE " + " AND ".join(clauses)
+
+
+def encode_cursor(values: list[Any]) -> str:
+    """An opaque cursor for the row holding these order-column values."""
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, columns: int) -> list[Any]:
+    """The values a cursor of encode_cursor holds: `columns` strings; 422 naming `cursor` for anything else."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (ValueError, UnicodeDecodeError):
+        values = None
+    if not (isinstance(values, list) and len(values) == columns and all(isinstance(v, str) for v in values)):
+        raise ValidationFailed.from_fields([{"field": "cursor", "message": "not a cursor this list returned "
+                                                                            "(use next_cursor as it came)"}])
+    return values
+
+
+def page_after(params: dict[str, Any], columns: int) -> list[Any] | None:
+    """The keyset a list operation's `cursor` names (None without one); a cursor with an offset is refused."""
+    if params.get("cursor") is None:
+        return None
+    if params.get("offset"):
+        raise ValidationFailed.from_fields([{"field": "cursor", "message": "page by cursor or by offset, not both"}])
+    return decode_cursor(params["cursor"], columns)
 
 
 def _param(table: Table, name: str, value: Any) -> Any:
@@ -117,10 +156,14 @@ def order_clause(table: Table, order: Iterable[str]) -> str:
 
 
 async def select(q: Queries, model: str, where: dict[str, Any] | None = None, *, order: Iterable[str] = (),
-                 limit: int | None = None, offset: int = 0, lock: bool = False) -> list[dict[str, Any]]:
+                 limit: int | None = None, offset: int = 0, lock: bool = False, after: list[Any] | None = None
+                 ) -> list[dict[str, Any]]:
+    """after: the order columns' values of the row the result starts after (keyset paging)."""
     table = TABLES[model]
     params: dict[str, Any] = {}
-    sql = f"SELECT * FROM {table.name}{where_clause(table, where, params)}{order_clause(table, order)}"
+    order = list(order)
+    keyset = (order, after) if after is not None else None
+    sql = f"SELECT * FROM {table.name}{where_clause(table, where, params, after=keyset)}{order_clause(table, order)}"
     if limit is not None:
         sql += " LIMIT :limit OFFSET :offset"
         params.update(limit=limit, offset=offset)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import AgentId, Offset, Partial, Strict, Version
+from ngm.workflows.schema import AgentId, Cursor, Offset, Partial, Strict, Version
 
 _NODES = ["ngm.nodes.deployments.nodes"]
 _CLI = CliSpec(columns=("id", "agent_id", "agent_version", "gateway_id", "weight", "status", "in_flight",
@@ -48,6 +48,7 @@ class DeploymentQuery(Strict):
     status: Optional[Literal["active", "draining", "inactive"]] = None
     limit: int = Field(50, ge=1, le=500)
     offset: Offset = 0
+    cursor: Optional[Cursor] = None
 
 
 class DrainInput(Strict):
@@ -81,6 +82,7 @@ class DeploymentPage(BaseModel):
     total: int
     limit: int
     offset: int
+    next_cursor: Optional[str] = Field(description="the cursor of the next page; null on the last")
 
 
 def _change(node_change: str, action: str):

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 
 from ngm.nodes.gateways import validation as v
 from ngm.nodes.health.stats import parse_window
-from ngm.workflows.schema import HttpUrl, Offset, Partial, Region, Strict
+from ngm.workflows.schema import Cursor, HttpUrl, Offset, Partial, Region, Strict
 
 Environment = Literal["development", "staging", "production"]
 GatewayType = Literal["shared", "dedicated", "private"]
@@ -164,6 +164,7 @@ class GatewayListQuery(Strict):
     health_status: Optional[HealthStatus] = None
     limit: int = Field(50, ge=1, le=500)
     offset: Offset = 0
+    cursor: Optional[Cursor] = None
 
 
 class GatewayDeleteQuery(Strict):
@@ -224,6 +225,7 @@ class GatewayPage(BaseModel):
     total: int
     limit: int
     offset: int
+    next_cursor: Optional[str] = Field(description="the cursor of the next page; null on the last")
 
 
 class AlertDelivery(BaseModel):

@@ -165,6 +165,36 @@ def test_create_a_gateway_see_a_field_error_then_see_it_listed_and_filtered(oper
     page.get_by_text("No gateways match.").wait_for()
 
 
+def test_the_lists_page_from_the_server_instead_of_loading_every_gateway(operator, server):
+    """An organization of tens of thousands of gateways must not be loaded whole: the list shows 50 at a time
+    (keyset cursors), the health view the counts per state and tiles a page at a time."""
+    _, key, client = org_with(server)
+    for i in range(120):
+        assert client.post("/api/v1/gateways", json={
+            "name": f"pg-{i:03d}", "environment": "staging", "api_url": "http://127.0.0.1:9",
+            "status": "inactive"}).status_code == 201  # inactive: the monitor leaves them alone
+    page = operator.sign_in(key)
+    page.get_by_text("1–50 of 120").wait_for()
+    assert page.locator("#gateway-list tbody tr").count() == 50
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text("51–100 of 120").wait_for()
+    assert page.get_by_role("link", name="pg-050").is_visible()
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text("101–120 of 120").wait_for()
+    assert page.get_by_role("button", name="Next").is_disabled()
+    page.get_by_role("button", name="Previous").click()
+    page.get_by_text("51–100 of 120").wait_for()
+
+    operator.go("#/health")
+    page.locator(".counts", has_text="120").wait_for()
+    assert page.locator("article.tile").count() == 100
+    page.get_by_role("button", name="More gateways").click()
+    page.locator("article[data-gateway-id]").nth(119).wait_for()
+    assert page.get_by_role("button", name="More gateways").is_hidden()
+    listed = [u for u in operator.requested if "/api/v1/gateways?" in u]
+    assert listed and not [u for u in listed if "limit=500" in u], listed  # never the whole list
+
+
 def test_edit_rotate_deactivate_set_limits_and_delete_with_the_409_explained(operator, server):
     _, key, client = org_with(server)
     gw = client.post("/api/v1/gateways", json={"name": "core", "environment": "staging", "api_key": "old-key-0001",

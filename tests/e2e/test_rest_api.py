@@ -108,7 +108,8 @@ def test_another_organization_gets_404_on_every_route(deployment, owner):
                                       ("POST", f"/api/v1/gateways/{gw['id']}/health", None)]:
             r = other.request(method, path, json=payload)
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", (method, path)
-        assert other.get("/api/v1/gateways").json() == {"items": [], "total": 0, "limit": 50, "offset": 0}
+        assert other.get("/api/v1/gateways").json() == {"items": [], "total": 0, "limit": 50, "offset": 0,
+                                                    "next_cursor": None}
     assert configuration(owner.get(f"/api/v1/gateways/{gw['id']}").json()) == configuration(gw)
 
 
@@ -216,7 +217,8 @@ def test_openapi_describes_the_real_bodies(deployment):
     assert schema["additionalProperties"] is False
     assert set(create["responses"]) >= {"201", "401", "403", "409", "422"}
     listing = spec["paths"]["/api/v1/gateways"]["get"]
-    assert {p["name"] for p in listing["parameters"]} == {"environment", "status", "health_status", "limit", "offset"}
+    assert {p["name"] for p in listing["parameters"]} == {"environment", "status", "health_status", "limit", "offset",
+                                                          "cursor"}
     assert spec["paths"]["/api/v1/gateways/{gateway_id}"]["delete"]["responses"].keys() >= {"204", "404", "409"}
     out = spec["components"]["schemas"]["GatewayOut"]["properties"]
     assert "api_key_last4" in out and "api_key" not in out and "api_key_encrypted" not in out

@@ -98,14 +98,14 @@ async def test_floats_at_float4_ties_round_as_python_rounds(ctx, org):
     where = {"organization_id": org}
     expected = [python_view(r) for r in await select(ctx.database, "Gateway", where, order=["name", "id"])]
     assert {g["degraded_latency_ms"] for g in expected} >= {262144.062, 262144.188, 0.0, 60.0}
-    items, total = await store.list_public_page(ctx.database, org, {}, 50, 0)
+    items, total, _ = await store.list_public_page(ctx.database, org, {}, 50, 0)
     assert total == len(values)
     assert typed(plain(items)) == typed(orjson.loads(orjson.dumps(expected)))  # as REST writes it: inf is null
     assert typed(await select_json(ctx.database, store.PUBLIC, where, order=["name", "id"])) == typed(
         orjson.loads(orjson.dumps(expected)))
 
 
-async def test_pages_and_totals_match_the_python_view_for_every_filter(ctx, org):
+async def test_pages_totals_and_next_keys_match_the_python_view_for_every_filter(ctx, org):
     rng = random.Random(7)
     for i in range(60):
         row = random_gateway(rng, org, i)
@@ -117,15 +117,16 @@ async def test_pages_and_totals_match_the_python_view_for_every_filter(ctx, org)
         limit, offset = rng.choice([1, 7, 50, 100]), rng.choice([0, 3, 30, 59, 60, 500])
         where = {"organization_id": org, **{k: v for k, v in filters.items() if v is not None}}
         rows = await select(ctx.database, "Gateway", where, order=["name", "id"], limit=limit, offset=offset)
-        items, total = await store.list_public_page(ctx.database, org, filters, limit, offset)
+        items, total, next_key = await store.list_public_page(ctx.database, org, filters, limit, offset)
         assert total == await count(ctx.database, "Gateway", where)
         assert typed(plain(items)) == typed([python_view(r) for r in rows])
+        assert next_key == ([rows[-1]["name"], rows[-1]["id"]] if offset + len(rows) < total else None)
 
 
 async def test_an_empty_organization_and_an_unknown_gateway(ctx, org):
-    items, total = await page_json(ctx.database, store.PUBLIC, {"organization_id": org}, order=["name"], limit=50,
-                                   offset=0)
-    assert (plain(items), total) == ([], 0)
+    items, total, next_key = await page_json(ctx.database, store.PUBLIC, {"organization_id": org}, order=["name"],
+                                             limit=50, offset=0)
+    assert (plain(items), total, next_key) == ([], 0, None)
     from ngm.errors import NotFound
 
     with pytest.raises(NotFound) as found:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kailash.nodes.base import register_node
 
+from ngm.models.query import encode_cursor, page_after
 from ngm.nodes.audit.changes import diff
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.deployments import store
@@ -38,9 +39,11 @@ class ListDeploymentsNode(_DeploymentNode):
     async def async_run(self, **kw):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("gateway_id", "agent_id", "status")}
-        rows, total = await store.list_page(self.db, kw["organization_id"], filters, p["limit"], p["offset"])
+        rows, total, next_key = await store.list_page(self.db, kw["organization_id"], filters, p["limit"],
+                                                      p["offset"], page_after(p, len(store.LIST_ORDER)))
         return {"page": {"items": [await self.with_in_flight(r) for r in rows], "total": total,
-                         "limit": p["limit"], "offset": p["offset"]}}
+                         "limit": p["limit"], "offset": p["offset"],
+                         "next_cursor": encode_cursor(next_key) if next_key is not None else None}}
 
 
 @register_node()

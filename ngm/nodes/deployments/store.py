@@ -57,12 +57,18 @@ async def create_deployment(q: Queries, organization_id: str, fields: dict[str, 
     return await get_deployment(q, organization_id, row["id"])
 
 
-async def list_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int
-                    ) -> tuple[list[dict[str, Any]], int]:
+LIST_ORDER = ("agent_id", "id")
+
+
+async def list_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int,
+                    after: list[Any] | None = None) -> tuple[list[dict[str, Any]], int, list[Any] | None]:
+    """(a page of deployments by agent; how many match in all; the keyset of the next page, None on the last)."""
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
     total = await count(q, "GatewayDeployment", where)
-    rows = await select(q, "GatewayDeployment", where, order=["agent_id", "id"], limit=limit, offset=offset)
-    return [view(r) for r in rows], total
+    rows = await select(q, "GatewayDeployment", where, order=LIST_ORDER, limit=limit + 1, offset=offset,
+                        after=after)  # one more: whether a next page has any row
+    next_key = [rows[limit - 1][c] for c in LIST_ORDER] if len(rows) > limit else None
+    return [view(r) for r in rows[:limit]], total, next_key
 
 
 async def _apply(q: Queries, organization_id: str, before: dict[str, Any], changes: dict[str, Any]

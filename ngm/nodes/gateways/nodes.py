@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kailash.nodes.base import register_node
 
+from ngm.models.query import encode_cursor, page_after
 from ngm.nodes.audit.changes import diff
 from ngm.nodes.base import REQUIRED, ContextNode
 from ngm.nodes.gateways import store
@@ -44,10 +45,10 @@ class ListGatewaysNode(ContextNode):
     async def async_run(self, **kw):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("environment", "status", "health_status")}
-        items, total = await store.list_public_page(self.db, kw["organization_id"], filters, p["limit"],
-                                                    p["offset"])
-        return {"page": {"items": items, "total": total,
-                         "limit": p["limit"], "offset": p["offset"]}}
+        items, total, next_key = await store.list_public_page(self.db, kw["organization_id"], filters, p["limit"],
+                                                              p["offset"], page_after(p, len(store.LIST_ORDER)))
+        return {"page": {"items": items, "total": total, "limit": p["limit"], "offset": p["offset"],
+                         "next_cursor": encode_cursor(next_key) if next_key is not None else None}}
 
 
 @register_node()

@@ -102,11 +102,14 @@ async def get_public(q: Queries, organization_id: str, gateway_id: str) -> dict[
     return found[0]
 
 
-async def list_public_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int
-                           ) -> tuple[JsonText, int]:
-    """(a page of gateways as callers see them, by name; how many match in all)."""
+LIST_ORDER = ("name", "id")
+
+
+async def list_public_page(q: Queries, organization_id: str, filters: dict[str, Any], limit: int, offset: int,
+                           after: list[Any] | None = None) -> tuple[JsonText, int, list[Any] | None]:
+    """(a page of gateways as callers see them, by name; how many match in all; the keyset of the next page)."""
     where = {"organization_id": organization_id, **{k: v for k, v in filters.items() if v is not None}}
-    return await page_json(q, PUBLIC, where, order=["name", "id"], limit=limit, offset=offset)
+    return await page_json(q, PUBLIC, where, order=LIST_ORDER, limit=limit, offset=offset, after=after)
 
 
 async def update_gateway(q: Queries, organization_id: str, gateway_id: str, changes: dict[str, Any],

@@ -16,7 +16,6 @@ from ngm.errors import RateLimited
 from ngm.models.query import select, select_one
 from ngm.nodes.auth.store import get_key
 from ngm.nodes.base import REQUIRED, ContextNode
-from ngm.nodes.deployments import store as deployments
 from ngm.nodes.gateways import store as gateways
 
 
@@ -29,7 +28,7 @@ class GetRateLimitsNode(ContextNode):
         gateway = await gateways.get_gateway(self.db, org, kw["resource_id"])
         limits, gid = Limits.of_gateway(gateway), gateway["id"]
         limiter = ctx.limiter
-        rows, _ = await deployments.list_page(self.db, org, {"gateway_id": gid}, 500, 0)
+        rows = await select(self.db, "GatewayDeployment", {"organization_id": org, "gateway_id": gid})
         agents: dict[str, int | None] = {}
         for d in rows:
             if d["status"] != "inactive" and (d["agent_id"] not in agents or d.get("rate_limit") is not None):

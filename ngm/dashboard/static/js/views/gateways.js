@@ -1,23 +1,27 @@
-// The organization's gateways, filtered by environment and status, and the form that registers one.
-import { all, api, events, session } from '../api.js';
+// The organization's gateways, filtered by environment and status, a page at a time from the server (keyset
+// cursors: an organization may have tens of thousands), and the form that registers one.
+import { api, events, get, session } from '../api.js';
 import { badge, h, ms, replace, table, toast, when } from '../dom.js';
 import { form, values } from '../forms.js';
 import { CREATE_FIELDS, ENVIRONMENTS, HEALTH, STATUSES } from './gateway_fields.js';
 
 const filters = { environment: '', status: '', health_status: '' };
+const PAGE = 50;
+let cursors = [null]; // the cursor of every page up to the one shown (null: the first)
 
 export async function gatewaysView({ creating }, main) {
   const list = h('div', { id: 'gateway-list', 'aria-live': 'polite' });
   const filterBar = h('form', { class: 'filters', 'aria-label': 'Filter gateways', onsubmit: e => e.preventDefault() },
     select('environment', 'Environment', ENVIRONMENTS), select('status', 'Status', STATUSES),
     select('health_status', 'Health', HEALTH));
-  filterBar.addEventListener('change', () => load(list));
+  filterBar.addEventListener('change', () => { cursors = [null]; load(list); });
   const canChange = session.me.can_change;
   replace(main,
     h('div', { class: 'title-row' }, h('h1', {}, 'Gateways'),
       canChange && !creating ? h('a', { href: '#/gateways/new', class: 'button primary' }, 'New gateway') : null),
     creating && canChange ? createForm() : null,
     filterBar, list);
+  cursors = [null];
   await load(list);
   // Health and status cells follow the event stream; the rest changes only by someone's edit.
   return events((event) => {
@@ -46,7 +50,15 @@ function select(name, label, options) {
 }
 
 async function load(list) {
-  const gateways = await all('/gateways', filters);
+  const cursor = cursors[cursors.length - 1];
+  const page = await get('/gateways', { ...filters, limit: PAGE, ...(cursor ? { cursor } : {}) });
+  const gateways = page.items;
+  const first = (cursors.length - 1) * PAGE + 1;
+  const turn = (delta) => { if (delta > 0) cursors.push(page.next_cursor); else cursors.pop(); load(list); };
+  const pager = h('nav', { class: 'pager', 'aria-label': 'Pages of gateways' },
+    h('button', { type: 'button', disabled: cursors.length === 1, onclick: () => turn(-1) }, 'Previous'),
+    h('span', {}, gateways.length ? `${first}–${first + gateways.length - 1} of ${page.total}` : ''),
+    h('button', { type: 'button', disabled: !page.next_cursor, onclick: () => turn(1) }, 'Next'));
   replace(list, table([
     ['Name', g => h('a', { href: `#/gateways/${encodeURIComponent(g.id)}` }, g.name)],
     ['Environment', g => g.environment],
@@ -56,8 +68,9 @@ async function load(list) {
     ['Health', g => badge(g.health_status)],
     ['Last check', g => when(g.last_health_check)],
     ['Response', g => ms(g.last_response_time_ms)],
-  ], gateways, { caption: `${gateways.length} gateway${gateways.length === 1 ? '' : 's'}`,
-    empty: 'No gateways match.', rowAttrs: g => ({ dataset: { gatewayId: g.id } }) }));
+  ], gateways, { caption: `${page.total} gateway${page.total === 1 ? '' : 's'}`,
+    empty: 'No gateways match.', rowAttrs: g => ({ dataset: { gatewayId: g.id } }) }),
+  cursors.length > 1 || page.next_cursor ? pager : null);
 }
 
 function createForm() {

@@ -1,7 +1,10 @@
-// Every gateway at a glance, kept current from the live event stream (no polling, no reloads).
-import { all, events } from '../api.js';
+// The gateways at a glance, kept current from the live event stream (no polling, no reloads): the count in each
+// health state from the server, and tiles a page at a time (an organization may have tens of thousands).
+import { events, get } from '../api.js';
 import { badge, h, ms, replace, when } from '../dom.js';
-import { ENVIRONMENTS } from './gateway_fields.js';
+import { HEALTH } from './gateway_fields.js';
+
+const PAGE = 100;
 
 export async function healthView(main) {
   const tiles = new Map();
@@ -9,29 +12,43 @@ export async function healthView(main) {
   const feed = h('ol', { class: 'feed', 'aria-live': 'polite', 'aria-label': 'Transitions as they happen' });
   const state = h('p', { class: 'stream-state', role: 'status' }, 'connecting…');
   const counts = h('p', { class: 'counts', 'aria-live': 'polite' });
-  replace(main, h('div', { class: 'title-row' }, h('h1', {}, 'Health'), state), counts, grid,
+  const more = h('button', { type: 'button', hidden: true, onclick: () => loadPage() }, 'More gateways');
+  replace(main, h('div', { class: 'title-row' }, h('h1', {}, 'Health'), state), counts, grid, more,
     h('section', { 'aria-labelledby': 'live-title' }, h('h2', { id: 'live-title' }, 'Live transitions'), feed,
       h('p', { class: 'empty', id: 'feed-empty' }, 'None since this page opened.')));
 
-  async function load() {
-    const gateways = await all('/gateways');
-    gateways.sort((a, b) => ENVIRONMENTS.indexOf(b.environment) - ENVIRONMENTS.indexOf(a.environment) || a.name.localeCompare(b.name));
-    tiles.clear();
-    replace(grid, gateways.map(g => { const tile = h('article', { class: 'tile', dataset: { gatewayId: g.id } }); tiles.set(g.id, { g, tile }); draw(g, tile); return tile; }));
+  const by = {};
+  let cursor = null;
+  async function loadCounts() { // one short request per state: the totals, not the gateways
+    const totals = await Promise.all(HEALTH.map(s => get('/gateways', { health_status: s, limit: 1 })));
+    HEALTH.forEach((s, i) => { by[s] = totals[i].total; });
     tally();
   }
 
-  function tally() {
-    const by = {};
-    for (const { g } of tiles.values()) by[g.health_status] = (by[g.health_status] || 0) + 1;
-    replace(counts, tiles.size ? Object.entries(by).map(([k, v]) => [badge(k), ` ${v}  `]) : 'No gateways yet.');
+  async function loadPage() {
+    const page = await get('/gateways', { limit: PAGE, ...(cursor ? { cursor } : {}) });
+    grid.append(...page.items.map(g => { const tile = h('article', { class: 'tile', dataset: { gatewayId: g.id } }); tiles.set(g.id, { g, tile }); draw(g, tile); return tile; }));
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
   }
 
-  await load();
+  function tally() {
+    const shown = Object.entries(by).filter(([, v]) => v > 0);
+    replace(counts, shown.length ? shown.map(([k, v]) => [badge(k), ` ${v}  `]) : 'No gateways yet.');
+  }
+
+  await Promise.all([loadCounts(), loadPage()]);
   const stop = events((event) => {
     const d = event.data || {};
     const entry = tiles.get(d.gateway_id);
-    if (!entry) { if (d.gateway_id) load().catch(() => {}); return; }
+    if (event.type === 'health.transition' && d.from_health !== d.to_health) {
+      if (entry) { // counted when the counts were read: move it between them
+        by[d.from_health] = Math.max(0, (by[d.from_health] || 0) - 1);
+        by[d.to_health] = (by[d.to_health] || 0) + 1;
+        tally();
+      } else loadCounts().catch(() => {}); // perhaps new since: ask again
+    }
+    if (!entry) return; // not on the pages shown
     if (event.type === 'health.probe') {
       Object.assign(entry.g, { health_status: d.status, status: d.gateway_status, last_health_check: d.last_check,
         last_response_time_ms: d.response_time_ms, last_outcome: d.outcome });
@@ -44,7 +61,6 @@ export async function healthView(main) {
       entry.g.circuit = 'open';
     }
     draw(entry.g, entry.tile);
-    tally();
   }, (s) => replace(state, s === 'live' ? h('span', { class: 'live' }, '● live') : 'reconnecting…'));
   const ticker = setInterval(() => { for (const { g, tile } of tiles.values()) draw(g, tile); }, 10000); // "x s ago"
   return () => { stop(); clearInterval(ticker); };
