@@ -1,4 +1,4 @@
-"""Keeping long-lived objects out of the garbage collector's full passes.
+"""Keeping long-lived objects out of the garbage collector's full passes, and letting go of many at once in slices.
 
 A full (generation 2) pass visits every tracked object: with 100,000 gateways' rows and routing entries that was
 100-220 ms with the event loop held (seen as /healthz stalls while the table was re-read). `ngm serve` freezes
@@ -10,9 +10,23 @@ collected first.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from typing import Any
+
+SLICE = 2000  # objects handled between two turns of the event loop (~1-3 ms)
 
 
 def freeze_long_lived() -> None:
     gc.collect(1)  # young cycles: cheap, and not frozen as garbage
     gc.freeze()
+
+
+async def release(*containers: dict[Any, Any]) -> None:
+    """Empty these dicts SLICE entries at a time, serving the loop in between: what only they hold is freed
+    a slice at a time (the previous routing snapshot of 100,000 gateways took 167 ms to free at once)."""
+    for container in containers:
+        while container:
+            for _ in range(min(SLICE, len(container))):
+                container.popitem()
+            await asyncio.sleep(0)

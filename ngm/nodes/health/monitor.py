@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 
 from ngm.errors import DatabaseUnavailable
-from ngm.heap import freeze_long_lived
+from ngm.heap import SLICE, freeze_long_lived
 from ngm.models.changes import ChangeCursor
 from ngm.models.rows import utcnow
 from ngm.nodes.gateways.validation import base_url, health_url
@@ -28,6 +28,7 @@ from ngm.nodes.health.share import ProbeShare, WholeShare, point
 from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.monitor")
+RECORD_BATCH = 200  # probe results recorded per transaction
 _STATE_FIELDS = ("health_status", "health_successes", "health_failures", "health_slow", "health_fast",
                  "last_health_check")
 
@@ -68,12 +69,12 @@ class HealthMonitor:
             async for page in self.store.monitored_gateway_pages():
                 self._take(page, fresh)
                 await asyncio.sleep(0)  # serve the loop between pages
-            self._replace(set(self.gateways), fresh)
+            await self._replace(set(self.gateways), fresh)
             freeze_long_lived()  # the rows live until the next full re-read
         elif poll.organizations:
             fresh = {}
             self._take(await self.store.monitored_gateways_of(sorted(poll.organizations)), fresh)
-            self._replace({g for org in poll.organizations for g in self._of_org.get(org, ())}, fresh)
+            await self._replace({g for org in poll.organizations for g in self._of_org.get(org, ())}, fresh)
         self.changes.done(poll)
         self._refreshed_at = self.clock()
 
@@ -84,16 +85,21 @@ class HealthMonitor:
                 row.update({k: known[k] for k in _STATE_FIELDS})  # our own results may not be flushed yet
             into[row["id"]] = row
 
-    def _replace(self, old: set[str], fresh: dict[str, dict]) -> None:
-        """The gateways in `old` are replaced by `fresh`; what this instance probes follows."""
+    async def _replace(self, old: set[str], fresh: dict[str, dict]) -> None:
+        """The gateways in `old` are replaced by `fresh`; what this instance probes follows. In slices: a full
+        re-read of 100,000 gateways would otherwise hold the loop for a quarter of a second."""
         now_mono, now_wall = self.clock(), utcnow()
-        for gone in old - fresh.keys():
+        for n, gone in enumerate(old - fresh.keys(), 1):
             row = self.gateways.pop(gone, None)
             if row is not None:
                 self._of_org.get(row["organization_id"], set()).discard(gone)
             self.due.pop(gone, None)
             self._position.pop(gone, None)
-        for gid, row in fresh.items():
+            if n % SLICE == 0:
+                await asyncio.sleep(0)
+        for n, (gid, row) in enumerate(fresh.items(), 1):
+            if n % SLICE == 0:
+                await asyncio.sleep(0)
             known = self.gateways.get(gid)
             if known is not None and known["organization_id"] != row["organization_id"]:
                 self._of_org.get(known["organization_id"], set()).discard(gid)
@@ -170,18 +176,18 @@ class HealthMonitor:
             task.add_done_callback(self._tasks.discard)
 
     async def flush(self) -> None:
+        """Record what the probes found, RECORD_BATCH results per transaction (each a few ms of the loop)."""
         self._flushed_at = self.clock()
-        if not self._buffer:
-            return
-        batch, self._buffer = self._buffer, []
-        # Step from the current row: a refresh may have replaced the one the probe started with.
-        batch = [(self.gateways.get(g["id"], g), result) for g, result in batch]
-        try:
-            await self.recorder.record(batch, source="monitor")
-        except DatabaseUnavailable:  # logged once per outage; these results are not kept, the next ones are
-            self.unrecorded += len(batch)
-        except Exception:
-            log.exception("recording %d probe results failed", len(batch))
+        pending, self._buffer = self._buffer, []  # what came in by now; later results wait for the next flush
+        for start in range(0, len(pending), RECORD_BATCH):
+            # Step from the current row: a refresh may have replaced the one the probe started with.
+            batch = [(self.gateways.get(g["id"], g), result) for g, result in pending[start:start + RECORD_BATCH]]
+            try:
+                await self.recorder.record(batch, source="monitor")
+            except DatabaseUnavailable:  # logged once per outage; these results are not kept, the next ones are
+                self.unrecorded += len(batch)
+            except Exception:
+                log.exception("recording %d probe results failed", len(batch))
 
     async def step(self) -> float:
         """One turn of the loop; returns how long to sleep before the next."""

@@ -15,7 +15,7 @@ from ngm.dataplane.traffic import RedisTraffic, TrafficStats
 from ngm.dataplane.upstream import UpstreamPool
 from ngm.errors import DatabaseUnavailable
 from ngm.fallbacks import Fallback
-from ngm.heap import freeze_long_lived
+from ngm.heap import freeze_long_lived, release
 from ngm.models.changes import ChangeCursor, prune_changes
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
@@ -96,9 +96,11 @@ class RoutingService:
                     self.table.refreshed_at = time.monotonic()
                     return
                 self.changes.done(poll)
+                old = self._table_snapshot()
                 self.table.publish(snapshot)
                 if poll.full:
                     freeze_long_lived()  # it lives until the next full re-read: out of the collector's full passes
+                    await release(old.gateways, old.targets, old.policies)  # nothing else holds the old one
             except DatabaseUnavailable:  # logged once per outage where it was found
                 pass
             except Exception:

@@ -1,0 +1,25 @@
+"""Letting go of a large snapshot in slices (ngm/heap.py): the loop is served between slices."""
+
+import asyncio
+
+from ngm.heap import SLICE, release
+
+
+def test_release_empties_every_dict_and_serves_the_loop_between_slices():
+    big, small = {i: object() for i in range(SLICE * 3 + 5)}, {"a": 1}
+    turns = []
+
+    async def main():
+        async def ticker():
+            while big:
+                turns.append(len(big))
+                await asyncio.sleep(0)
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        await release(big, small)
+        await tick
+
+    asyncio.run(main())
+    assert big == {} and small == {}
+    assert len(turns) >= 3 and turns == sorted(turns, reverse=True)  # other tasks ran while it was emptied
