@@ -135,11 +135,13 @@ async def prune_changes(q: Queries) -> None:
 
 @dataclass(frozen=True)
 class Poll:
-    """What a reader must read now: everything (full), or the organizations with a change it has not seen."""
+    """What a reader must read now: everything (full), or the organizations with a change it has not seen; and
+    where the cursor goes once that is read."""
     full: bool
     organizations: frozenset[str]
     since: Any
     counts: dict[str, int]
+    moved_window: bool = False
 
 
 class ChangeCursor:
@@ -147,16 +149,19 @@ class ChangeCursor:
     (a read that fails is asked for again). A full read is asked for first and every resync_every seconds, and
     whenever a reader calls resync() (say, after it may have missed changes).
 
-    Each full read fixes a point LOOKBACK seconds before it; every poll until the next one counts the changes
-    since that point per organization and re-reads those whose count moved. Counting in the database keeps a
-    poll one short answer after a burst (8,000 health transitions made listing the changes themselves 30-40 ms
-    of this process's time per poll for the next minute)."""
+    A poll counts the changes per organization stamped since a point of the cursor's and re-reads those whose
+    count moved: one short answer even after a burst (8,000 health transitions made listing the changes themselves
+    30-40 ms of this process's time per poll for the next minute). The point is LOOKBACK seconds before the last
+    full read, and moves up to LOOKBACK seconds ago every LOOKBACK seconds (otherwise a burst of 200,000 changes
+    was counted by every poll until the next full read: 15% of a core). Moving it, the new point's counts are
+    read first and the old point's after, so a change that commits in between is read now or counted next time;
+    only a change committed more than LOOKBACK seconds after it was stamped is left to the full read."""
 
     def __init__(self, resync_every: float, clock: Callable[[], float] = time.monotonic):
         self.resync_every, self.clock = resync_every, clock
         self._since: Any = None
         self._counts: dict[str, int] | None = None
-        self._resync_at = 0.0
+        self._resync_at = self._move_at = 0.0
 
     def resync(self) -> None:
         self._resync_at = 0.0
@@ -166,11 +171,19 @@ class ChangeCursor:
         if self._counts is None or self.clock() >= self._resync_at:
             since = await window_start(q)
             return Poll(True, frozenset(), since, await counts_since(q, since))
+        move = self.clock() >= self._move_at
+        if move:
+            since = await window_start(q)
+            baseline = await counts_since(q, since)
         counts, seen = await counts_since(q, self._since), self._counts
         moved = frozenset(org for org in counts.keys() | seen.keys() if counts.get(org) != seen.get(org))
+        if move:
+            return Poll(False, moved, since, baseline, moved_window=True)
         return Poll(False, moved, self._since, counts)
 
     def done(self, poll: Poll) -> None:
         self._since, self._counts = poll.since, poll.counts
+        if poll.full or poll.moved_window:
+            self._move_at = self.clock() + LOOKBACK
         if poll.full:
             self._resync_at = self.clock() + self.resync_every

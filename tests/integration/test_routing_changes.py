@@ -261,3 +261,30 @@ async def test_after_any_sequence_of_changes_the_table_equals_a_full_read(ctx, o
         full = await SnapshotLoader(ctx.database, ctx.keyring).load()
         assert view(service.table) == view(full), f"round {round_}"
     assert service.calls.count("all") == 1  # every later round was incremental
+
+
+async def test_the_cursor_moves_its_window_and_still_sees_every_change(ctx, org):
+    """A reader's counting window moves up every LOOKBACK seconds (a burst is not counted for minutes); changes
+    made before, at and after the move are each reported, and an idle poll reports none."""
+    from ngm.models.changes import LOOKBACK, ChangeCursor
+
+    now = [0.0]
+    cursor = ChangeCursor(resync_every=10 * LOOKBACK, clock=lambda: now[0])
+
+    async def poll_done() -> tuple[bool, frozenset[str]]:
+        poll = await cursor.poll(ctx.database)
+        cursor.done(poll)
+        return poll.moved_window, frozenset(o for o in poll.organizations if o.startswith(org))
+
+    first = await cursor.poll(ctx.database)
+    assert first.full
+    cursor.done(first)
+    await add_gateway(ctx, f"{org}-a")
+    assert await poll_done() == (False, {f"{org}-a"})
+    assert await poll_done() == (False, frozenset())
+    now[0] += LOOKBACK + 1  # the window moves at this poll; a change just before it is still reported
+    await add_gateway(ctx, f"{org}-b")
+    assert await poll_done() == (True, {f"{org}-b"})
+    await add_gateway(ctx, f"{org}-c")
+    assert await poll_done() == (False, {f"{org}-c"})
+    assert await poll_done() == (False, frozenset())

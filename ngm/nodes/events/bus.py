@@ -63,6 +63,10 @@ class LocalBus:
     async def publish(self, event: dict) -> None:
         self.deliver_locally(event)
 
+    async def publish_many(self, events: list[dict]) -> None:
+        for event in events:
+            self.deliver_locally(event)
+
     async def start(self) -> None:
         pass
 
@@ -80,11 +84,19 @@ class RedisBus(LocalBus):
                                               "(SSE clients, routing changes and health news of other instances wait)")
 
     async def publish(self, event: dict) -> None:
+        await self.publish_many([event])
+
+    async def publish_many(self, events: list[dict]) -> None:
+        """One message for all of them (a batch of probe results: a message per probe cost every instance a
+        Redis round trip and a delivery per probe)."""
+        if not events:
+            return
         try:
-            await self.redis.publish(self.channel, json.dumps(event))
-        except Exception as exc:  # Redis down: at least this instance's subscribers get it
+            await self.redis.publish(self.channel, json.dumps(events[0] if len(events) == 1 else events))
+        except Exception as exc:  # Redis down: at least this instance's subscribers get them
             self.fallback.engage(f"publish failed: {type(exc).__name__}")
-            self.deliver_locally(event)
+            for event in events:
+                self.deliver_locally(event)
 
     async def start(self) -> None:
         if self._task is None:
@@ -98,7 +110,9 @@ class RedisBus(LocalBus):
                 self.fallback.clear()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        self.deliver_locally(json.loads(message["data"]))
+                        data = json.loads(message["data"])
+                        for event in data if isinstance(data, list) else (data,):
+                            self.deliver_locally(event)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # retried every second; said once per outage

@@ -45,8 +45,7 @@ async def record_transitions(q: Queries, bus: LocalBus, transitions: list[dict[s
     await _queue_deliveries(q, events)
 
     async def publish() -> None:
-        for event in events:
-            await bus.publish(event)
+        await bus.publish_many(events)
 
     if isinstance(q, Transaction):
         q.after_commit(publish)

@@ -90,8 +90,7 @@ class HealthRecorder:
                   for g, summary in zip((g for g, *_ in evaluated), summaries)]
 
         async def publish():
-            for event in probes:
-                await self.bus.publish(event)
+            await self.bus.publish_many(probes)
 
         tx.after_commit(publish)
         return summaries
