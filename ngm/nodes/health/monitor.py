@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 
 from ngm.errors import DatabaseUnavailable
-from ngm.heap import SLICE, freeze_long_lived
+from ngm.heap import SLICE, deferred_full_collections, freeze_long_lived
 from ngm.models.changes import ChangeCursor
 from ngm.models.rows import utcnow
 from ngm.nodes.gateways.validation import base_url, health_url
@@ -66,10 +66,11 @@ class HealthMonitor:
         poll = await self.changes.poll(self.store.database)
         if poll.full:
             fresh: dict[str, dict] = {}
-            async for page in self.store.monitored_gateway_pages():
-                self._take(page, fresh)
-                await asyncio.sleep(0)  # serve the loop between pages
-            await self._replace(set(self.gateways), fresh)
+            with deferred_full_collections():
+                async for page in self.store.monitored_gateway_pages():
+                    self._take(page, fresh)
+                    await asyncio.sleep(0)  # serve the loop between pages
+                await self._replace(set(self.gateways), fresh)
             freeze_long_lived()  # the rows live until the next full re-read
         elif poll.organizations:
             fresh = {}

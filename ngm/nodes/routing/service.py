@@ -15,7 +15,7 @@ from ngm.dataplane.traffic import RedisTraffic, TrafficStats
 from ngm.dataplane.upstream import UpstreamPool
 from ngm.errors import DatabaseUnavailable
 from ngm.fallbacks import Fallback
-from ngm.heap import freeze_long_lived, release
+from ngm.heap import deferred_full_collections, freeze_long_lived, release
 from ngm.models.changes import ChangeCursor, prune_changes
 from ngm.models.query import delete
 from ngm.models.rows import utcnow
@@ -87,7 +87,8 @@ class RoutingService:
             try:
                 poll = await self.changes.poll(self.ctx.database)
                 if poll.full:
-                    snapshot = await self.loader.load()
+                    with deferred_full_collections():
+                        snapshot = await self.loader.load()
                     await prune_changes(self.ctx.database)
                 elif poll.organizations:
                     snapshot = await self.loader.reload(self._table_snapshot(), poll.organizations)
