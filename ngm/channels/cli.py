@@ -123,6 +123,8 @@ def _show(op: Operation, result: Any, resource_id: str | None, as_json: bool) ->
         if "total" in result:
             offset = f" (offset {result['offset']})" if result.get("offset") else ""
             click.echo(f"{len(result['items'])} of {result['total']} shown{offset}")
+            if result.get("next_cursor"):
+                click.echo(f"next page: --cursor {result['next_cursor']}")
         elif not result["items"]:
             click.echo("none")
     elif isinstance(result, dict):

@@ -113,30 +113,33 @@ def where_clause(table: Table, where: dict[str, Any] | None, params: dict[str, A
     return " WHERE " + " AND ".join(clauses)
 
 
-def encode_cursor(values: list[Any]) -> str:
-    """An opaque cursor for the row holding these order-column values."""
-    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+def encode_cursor(listing: str, values: list[Any]) -> str:
+    """An opaque cursor for the row of `listing` (the list's name) holding these order-column values."""
+    return base64.urlsafe_b64encode(json.dumps([listing, *values], separators=(",", ":")).encode()).decode().rstrip(
+        "=")
 
 
-def decode_cursor(cursor: str, columns: int) -> list[Any]:
-    """The values a cursor of encode_cursor holds: `columns` strings; 422 naming `cursor` for anything else."""
+def decode_cursor(cursor: str, listing: str, columns: int) -> list[Any]:
+    """The values a cursor of encode_cursor for `listing` holds: `columns` strings; 422 naming `cursor` for
+    anything else, a cursor of another list included."""
     try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        values = json.loads(base64.urlsafe_b64decode(cursor.rstrip("=") + "=" * (-len(cursor.rstrip("=")) % 4)))
     except (ValueError, UnicodeDecodeError):
         values = None
-    if not (isinstance(values, list) and len(values) == columns and all(isinstance(v, str) for v in values)):
-        raise ValidationFailed.from_fields([{"field": "cursor", "message": "not a cursor this list returned "
-                                                                            "(use next_cursor as it came)"}])
-    return values
+    if not (isinstance(values, list) and len(values) == columns + 1 and values[0] == listing
+            and all(isinstance(v, str) for v in values)):
+        raise ValidationFailed.from_fields([{"field": "cursor", "message": f"not a cursor this list of {listing} "
+                                                                            "returned (use next_cursor as it came)"}])
+    return values[1:]
 
 
-def page_after(params: dict[str, Any], columns: int) -> list[Any] | None:
+def page_after(params: dict[str, Any], listing: str, columns: int) -> list[Any] | None:
     """The keyset a list operation's `cursor` names (None without one); a cursor with an offset is refused."""
     if params.get("cursor") is None:
         return None
     if params.get("offset"):
         raise ValidationFailed.from_fields([{"field": "cursor", "message": "page by cursor or by offset, not both"}])
-    return decode_cursor(params["cursor"], columns)
+    return decode_cursor(params["cursor"], listing, columns)
 
 
 def _param(table: Table, name: str, value: Any) -> Any:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from ngm.workflows.build import audited, chain
 from ngm.workflows.registry import CliSpec, operation
-from ngm.workflows.schema import AgentId, Cursor, Offset, Partial, Strict, Version
+from ngm.workflows.schema import CURSOR_HELP, LIMIT_HELP, AgentId, Cursor, Offset, Partial, Strict, Version
 
 _NODES = ["ngm.nodes.deployments.nodes"]
 _CLI = CliSpec(columns=("id", "agent_id", "agent_version", "gateway_id", "weight", "status", "in_flight",
@@ -46,9 +46,9 @@ class DeploymentQuery(Strict):
     gateway_id: Optional[str] = Field(None, max_length=128)
     agent_id: Optional[str] = Field(None, max_length=128)
     status: Optional[Literal["active", "draining", "inactive"]] = None
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(50, ge=1, le=500, description=LIMIT_HELP)
     offset: Offset = 0
-    cursor: Optional[Cursor] = None
+    cursor: Optional[Cursor] = Field(None, description=CURSOR_HELP)
 
 
 class DrainInput(Strict):

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, St
 
 from ngm.nodes.gateways import validation as v
 from ngm.nodes.health.stats import parse_window
-from ngm.workflows.schema import Cursor, HttpUrl, Offset, Partial, Region, Strict
+from ngm.workflows.schema import CURSOR_HELP, LIMIT_HELP, Cursor, HttpUrl, Offset, Partial, Region, Strict
 
 Environment = Literal["development", "staging", "production"]
 GatewayType = Literal["shared", "dedicated", "private"]
@@ -162,9 +162,9 @@ class GatewayListQuery(Strict):
     environment: Optional[Environment] = None
     status: Optional[Status] = None
     health_status: Optional[HealthStatus] = None
-    limit: int = Field(50, ge=1, le=500)
+    limit: int = Field(50, ge=1, le=500, description=LIMIT_HELP)
     offset: Offset = 0
-    cursor: Optional[Cursor] = None
+    cursor: Optional[Cursor] = Field(None, description=CURSOR_HELP)
 
 
 class GatewayDeleteQuery(Strict):

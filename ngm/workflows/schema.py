@@ -21,10 +21,10 @@ from ngm.nodes.gateways import validation as v
 
 MAX_OFFSET = 1_000_000_000
 Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET, description="records to skip")]
-Cursor = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_-]+$",
-                              description="start after the last record of the page whose next_cursor this is "
-                                          "(keyset paging: rows inserted or deleted meanwhile shift nothing); "
-                                          "instead of offset")]
+Cursor = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9_=-]+$")]
+CURSOR_HELP = ("the next_cursor of the page before: the page after it (rows inserted or deleted meanwhile shift "
+               "nothing); instead of offset")
+LIMIT_HELP = "records per page (at most 500)"
 
 # Shared shapes. A pattern in the description (json_schema_extra) tells clients what the validator checks;
 # the validators' own messages stay the ones callers read.

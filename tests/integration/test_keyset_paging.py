@@ -75,13 +75,30 @@ async def test_deployments_page_by_cursor_too(executor, owner):
     assert sorted(seen) == sorted(made) and len(seen) == len(made)
 
 
-@pytest.mark.parametrize("cursor", ["not-a-cursor", encode_cursor(["a"]), encode_cursor([1, 2]),
-                                    encode_cursor(["a", "b", "c"]), "x" * 3000, "a b", "%00"])
+@pytest.mark.parametrize("cursor", ["not-a-cursor", encode_cursor("gateways", ["a"]),
+                                    encode_cursor("gateways", [1, "2"]), encode_cursor("gateways", ["a", "b", "c"]),
+                                    "x" * 3000, "a b", "%00", "==="])
 async def test_a_cursor_the_list_did_not_give_is_refused_naming_it(executor, owner, cursor):
     for operation in ("gateways_list", "deployments_list"):
         with pytest.raises(ValidationFailed) as refused:
             await executor.run(operation, owner, {"cursor": cursor})
         assert refused.value.status == 422 and refused.value.field == "cursor", refused.value
+
+
+async def test_a_cursor_of_one_list_is_refused_by_the_other(executor, owner):
+    gateway = await make_gateway(executor, owner, "x-1")
+    await make_gateway(executor, owner, "x-2")
+    for i in range(2):
+        await executor.run("deployments_create", owner, {"gateway_id": gateway["id"], "agent_id": f"x-{i}",
+                                                         "agent_version": "v1"})
+    for mine, other in (("gateways_list", "deployments_list"), ("deployments_list", "gateways_list")):
+        cursor = (await executor.run(mine, owner, {"limit": 1}))["next_cursor"]
+        assert cursor is not None
+        with pytest.raises(ValidationFailed) as refused:
+            await executor.run(other, owner, {"cursor": cursor})
+        assert refused.value.field == "cursor"
+        padded = cursor + "=" * (-len(cursor) % 4)  # as a base64 tool would write it
+        assert (await executor.run(mine, owner, {"limit": 1, "cursor": padded}))["items"]
 
 
 async def test_a_cursor_with_an_offset_is_refused(executor, owner):

@@ -40,10 +40,10 @@ class ListDeploymentsNode(_DeploymentNode):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("gateway_id", "agent_id", "status")}
         rows, total, next_key = await store.list_page(self.db, kw["organization_id"], filters, p["limit"],
-                                                      p["offset"], page_after(p, len(store.LIST_ORDER)))
+                                                      p["offset"], page_after(p, "deployments", len(store.LIST_ORDER)))
         return {"page": {"items": [await self.with_in_flight(r) for r in rows], "total": total,
                          "limit": p["limit"], "offset": p["offset"],
-                         "next_cursor": encode_cursor(next_key) if next_key is not None else None}}
+                         "next_cursor": encode_cursor("deployments", next_key) if next_key is not None else None}}
 
 
 @register_node()

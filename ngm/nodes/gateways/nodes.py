@@ -45,10 +45,11 @@ class ListGatewaysNode(ContextNode):
     async def async_run(self, **kw):
         p = kw["params"]
         filters = {k: p.get(k) for k in ("environment", "status", "health_status")}
+        after = page_after(p, "gateways", len(store.LIST_ORDER))
         items, total, next_key = await store.list_public_page(self.db, kw["organization_id"], filters, p["limit"],
-                                                              p["offset"], page_after(p, len(store.LIST_ORDER)))
+                                                              p["offset"], after)
         return {"page": {"items": items, "total": total, "limit": p["limit"], "offset": p["offset"],
-                         "next_cursor": encode_cursor(next_key) if next_key is not None else None}}
+                         "next_cursor": encode_cursor("gateways", next_key) if next_key is not None else None}}
 
 
 @register_node()

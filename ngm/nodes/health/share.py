@@ -132,7 +132,8 @@ class RedisShare:
         self.mode = "shared through Redis"
         live = tuple(sorted(m.decode() if isinstance(m, bytes) else m for m in members))
         if live != self.members or self.everything:
-            log.info("probe share: %d instance(s) probe the gateways between them", len(live))
+            log.info("probe share: %s", f"{len(live)} instances probe the gateways between them" if len(live) > 1
+                     else "this instance probes every gateway (no other one is live)")
             self.members, self._ring, self.everything = live, Ring(live), False
             self.generation += 1
 

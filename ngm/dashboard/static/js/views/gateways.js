@@ -8,6 +8,7 @@ import { CREATE_FIELDS, ENVIRONMENTS, HEALTH, STATUSES } from './gateway_fields.
 const filters = { environment: '', status: '', health_status: '' };
 const PAGE = 50;
 let cursors = [null]; // the cursor of every page up to the one shown (null: the first)
+let loads = 0; // load()'s calls: an answer that a newer call overtook is dropped
 
 export async function gatewaysView({ creating }, main) {
   const list = h('div', { id: 'gateway-list', 'aria-live': 'polite' });
@@ -50,11 +51,17 @@ function select(name, label, options) {
 }
 
 async function load(list) {
+  const mine = ++loads;
   const cursor = cursors[cursors.length - 1];
   const page = await get('/gateways', { ...filters, limit: PAGE, ...(cursor ? { cursor } : {}) });
+  if (mine !== loads) return;
   const gateways = page.items;
   const first = (cursors.length - 1) * PAGE + 1;
-  const turn = (delta) => { if (delta > 0) cursors.push(page.next_cursor); else cursors.pop(); load(list); };
+  const turn = (delta) => {
+    for (const button of list.querySelectorAll('.pager button')) button.disabled = true; // one turn per click
+    if (delta > 0) cursors.push(page.next_cursor); else cursors.pop();
+    load(list).catch(err => toast(err.message, 'error'));
+  };
   const pager = h('nav', { class: 'pager', 'aria-label': 'Pages of gateways' },
     h('button', { type: 'button', disabled: cursors.length === 1, onclick: () => turn(-1) }, 'Previous'),
     h('span', {}, gateways.length ? `${first}–${first + gateways.length - 1} of ${page.total}` : ''),

@@ -12,13 +12,15 @@ export async function healthView(main) {
   const feed = h('ol', { class: 'feed', 'aria-live': 'polite', 'aria-label': 'Transitions as they happen' });
   const state = h('p', { class: 'stream-state', role: 'status' }, 'connecting…');
   const counts = h('p', { class: 'counts', 'aria-live': 'polite' });
-  const more = h('button', { type: 'button', hidden: true, onclick: () => loadPage() }, 'More gateways');
+  const more = h('button', { type: 'button', hidden: true, onclick: () => loadPage().catch(() => {}) }, 'More gateways');
   replace(main, h('div', { class: 'title-row' }, h('h1', {}, 'Health'), state), counts, grid, more,
     h('section', { 'aria-labelledby': 'live-title' }, h('h2', { id: 'live-title' }, 'Live transitions'), feed,
       h('p', { class: 'empty', id: 'feed-empty' }, 'None since this page opened.')));
 
   const by = {};
   let cursor = null;
+  let recount = null; // a count asked for again, at most every 2 s
+  let paging = false;
   async function loadCounts() { // one short request per state: the totals, not the gateways
     const totals = await Promise.all(HEALTH.map(s => get('/gateways', { health_status: s, limit: 1 })));
     HEALTH.forEach((s, i) => { by[s] = totals[i].total; });
@@ -26,10 +28,16 @@ export async function healthView(main) {
   }
 
   async function loadPage() {
-    const page = await get('/gateways', { limit: PAGE, ...(cursor ? { cursor } : {}) });
-    grid.append(...page.items.map(g => { const tile = h('article', { class: 'tile', dataset: { gatewayId: g.id } }); tiles.set(g.id, { g, tile }); draw(g, tile); return tile; }));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
+    if (paging) return; // a second click while the page comes
+    paging = more.disabled = true;
+    try {
+      const page = await get('/gateways', { limit: PAGE, ...(cursor ? { cursor } : {}) });
+      grid.append(...page.items.map(g => { const tile = h('article', { class: 'tile', dataset: { gatewayId: g.id } }); tiles.set(g.id, { g, tile }); draw(g, tile); return tile; }));
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+    } finally {
+      paging = more.disabled = false;
+    }
   }
 
   function tally() {
@@ -46,7 +54,9 @@ export async function healthView(main) {
         by[d.from_health] = Math.max(0, (by[d.from_health] || 0) - 1);
         by[d.to_health] = (by[d.to_health] || 0) + 1;
         tally();
-      } else loadCounts().catch(() => {}); // perhaps new since: ask again
+      } else if (!recount) { // perhaps new since: ask again, once for a burst of them
+        recount = setTimeout(() => { recount = null; loadCounts().catch(() => {}); }, 2000);
+      }
     }
     if (!entry) return; // not on the pages shown
     if (event.type === 'health.probe') {
@@ -63,7 +73,7 @@ export async function healthView(main) {
     draw(entry.g, entry.tile);
   }, (s) => replace(state, s === 'live' ? h('span', { class: 'live' }, '● live') : 'reconnecting…'));
   const ticker = setInterval(() => { for (const { g, tile } of tiles.values()) draw(g, tile); }, 10000); // "x s ago"
-  return () => { stop(); clearInterval(ticker); };
+  return () => { stop(); clearInterval(ticker); clearTimeout(recount); };
 }
 
 function draw(g, tile) {
