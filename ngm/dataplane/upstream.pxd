@@ -33,6 +33,7 @@ cdef class UpstreamResponse:
     cdef public object error
     cdef public bint paused
     cdef public object waiter, callback, connection
+    cdef public Py_ssize_t head_bytes
 
     cpdef void wake(self)
     cpdef void finish(self)

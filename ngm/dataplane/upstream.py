@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     _Origin: TypeAlias = tuple[str, str, int]  # (scheme, host, port)
 
 _QUEUE_HIGH = 32  # buffered body chunks before the upstream socket is paused
+MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused (a gateway could send gigabytes of it)
+
+
+class HeadTooLarge(Exception):
+    pass
 
 
 class UpstreamError(Exception):
@@ -116,7 +121,9 @@ class _Connection:
         except httptools.HttpParserUpgrade:
             response.fail(UpstreamBroken("upgrade not supported"))
         except httptools.HttpParserError as exc:
-            response.fail(UpstreamBroken(f"bad response: {exc}"))
+            too_large = isinstance(exc.__context__, HeadTooLarge) or isinstance(exc.__cause__, HeadTooLarge)
+            response.fail(UpstreamBroken(f"response head larger than {MAX_HEAD_BYTES // 1024} KB" if too_large
+                                         else f"bad response: {exc}"))
         if response.callback is not None:  # a head, part of a body: whatever came, once it is all parsed
             response.callback()
 
@@ -150,6 +157,9 @@ class _Connection:
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self.response
         assert response is not None  # the parser runs in data_received(), for a response under way
+        response.head_bytes += len(name) + len(value) + 4
+        if response.head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge  # the parser stops; data_received() fails the exchange
         response.headers.append((name, value))
         if len(name) == 10 and name.lower() == b"connection":  # the router drops what they list, all of them
             response.connection = value if response.connection is None else response.connection + b"," + value
@@ -192,7 +202,7 @@ class UpstreamResponse:
     failed, and after each read from the connection (see the router's forward_now)."""
 
     __slots__ = ("conn", "head_only", "status", "headers", "chunks", "head_done", "complete", "keep_alive", "error",
-                 "paused", "waiter", "callback", "connection")
+                 "paused", "waiter", "callback", "connection", "head_bytes")
 
     def __init__(self, conn: _Connection, head_only: bool):
         self.conn, self.head_only = conn, head_only
@@ -204,6 +214,7 @@ class UpstreamResponse:
         self.waiter: asyncio.Future[None] | None = None  # made only when the reader has to wait
         self.callback: Callable[[], object] | None = None
         self.connection: bytes | None = None  # the gateway's Connection header
+        self.head_bytes = 0
 
     def wake(self) -> None:
         waiter = self.waiter

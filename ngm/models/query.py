@@ -127,10 +127,19 @@ def decode_cursor(cursor: str, listing: str, columns: int) -> list[Any]:
     except (ValueError, UnicodeDecodeError):
         values = None
     if not (isinstance(values, list) and len(values) == columns + 1 and values[0] == listing
-            and all(isinstance(v, str) for v in values)):
+            and all(isinstance(v, str) and _storable(v) for v in values)):
         raise ValidationFailed.from_fields([{"field": "cursor", "message": f"not a cursor this list of {listing} "
                                                                             "returned (use next_cursor as it came)"}])
     return values[1:]
+
+
+def _storable(text: str) -> bool:
+    """Text a database stores and compares: no NUL, no unpaired surrogate (a forged cursor may hold either)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
 
 
 def page_after(params: dict[str, Any], listing: str, columns: int) -> list[Any] | None:

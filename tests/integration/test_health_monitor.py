@@ -187,3 +187,29 @@ async def test_the_loop_probes_once_per_interval_and_a_slow_gateway_delays_no_on
     probes = len(fast.gets()) - start
     assert 5 <= probes <= 7, probes  # 3 s at 0.5 s ± 10% jitter, never held up by the slow one
     await monitor.stop()
+
+
+async def test_a_new_interval_or_url_takes_effect_at_once_not_at_the_old_due_time(setup):
+    ctx, executor, owner, monitor, gateway, sweeps, standin = setup
+    monitor.refresh_every = 0.2
+    first, second = standin("healthy"), standin("healthy")
+    gw = await gateway(first, health_check_interval=3600)
+
+    async def loop():
+        while True:
+            await anyio.sleep(min(0.1, await monitor.step()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(loop)
+        with anyio.fail_after(8):  # the first probe comes within the cold start's spread (5 s at most)
+            while not first.gets():
+                await anyio.sleep(0.05)
+        await executor.run("gateways_update", owner, {"health_check_url": second.url + "/health"}, gw["id"])
+        with anyio.fail_after(3):  # not in an hour: at once, at the new URL
+            while not second.gets():
+                await anyio.sleep(0.05)
+        await executor.run("gateways_update", owner, {"health_check_interval": 0.5}, gw["id"])
+        await anyio.sleep(2.5)
+        tg.cancel_scope.cancel()
+    assert len(second.gets()) >= 3, len(second.gets())  # every half second now
+    await monitor.stop()

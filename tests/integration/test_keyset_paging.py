@@ -77,7 +77,8 @@ async def test_deployments_page_by_cursor_too(executor, owner):
 
 @pytest.mark.parametrize("cursor", ["not-a-cursor", encode_cursor("gateways", ["a"]),
                                     encode_cursor("gateways", [1, "2"]), encode_cursor("gateways", ["a", "b", "c"]),
-                                    "x" * 3000, "a b", "%00", "==="])
+                                    "x" * 3000, "a b", "%00", "===", encode_cursor("gateways", ["\ud800", "x"]),
+                                    encode_cursor("gateways", ["a\x00", "b"])])
 async def test_a_cursor_the_list_did_not_give_is_refused_naming_it(executor, owner, cursor):
     for operation in ("gateways_list", "deployments_list"):
         with pytest.raises(ValidationFailed) as refused:

@@ -214,3 +214,42 @@ async def test_bodies_are_read_only_up_to_the_cap(client, servers):
     start = time.monotonic()
     r = await probe(client, servers("huge").url + "/health", None, timeout=5.0)
     assert r.outcome == "ok" and time.monotonic() - start < 2.0
+
+
+async def test_a_gateway_cannot_flood_the_probe_with_its_head_or_its_redirect(client):
+    """What a gateway sends is bounded before it is kept: a response head past 64 KB fails the probe (and the
+    router's exchange) at once; a refused redirect's description quotes at most 100 characters of its host."""
+    import asyncio
+
+    sent = {"head": 0}
+
+    async def flood(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        try:
+            for _ in range(40_000):  # 40 MB of header lines, unless the probe hangs up first
+                writer.write(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+                sent["head"] += 1009
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        writer.close()
+
+    async def redirect(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 302 Found\r\nLocation: http://" + b"a" * 5000
+                     + b".example/\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    servers = [await asyncio.start_server(handler, "127.0.0.1", 0) for handler in (flood, redirect)]
+    try:
+        ports = [s.sockets[0].getsockname()[1] for s in servers]
+        flooded = await probe(client, f"http://127.0.0.1:{ports[0]}/health", None, timeout=5.0)
+        assert flooded.outcome == "error" and "larger than 64 KB" in flooded.error
+        assert sent["head"] < 20_000_000  # the probe hung up; it did not read it all
+        moved = await probe(client, f"http://127.0.0.1:{ports[1]}/health", None)
+        assert moved.outcome == "redirect_refused" and len(moved.error) < 200, len(moved.error)
+    finally:
+        for s in servers:
+            s.close()

@@ -29,6 +29,7 @@ from ngm.tasks import stop_tasks
 
 log = logging.getLogger("ngm.monitor")
 RECORD_BATCH = 200  # probe results recorded per transaction
+_PROBE_SETTINGS = ("api_url", "api_port", "health_check_url", "health_check_interval")  # a change reschedules
 _STATE_FIELDS = ("health_status", "health_successes", "health_failures", "health_slow", "health_fast",
                  "last_health_check")
 
@@ -113,6 +114,11 @@ class HealthMonitor:
                 self.due.pop(gid, None)
             elif gid not in self.due:
                 self._schedule(gid, now_mono + self._first_delay(row, now_wall))
+            elif known is not None and any(known.get(k) != row.get(k) for k in _PROBE_SETTINGS):
+                # probed elsewhere or every so often now: from the new settings, not the old due time
+                due = self.due[gid]
+                self._schedule(gid, now_mono if known.get("health_check_interval") == row.get(
+                    "health_check_interval") else min(due, now_mono + self._first_delay(row, now_wall)))
         for org in [o for o, ids in self._of_org.items() if not ids]:
             del self._of_org[org]
 

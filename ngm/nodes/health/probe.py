@@ -29,6 +29,7 @@ from ngm.nodes.gateways.validation import client_host
 from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused, OutboundResponse, origin
 
 MAX_BODY_BYTES = 64 * 1024  # a health answer is small; never read an unbounded body
+MAX_ERROR = 300  # characters of a failure's description kept (it may quote what a gateway sent)
 _FINE = {"healthy", "ok", "up", "pass", "unknown"}
 _DOWN = {"unhealthy", "down", "fail", "error", "critical"}
 
@@ -66,6 +67,12 @@ def _causes(exc: BaseException | None):
 
 
 def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """(outcome, a description of at most MAX_ERROR characters: it is stored, and may quote a gateway)."""
+    outcome, message = _classify(exc)
+    return outcome, message[:MAX_ERROR]
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
     causes = list(_causes(exc))
     refused = next((c for c in causes if isinstance(c, OutboundRefused)), None)
     if refused is not None:
@@ -164,7 +171,7 @@ class ProbeClient:
                 target_url = urljoin(url, location)
                 if origin(target_url) != start_origin:
                     raise OutboundRefused("redirect_refused",
-                                          f"refused a redirect to another origin ({origin(target_url)[1]})")
+                                          f"refused a redirect to another origin ({origin(target_url)[1][:100]})")
                 url = target_url
                 continue
             return OutboundResponse(resp.status, {}, bytes(body[:max_body]), url)

@@ -224,7 +224,7 @@ class OutboundClient:
                         target = urljoin(url, location)
                         if origin(target) != start_origin:
                             raise OutboundRefused("redirect_refused",
-                                                  f"refused a redirect to another origin ({origin(target)[1]})")
+                                                  f"refused a redirect to another origin ({origin(target)[1][:100]})")
                         url = target
                         continue
                     return OutboundResponse(resp.status, dict(resp.headers), bytes(body[:max_body]), str(resp.url))
