@@ -121,12 +121,18 @@ def test_busy_instances_lease_quota_and_still_admit_exactly_the_limit(cluster):
     limit, window = 1200, 8.0
     deploy(servers[0], key, standin, "leases", global_rate_limit=limit, rate_limit_window=window)
     time.sleep(1.2)
-    granted_before = sum(limiter_status(s)["leases_granted"] for s in servers)
-    statuses = hammer_with_redis_answering(servers, key, "leases", window)
-    assert set(statuses) <= {200, 429}
-    assert statuses.count(200) == limit, (statuses.count(200), len(statuses))
-    assert statuses.count(429) > 100
-    assert sum(limiter_status(s)["leases_granted"] for s in servers) > granted_before
+    # A lease needs LEASE_MIN requests of the scope on one instance within 0.1 s: on a machine loaded enough that
+    # no instance saw that, the window proves nothing about leases and is run again (twice at most). Every window
+    # run must be exact.
+    for _ in range(3):
+        granted_before = sum(limiter_status(s)["leases_granted"] for s in servers)
+        statuses = hammer_with_redis_answering(servers, key, "leases", window)
+        assert set(statuses) <= {200, 429}
+        assert statuses.count(200) == limit, (statuses.count(200), len(statuses))
+        assert statuses.count(429) > 100
+        if sum(limiter_status(s)["leases_granted"] for s in servers) > granted_before:
+            return
+    raise AssertionError("no instance was busy enough for a lease in three windows running: leases not tested")
 
 
 def test_users_are_isolated_and_refused_requests_spend_no_quota(cluster):

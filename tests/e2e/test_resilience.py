@@ -168,8 +168,11 @@ def test_a_drain_waits_for_redis_rather_than_decide_on_one_instance_s_counts(tmp
         with httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=10) as c:
             dep = setup_routing(c, standin, "bot")
             redis.kill()
-            wait_for(lambda: httpx.get(server.url + "/readyz").json()["checks"]["in_flight"]["state"] == "degraded",
-                     10, "the in-flight fallback in /readyz")
+            def both_degraded():  # each notices on its own next round trip to Redis
+                checks = httpx.get(server.url + "/readyz").json()["checks"]
+                return checks["in_flight"]["state"] == checks["rate_limits"]["state"] == "degraded"
+
+            wait_for(both_degraded, 10, "the in-flight and rate-limit fallbacks in /readyz")
             ready = httpx.get(server.url + "/readyz").json()
             assert ready["status"] == "degraded" and ready["checks"]["redis"]["state"] == "down"
             assert ready["checks"]["rate_limits"]["state"] == "degraded"

@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +44,12 @@ def self_signed_cert() -> tuple[str, str]:
         fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                    serialization.NoEncryption()))
     return cert_path, key_path
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that hung up early (a capped body) is no error
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class StandIn:
@@ -112,7 +119,7 @@ class StandIn:
                                           "workflows": {"chat": "healthy"}}
                 self._send(status, json.dumps(answer).encode())
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
