@@ -153,7 +153,7 @@ class ChangeCursor:
     count moved: one short answer even after a burst (8,000 health transitions made listing the changes themselves
     30-40 ms of this process's time per poll for the next minute). The point is LOOKBACK seconds before the last
     full read, and moves up to LOOKBACK seconds ago every LOOKBACK seconds (otherwise a burst of 200,000 changes
-    was counted by every poll until the next full read: 15% of a core). Moving it, the new point's counts are
+    was counted by every poll until the next full read: 17.8% of a core). Moving it, the new point's counts are
     read first and the old point's after, so a change that commits in between is read now or counted next time;
     only a change committed more than LOOKBACK seconds after it was stamped is left to the full read."""
 
