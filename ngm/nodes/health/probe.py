@@ -19,14 +19,13 @@ import socket
 import ssl
 import time
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urljoin
 
 import aiohttp
 from yarl import URL
 
 from ngm.dataplane.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from ngm.nodes.gateways.validation import client_host
-from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused, OutboundResponse, origin
+from ngm.nodes.outbound.policy import OutboundPolicy, OutboundRefused, OutboundResponse, origin, redirect_target
 
 MAX_BODY_BYTES = 64 * 1024  # a health answer is small; never read an unbounded body
 MAX_ERROR = 300  # characters of a failure's description kept (it may quote what a gateway sent)
@@ -167,12 +166,9 @@ class ProbeClient:
                 resp.keep_alive = False  # closed, never pooled: read to the cap or not
                 resp.release()
             location = next((v.decode("latin-1") for k, v in resp.headers if k.lower() == b"location"), None)
-            if resp.status in (301, 302, 303, 307, 308) and location:
-                target_url = urljoin(url, location)
-                if origin(target_url) != start_origin:
-                    raise OutboundRefused("redirect_refused",
-                                          f"refused a redirect to another origin ({origin(target_url)[1][:100]})")
-                url = target_url
+            target = redirect_target(url, resp.status, location, start_origin)
+            if target is not None:
+                url = target
                 continue
             return OutboundResponse(resp.status, {}, bytes(body[:max_body]), url)
         raise OutboundRefused("redirect_refused", f"more than {max_redirects} redirects")

@@ -183,6 +183,16 @@ def origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
+def redirect_target(url: str, status: int, location: str | None, start_origin: tuple[str, str, int]) -> str | None:
+    """Where a redirect answer sends the call (None: it is not one); another origin than the first is refused."""
+    if status not in (301, 302, 303, 307, 308) or not location:
+        return None
+    target = urljoin(url, location)
+    if origin(target) != start_origin:
+        raise OutboundRefused("redirect_refused", f"refused a redirect to another origin ({origin(target)[1][:100]})")
+    return target
+
+
 @dataclass
 class OutboundResponse:
     status_code: int
@@ -219,12 +229,8 @@ class OutboundClient:
                         if len(body) >= max_body:
                             resp.close()  # do not return a half-read connection to the pool
                             break
-                    location = resp.headers.get("Location")
-                    if resp.status in (301, 302, 303, 307, 308) and location:
-                        target = urljoin(url, location)
-                        if origin(target) != start_origin:
-                            raise OutboundRefused("redirect_refused",
-                                                  f"refused a redirect to another origin ({origin(target)[1][:100]})")
+                    target = redirect_target(url, resp.status, resp.headers.get("Location"), start_origin)
+                    if target is not None:
                         url = target
                         continue
                     return OutboundResponse(resp.status, dict(resp.headers), bytes(body[:max_body]), str(resp.url))
